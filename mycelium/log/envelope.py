@@ -1,0 +1,197 @@
+"""The delta envelope: the one signed unit that sync, relays and archives move around.
+
+Normative description: ``protocols/delta.md``. An envelope is a deterministic CBOR map
+
+    {"v": 1, "kind": 0|1, "space": bstr32, "author": bstr32, "seq": uint>=1,
+     "prev": bstr32 / null, "epoch": uint, "nonce": bstr, "ct": bstr, "sig": bstr64}
+
+* ``kind`` 0 (DATA): ``ct`` = XChaCha20-Poly1305(group key of ``epoch``, ``nonce``,
+  payload, aad = canonical CBOR of the header ``{v, kind, space, author, seq, prev, epoch}``).
+* ``kind`` 1 (CONTROL): membership/key-epoch operations of the space; ``ct`` is the
+  plaintext canonical CBOR of the operation and ``nonce`` is empty, so relays can check
+  who is a member without any key. (An addition to DESIGN.md §3: control ops share the
+  author's hash chain, so one version vector covers data and membership.)
+* ``sig`` = Ed25519(author, ``b"mycelium-delta-v1"`` || canonical CBOR of every field but sig).
+* ``delta_id`` = SHA-256 of the canonical envelope bytes; ``prev`` is the delta_id of the
+  author's previous envelope in the same space (null for seq 1).
+
+This module only builds, encodes, decodes and checks *one* envelope in isolation; chain,
+membership and epoch checks live in :mod:`mycelium.log.validate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from mycelium.codec import cbor
+from mycelium.crypto import aead
+from mycelium.errors import CodecError, LimitExceeded, MyceliumError
+
+VERSION = 1
+SIGN_DOMAIN = b"mycelium-delta-v1"
+MAX_ENVELOPE_BYTES = 64 * 1024
+FIELDS = frozenset({"v", "kind", "space", "author", "seq", "prev", "epoch", "nonce", "ct", "sig"})
+
+
+class Kind(IntEnum):
+    DATA = 0
+    CONTROL = 1
+
+
+class EnvelopeError(MyceliumError):
+    """An envelope is malformed in isolation (shape, types, sizes, version)."""
+
+    reason = "bad_envelope"
+
+
+class UnknownVersion(EnvelopeError):
+    reason = "unknown_version"
+
+
+class BadSignature(EnvelopeError):
+    reason = "bad_signature"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded envelope. ``raw`` is the exact canonical bytes it was decoded from/encoded to."""
+
+    kind: Kind
+    space: bytes
+    author: bytes
+    seq: int
+    prev: bytes | None
+    epoch: int
+    nonce: bytes
+    ct: bytes
+    sig: bytes
+    v: int = VERSION
+    raw: bytes = b""
+
+    # -- wire -----------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        return {
+            "v": self.v, "kind": int(self.kind), "space": self.space, "author": self.author,
+            "seq": self.seq, "prev": self.prev, "epoch": self.epoch,
+        }
+
+    def unsigned_map(self) -> dict[str, Any]:
+        return {**self.header(), "nonce": self.nonce, "ct": self.ct}
+
+    def encode(self) -> bytes:
+        return self.raw or cbor.encode({**self.unsigned_map(), "sig": self.sig})
+
+    @property
+    def delta_id(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
+
+    def signing_input(self) -> bytes:
+        return SIGN_DOMAIN + cbor.encode(self.unsigned_map())
+
+    def aad(self) -> bytes:
+        return cbor.encode(self.header())
+
+    # -- checks ---------------------------------------------------------------------
+    def verify_signature(self) -> None:
+        """Raise :class:`BadSignature` unless ``sig`` is the author's signature."""
+        try:
+            Ed25519PublicKey.from_public_bytes(self.author).verify(self.sig, self.signing_input())
+        except (InvalidSignature, ValueError) as exc:
+            raise BadSignature("envelope signature does not verify") from exc
+
+    def open(self, group_key: bytes) -> bytes:
+        """Decrypt a DATA envelope's payload (raises ``aead.DecryptError``)."""
+        if self.kind is not Kind.DATA:
+            return self.ct
+        return aead.decrypt(group_key, self.nonce, self.ct, self.aad())
+
+
+def seal(
+    *,
+    signer: Ed25519PrivateKey,
+    space: bytes,
+    seq: int,
+    prev: bytes | None,
+    epoch: int,
+    payload: bytes,
+    group_key: bytes | None,
+    kind: Kind = Kind.DATA,
+    nonce: bytes | None = None,
+) -> Envelope:
+    """Build, encrypt (DATA) and sign a new envelope. ``nonce`` is only for test vectors."""
+    author = signer.public_key().public_bytes_raw()
+    draft = Envelope(kind=kind, space=space, author=author, seq=seq, prev=prev, epoch=epoch,
+                     nonce=b"", ct=b"", sig=b"")
+    if kind is Kind.DATA:
+        if group_key is None:
+            raise ValueError("a DATA envelope needs the epoch's group key")
+        n = nonce if nonce is not None else aead.new_nonce()
+        draft = replace(draft, nonce=n, ct=aead.encrypt(group_key, n, payload, draft.aad()))
+    else:
+        draft = replace(draft, ct=payload)
+    signed = replace(draft, sig=signer.sign(draft.signing_input()))
+    _check_shape(signed)
+    return replace(signed, raw=signed.encode())
+
+
+def decode(data: bytes) -> Envelope:
+    """Parse canonical envelope bytes; checks shape and sizes, not the signature."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise LimitExceeded(f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
+    try:
+        m = cbor.decode_canonical(data, max_bytes=MAX_ENVELOPE_BYTES)
+    except LimitExceeded:
+        raise
+    except CodecError as exc:
+        raise CodecError(f"envelope: {exc}", reason=exc.reason) from exc
+    if not isinstance(m, dict):
+        raise EnvelopeError("envelope is not a CBOR map")
+    if m.get("v") != VERSION:
+        raise UnknownVersion(f"unknown envelope version {m.get('v')!r}")
+    if set(m) != FIELDS:
+        missing, extra = FIELDS - set(m), set(m) - FIELDS
+        raise EnvelopeError(f"envelope fields wrong: missing {sorted(missing)}, extra {sorted(map(str, extra))}")
+    try:
+        kind = Kind(m["kind"])
+    except (ValueError, TypeError) as exc:
+        raise EnvelopeError(f"unknown envelope kind {m['kind']!r}") from exc
+    env = Envelope(kind=kind, space=m["space"], author=m["author"], seq=m["seq"], prev=m["prev"],
+                   epoch=m["epoch"], nonce=m["nonce"], ct=m["ct"], sig=m["sig"], raw=bytes(data))
+    _check_shape(env)
+    return env
+
+
+def _check_shape(env: Envelope) -> None:
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            raise EnvelopeError(f"envelope field {what}")
+
+    need(_is_bytes(env.space, 32), "space must be 32 bytes")
+    need(_is_bytes(env.author, 32), "author must be a 32-byte Ed25519 key")
+    need(_is_uint(env.seq) and env.seq >= 1, "seq must be an integer >= 1")
+    need(_is_uint(env.epoch) and env.epoch < 2**64, "epoch must be a uint64")
+    need(_is_bytes(env.sig, 64), "sig must be 64 bytes")
+    need(isinstance(env.ct, bytes), "ct must be bytes")
+    if env.seq == 1:
+        need(env.prev is None, "prev must be null when seq == 1")
+    else:
+        need(_is_bytes(env.prev, 32), "prev must be 32 bytes when seq > 1")
+    if env.kind is Kind.DATA:
+        need(_is_bytes(env.nonce, aead.NONCE_BYTES), "nonce must be 24 bytes for DATA")
+        need(len(env.ct) >= aead.TAG_BYTES, "ct shorter than the AEAD tag")
+    else:
+        need(env.nonce == b"", "nonce must be empty for CONTROL")
+
+
+def _is_bytes(value: object, size: int) -> bool:
+    return isinstance(value, bytes) and len(value) == size
+
+
+def _is_uint(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
