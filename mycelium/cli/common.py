@@ -1,0 +1,74 @@
+"""Helpers shared by every CLI command: home, JSON output, errors, passphrases.
+
+Contract (DESIGN.md §10): with ``--json`` a command prints exactly one JSON object on
+stdout; errors are one line on stderr and a non-zero exit, never a traceback for user
+mistakes (any :class:`MyceliumError` counts as a user-facing error).
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from mycelium.errors import MyceliumError
+from mycelium.paths import NodePaths, resolve_home
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HomeOption = typer.Option(None, "--home", envvar="MYCELIUM_HOME", help="Node data directory (default ~/.mycelium).")
+JsonOption = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
+
+
+def node_paths(home: str | None) -> NodePaths:
+    return NodePaths(resolve_home(home))
+
+
+def emit(data: dict[str, Any], as_json: bool, human: str | None = None) -> None:
+    """Print ``data`` as one JSON object, or ``human`` (default: key: value lines)."""
+    if as_json:
+        sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+        return
+    if human is None:
+        human = "\n".join(f"{k}: {v}" for k, v in data.items())
+    typer.echo(human)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr, non-zero exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(func: F) -> F:
+    """Turn MyceliumError (and friends) into a one-line error instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MyceliumError as exc:
+            fail(str(exc))
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def passphrase(*, confirm: bool = False) -> str:
+    """``MYCELIUM_PASSPHRASE`` for scripts, else an interactive prompt."""
+    env = os.environ.get("MYCELIUM_PASSPHRASE")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        fail("no passphrase: set MYCELIUM_PASSPHRASE or run in a terminal")
+    first = getpass.getpass("Passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        fail("passphrases do not match")
+    return first
