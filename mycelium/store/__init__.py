@@ -1,0 +1,1 @@
+"""READ docs/dev/store-spaces-contract.md FIRST: the fixed interface between Soil and spaces."""

@@ -1,5 +1,7 @@
 """The contract between the sync core and whatever stores envelopes.
 
+(Developers: the Soil <-> spaces interface is in docs/dev/store-spaces-contract.md.)
+
 The sans-IO sync core (``mycelium.sync``) never imports ``store`` or ``net``: it talks to a
 :class:`DeltaStore` (the Soil SQLite store in a real node, an in-memory store in simnet
 and in unit tests). Everything crossing this boundary is envelope bytes exactly as signed,
