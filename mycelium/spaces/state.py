@@ -1,0 +1,356 @@
+"""Membership and key epochs of one space, resolved from its control log (protocols/spaces.md §4).
+
+:class:`SpaceState` is pure: it holds the *set* of CONTROL envelopes it was given and
+derives everything else by replaying them in one total order, ``(lc, author, seq)``. The
+same set therefore gives the same members and epochs on every node, whatever order the
+envelopes arrived in. An op that is not valid at its place in the order (author not an
+admin at that point, removing the last admin, …) is kept but skipped, because an op that
+sorts earlier and arrives later may make it valid.
+
+Writers must encrypt only to :attr:`SpaceState.current_epoch`: the newest epoch created
+after the last removal whose key was sealed only to current members. When no such epoch
+exists (right after a removal), :meth:`SpaceState.needs_rotation` is true and an admin's
+node creates one; until then there is no epoch to write to.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from mycelium.log.envelope import Envelope, Kind
+from mycelium.spaces.control import (
+    AddMember,
+    ControlOp,
+    EpochOp,
+    GrantOp,
+    RemoveMember,
+    Role,
+    SetRole,
+    decode_op,
+)
+from mycelium.spaces.errors import (
+    BadControlOp,
+    NotAdmin,
+    NotMember,
+    RemovedAuthor,
+    SpaceError,
+    UnknownEpoch,
+    WrongSpace,
+)
+from mycelium.spaces.genesis import Genesis, SpaceKind
+from mycelium.spaces.keys import KeyHolder, open_group_key
+
+#: Upper bound on control envelopes per space (each apply may replay them all).
+MAX_CONTROL_OPS = 10_000
+#: Upper bound on members of one space.
+MAX_MEMBERS = 4096
+
+#: (lc, author, seq, delta_id): delta_id only breaks ties between forked chains.
+OrderKey = tuple[int, bytes, int, bytes]
+
+
+def epoch_id_for(delta_id: bytes) -> int:
+    """The epoch id created by the epoch op with this delta id: a non-zero uint64.
+
+    Derived from the op's hash, so concurrent rotations by different admins can never
+    pick the same id (collisions are treated as an invalid second op).
+    """
+    return int.from_bytes(delta_id[:8], "big") % (2**64 - 1) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    key: OrderKey
+    delta_id: bytes
+    op: ControlOp
+
+    @property
+    def author(self) -> bytes:
+        return self.key[1]
+
+
+@dataclass(slots=True)
+class KeyEpoch:
+    """One group key epoch: who created it, where in the order, and its sealed boxes."""
+
+    id: int
+    author: bytes
+    position: int
+    boxes: dict[bytes, bytes] = field(default_factory=dict)
+
+    @property
+    def recipients(self) -> frozenset[bytes]:
+        return frozenset(self.boxes)
+
+
+@dataclass(slots=True)
+class _Resolved:
+    """Everything derived from replaying the ordered control ops."""
+
+    members: dict[bytes, Role]
+    former: set[bytes] = field(default_factory=set)
+    epochs: dict[int, KeyEpoch] = field(default_factory=dict)
+    last_removal: int = -1
+    ignored: dict[bytes, str] = field(default_factory=dict)
+    author_max_lc: dict[bytes, int] = field(default_factory=dict)
+
+
+class SpaceState:
+    """Deterministic membership/epoch state of one space (see module docstring)."""
+
+    def __init__(self, genesis: Genesis) -> None:
+        self.genesis = genesis
+        self.space_id = genesis.space_id
+        self._entries: list[_Entry] = []
+        self._ids: set[bytes] = set()
+        self._author_max_seq: dict[bytes, int] = {}
+        self._key_cache: dict[tuple[int, bytes], bytes] = {}
+        self._r = self._fresh()
+
+    # -- applying ----------------------------------------------------------------------
+    def apply(self, env: Envelope) -> None:
+        """Add one CONTROL envelope (signature already verified by the caller).
+
+        Idempotent. Raises :class:`WrongSpace`, :class:`BadControlOp` or
+        :class:`SpaceError` (``too_many_control_ops``) for envelopes that can never be
+        valid; ops that are merely not valid *yet* are kept and skipped (see :attr:`ignored`).
+        """
+        self.apply_many([env])
+
+    def apply_many(self, envs: list[Envelope]) -> None:
+        """Apply several CONTROL envelopes with at most one replay (used when loading)."""
+        new: dict[bytes, _Entry] = {}
+        for env in envs:
+            entry = self._entry(env)
+            if entry is not None:
+                new[entry.delta_id] = entry
+        if not new:
+            return
+        if len(self._entries) + len(new) > MAX_CONTROL_OPS:
+            raise SpaceError(f"a space holds at most {MAX_CONTROL_OPS} control ops",
+                             reason="too_many_control_ops")
+        first = next(iter(new.values()))
+        in_order = len(new) == 1 and self._appends_at_end(first)
+        for entry in new.values():
+            bisect.insort(self._entries, entry, key=lambda e: e.key)
+            self._ids.add(entry.delta_id)
+            seq = entry.key[2]
+            self._author_max_seq[entry.author] = max(self._author_max_seq.get(entry.author, 0), seq)
+        if in_order:
+            self._step(self._r, len(self._entries) - 1, first)
+        else:
+            self._replay()
+
+    def _entry(self, env: Envelope) -> _Entry | None:
+        if env.kind is not Kind.CONTROL:
+            raise SpaceError("only CONTROL envelopes change membership", reason="not_control")
+        if env.space != self.space_id:
+            raise WrongSpace("control envelope belongs to another space")
+        delta_id = env.delta_id
+        if delta_id in self._ids:
+            return None
+        op = decode_op(env.ct)
+        return _Entry(key=(op.lc, env.author, env.seq, delta_id), delta_id=delta_id, op=op)
+
+    def _appends_at_end(self, entry: _Entry) -> bool:
+        last_ok = not self._entries or self._entries[-1].key < entry.key
+        return last_ok and entry.key[2] > self._author_max_seq.get(entry.author, 0)
+
+    def _fresh(self) -> _Resolved:
+        return _Resolved(members={self.genesis.creator: "admin"})
+
+    def _replay(self) -> None:
+        r = self._fresh()
+        lc_floor = _lc_floors(self._entries)
+        for position, entry in enumerate(self._entries):
+            self._step(r, position, entry, lc_floor.get(entry.delta_id, 0))
+        self._r = r
+
+    def _step(
+        self, r: _Resolved, position: int, entry: _Entry, lc_floor: int | None = None
+    ) -> None:
+        """Apply one op at ``position`` of the total order to ``r`` (or record why not)."""
+        author, lc = entry.author, entry.op.lc
+        floor = r.author_max_lc.get(author, 0) if lc_floor is None else lc_floor
+        r.author_max_lc[author] = max(r.author_max_lc.get(author, 0), lc)
+        reason = self._invalid(r, entry, floor)
+        if reason is not None:
+            r.ignored[entry.delta_id] = reason
+            return
+        op = entry.op
+        if isinstance(op, EpochOp):
+            eid = epoch_id_for(entry.delta_id)
+            r.epochs[eid] = KeyEpoch(id=eid, author=author, position=position, boxes=dict(op.keys))
+        elif isinstance(op, GrantOp):
+            boxes = r.epochs[op.epoch].boxes
+            for pub, box in op.keys.items():
+                boxes.setdefault(pub, box)
+        elif isinstance(op, AddMember):
+            r.members[op.member] = op.role
+            r.former.discard(op.member)
+        elif isinstance(op, RemoveMember):
+            del r.members[op.member]
+            r.former.add(op.member)
+            r.last_removal = position
+        else:
+            r.members[op.member] = op.role
+
+    def _invalid(self, r: _Resolved, entry: _Entry, lc_floor: int) -> str | None:
+        """Why ``entry`` is not valid at this point of the replay, or None."""
+        op = entry.op
+        if op.lc <= lc_floor:
+            return "lc_not_increasing"
+        if r.members.get(entry.author) != "admin":
+            return "not_admin"
+        if isinstance(op, EpochOp):
+            return "epoch_collision" if epoch_id_for(entry.delta_id) in r.epochs else None
+        if isinstance(op, GrantOp):
+            return None if op.epoch in r.epochs else "unknown_epoch"
+        if self.genesis.kind == "personal":
+            return "personal_space"
+        return _membership_problem(r.members, op)
+
+    # -- derived views -------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.genesis.name
+
+    @property
+    def kind(self) -> SpaceKind:
+        return self.genesis.kind
+
+    @property
+    def members(self) -> dict[bytes, str]:
+        """Current members: Ed25519 pub -> ``"admin"`` | ``"member"``."""
+        return dict(self._r.members)
+
+    @property
+    def admins(self) -> frozenset[bytes]:
+        return frozenset(p for p, role in self._r.members.items() if role == "admin")
+
+    @property
+    def former_members(self) -> frozenset[bytes]:
+        return frozenset(self._r.former)
+
+    @property
+    def epochs(self) -> dict[int, KeyEpoch]:
+        return dict(self._r.epochs)
+
+    @property
+    def ignored(self) -> dict[bytes, str]:
+        """delta_id -> reason for control ops skipped in the current resolution."""
+        return dict(self._r.ignored)
+
+    @property
+    def control_count(self) -> int:
+        return len(self._entries)
+
+    def is_member(self, pub: bytes) -> bool:
+        return pub in self._r.members
+
+    def is_admin(self, pub: bytes) -> bool:
+        return self._r.members.get(pub) == "admin"
+
+    def next_lc(self) -> int:
+        """The ``lc`` for a new op written by this node: one above every op it has seen."""
+        return max((e.op.lc for e in self._entries), default=0) + 1
+
+    @property
+    def current_epoch(self) -> int:
+        """The epoch writers must use, or 0 if none is safe (rotation needed)."""
+        members = self._r.members.keys()
+        best: KeyEpoch | None = None
+        for ep in self._r.epochs.values():
+            safe = ep.position > self._r.last_removal and ep.recipients <= members
+            if safe and (best is None or ep.position > best.position):
+                best = ep
+        return 0 if best is None else best.id
+
+    def needs_rotation(self) -> bool:
+        """True when no epoch is safe to write to: an admin's node must start a new one."""
+        return self.current_epoch == 0
+
+    def members_missing_key(self) -> frozenset[bytes]:
+        """Members that hold no box for the current epoch (an admin should grant it)."""
+        current = self._r.epochs.get(self.current_epoch)
+        held = current.recipients if current is not None else frozenset()
+        return frozenset(self._r.members.keys() - held)
+
+    def epoch_key(self, epoch: int, identity: KeyHolder) -> bytes | None:
+        """The group key of ``epoch`` sealed to ``identity``, or None (cached once opened)."""
+        pub = identity.public_key
+        if epoch not in self._r.epochs:
+            return None
+        cached = self._key_cache.get((epoch, pub))
+        if cached is not None:
+            return cached
+        ep = self._r.epochs.get(epoch)
+        box = ep.boxes.get(pub) if ep is not None else None
+        if box is None:
+            return None
+        key = open_group_key(identity, self.space_id, box)
+        if key is not None:
+            self._key_cache[(epoch, pub)] = key
+        return key
+
+    # -- checks for the store and relays -------------------------------------------------
+    def check_data_author(self, env: Envelope) -> None:
+        """Raise unless ``env``'s author is a current member and its epoch is known.
+
+        :class:`RemovedAuthor` / :class:`NotMember` are final for the current membership;
+        :class:`UnknownEpoch` usually means the epoch op has not arrived yet (keep pending).
+        """
+        if env.space != self.space_id:
+            raise WrongSpace("envelope belongs to another space")
+        if env.author not in self._r.members:
+            if env.author in self._r.former:
+                raise RemovedAuthor("author was removed from the space")
+            raise NotMember("author is not a member of the space")
+        if env.epoch not in self._r.epochs:
+            raise UnknownEpoch(f"epoch {env.epoch} is not known in this space")
+
+    def check_control_author(self, env: Envelope) -> None:
+        """Raise :class:`NotAdmin` unless the author is an admin under the current state.
+
+        A quick filter for relays; the authoritative decision is the replay in
+        :meth:`apply`, where an op from a not-yet-admin may become valid later.
+        """
+        if env.space != self.space_id:
+            raise WrongSpace("envelope belongs to another space")
+        if env.kind is not Kind.CONTROL:
+            raise BadControlOp("not a CONTROL envelope")
+        if not self.is_admin(env.author):
+            raise NotAdmin("only admins may change membership or keys")
+
+
+def _membership_problem(members: dict[bytes, Role], op: ControlOp) -> str | None:
+    """Why a membership op cannot apply to ``members`` (None if it can)."""
+    if isinstance(op, AddMember):
+        if op.member in members:
+            return "already_member"
+        return "too_many_members" if len(members) >= MAX_MEMBERS else None
+    assert isinstance(op, RemoveMember | SetRole)
+    if op.member not in members:
+        return "not_member"
+    last_admin = members[op.member] == "admin" and sum(r == "admin" for r in members.values()) == 1
+    demotes = isinstance(op, RemoveMember) or op.role != "admin"
+    return "last_admin" if last_admin and demotes else None
+
+
+def _lc_floors(entries: list[_Entry]) -> dict[bytes, int]:
+    """delta_id -> highest lc among the same author's ops with a lower seq.
+
+    An op must carry a higher ``lc`` than everything its author wrote before it, which
+    stops a removed admin from back-dating ops before its own earlier ones.
+    """
+    by_author: dict[bytes, list[_Entry]] = {}
+    for e in entries:
+        by_author.setdefault(e.author, []).append(e)
+    floors: dict[bytes, int] = {}
+    for chain in by_author.values():
+        running = 0
+        for e in sorted(chain, key=lambda x: x.key[2]):
+            floors[e.delta_id] = running
+            running = max(running, e.op.lc)
+    return floors
