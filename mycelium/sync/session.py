@@ -1,0 +1,643 @@
+"""The sans-IO sync session: one peer, one ordered byte stream (``protocols/sync.md``).
+
+Bring your own I/O (the h11/aioquic shape): feed what arrives with
+:meth:`SyncSession.receive_data` (stream bytes) or :meth:`SyncSession.receive_frame`
+(one frame payload), advance time with :meth:`SyncSession.tick`, take what to send from
+:meth:`SyncSession.data_to_send` / :meth:`SyncSession.frames_to_send`, and read what
+happened from :meth:`SyncSession.next_event`. The session never reads a clock, never
+touches a socket and never spawns anything: time is the ``now`` argument, randomness
+(the HELLO salt) can be injected, so simnet replays a run exactly.
+
+Exchange (both sides run the same machine; the initiator speaks first)::
+
+    initiator                               responder
+    HELLO(salt_i, offers, credit) ------->
+    VV(s, vector) for every offer ------->
+                                   <------- HELLO(salt_r, answers, credit)
+                                   <------- VV(s, vector) for every shared offer
+                                   <------- ENV(s, batch)... DONE(s)   (what I lacks)
+    ENV(s, batch)... DONE(s)  ----------->                             (what R lacks)
+    ACK(credit) / LIVE(s, batch) / WANT(s, vector) both ways, until BYE or ERR
+
+The session keeps, per shared space, a *view* of what the peer holds: its announced
+vector, advanced by everything sent to it and received from it. Batches are drawn from
+``store.envelopes_since(space, view)``, so the session never sends what the peer has,
+including never echoing back an envelope the peer itself sent (no separate echo filter).
+
+States (:class:`SessionState`): HANDSHAKE -> RECONCILING <-> LIVE -> CLOSED; see
+``_TRANSITIONS`` and ``_ALLOWED``. A message not allowed in the current state, a malformed
+frame or a broken limit ends the session with an ERR frame and a :class:`SessionError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from mycelium.codec.frames import FrameDecoder, encode_frame
+from mycelium.errors import MyceliumError
+from mycelium.log.envelope import MAX_ENVELOPE_BYTES
+from mycelium.sync import offers as offer_tokens
+from mycelium.sync.cache import CachedRejection, VerifyCache
+from mycelium.sync.messages import (
+    DEFAULT_LIMITS,
+    SALT_BYTES,
+    Ack,
+    Bye,
+    Done,
+    Envelopes,
+    Error,
+    Hello,
+    Live,
+    Message,
+    MessageLimits,
+    ProtocolError,
+    Vector,
+    Want,
+    decode_message,
+    encode_message,
+)
+from mycelium.sync.ports import DeltaStore, IngestResult, VersionVector
+
+#: Ingest rejections that only a faulty or malicious peer can cause (an honest peer
+#: verified every envelope before storing it, and only sends from its store). One of
+#: them ends the session (``protocols/sync.md`` §6). Others (``not_member``, ``fork``,
+#: ``unknown_epoch``...) can come from honest peers with different knowledge: counted only.
+FATAL_REJECTIONS = frozenset({
+    "bad_signature", "bad_envelope", "bad_cbor", "non_canonical", "unknown_version",
+    "oversized", "wrong_space",
+})
+
+#: (space id, remote peer id) -> may this peer sync this space? (optional policy hook)
+Authorize = Callable[[bytes, bytes], bool]
+
+
+class SessionState(Enum):
+    HANDSHAKE = "handshake"
+    RECONCILING = "reconciling"
+    LIVE = "live"
+    CLOSED = "closed"
+
+
+#: Messages a peer may send in each state (anything else: ``unexpected_message``).
+_ALLOWED: dict[SessionState, frozenset[type]] = {
+    SessionState.HANDSHAKE: frozenset({Hello, Bye, Error}),
+    SessionState.RECONCILING: frozenset({Vector, Want, Envelopes, Live, Ack, Done, Bye, Error}),
+    SessionState.LIVE: frozenset({Vector, Want, Envelopes, Live, Ack, Done, Bye, Error}),
+    SessionState.CLOSED: frozenset(),
+}
+
+#: Legal state changes; anything else is a bug in this module (AssertionError).
+_TRANSITIONS: frozenset[tuple[SessionState, SessionState]] = frozenset({
+    (SessionState.HANDSHAKE, SessionState.RECONCILING),  # HELLO accepted
+    (SessionState.HANDSHAKE, SessionState.LIVE),         # HELLO accepted, nothing shared
+    (SessionState.RECONCILING, SessionState.LIVE),       # every shared space done both ways
+    (SessionState.LIVE, SessionState.RECONCILING),       # WANT/VV received or sent again
+    (SessionState.HANDSHAKE, SessionState.CLOSED),
+    (SessionState.RECONCILING, SessionState.CLOSED),
+    (SessionState.LIVE, SessionState.CLOSED),
+})
+
+
+@dataclass(frozen=True, slots=True)
+class SyncLimits:
+    """Local policy. ``messages`` bounds what we accept; the rest bounds what we do."""
+
+    messages: MessageLimits = DEFAULT_LIMITS
+    #: Largest batch we send (count, bytes); must fit the peer's message limits.
+    batch_envelopes: int = 64
+    batch_bytes: int = 256 * 1024
+    #: Credit we grant the peer in HELLO (and keep topping up): envelopes, bytes in flight.
+    credit_envelopes: int = 256
+    credit_bytes: int = 1 << 20
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    keepalive_interval: float = 30.0
+    #: WANT rounds per space without progress before we settle for what we got.
+    max_want_rounds: int = 3
+
+
+# -- events -----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SpacesShared:
+    """Handshake done; these spaces (ids, local knowledge) are shared with the peer."""
+
+    spaces: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopesIngested:
+    """A batch from the peer went to the store. ``accepted`` are the newly stored raw
+    envelopes of that batch, ready to be pushed to other peers (``push_local``)."""
+
+    space: bytes
+    result: IngestResult
+    accepted: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """The peer has sent all it had for ``space``. ``complete`` is False when we still
+    lack envelopes it announced after ``max_want_rounds`` WANTs (e.g. held pending)."""
+
+    space: bytes
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SessionError:
+    """The session failed. ``remote`` is True when the peer broke the rules or reported
+    the error, False for local causes (timeouts)."""
+
+    reason: str
+    message: str
+    remote: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The session is over (after BYE, ERR, timeout or :meth:`SyncSession.close`)."""
+
+    reason: str
+
+
+Event = SpacesShared | EnvelopesIngested | CaughtUp | SessionError | Closed
+
+
+@dataclass(slots=True)
+class _Shared:
+    """Per shared space bookkeeping. ``index`` is the space's handle on the wire."""
+
+    index: int
+    space: bytes
+    view: VersionVector | None = None  # what the peer holds, as far as we know
+    announced: VersionVector = field(default_factory=dict)  # its vector + what it sent us
+    sent_done: bool = False  # we sent DONE since the last VV/WANT from the peer
+    caught_up: bool = False  # it sent DONE and we are satisfied
+    dirty: bool = False  # live mode: pushes could not go out directly, pump from the store
+    live_buf: list[bytes] = field(default_factory=list)
+    want_rounds: int = 0
+    last_want: VersionVector | None = None
+
+
+@dataclass(slots=True)
+class SessionStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    envelopes_in: int = 0
+    envelopes_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    duplicates_in: int = 0
+    rejected_in: dict[str, int] = field(default_factory=dict)
+
+
+class SyncSession:
+    """Sync with one peer over one ordered, reliable stream. See the module docstring.
+
+    ``local_id``/``remote_id``: the authenticated transport identities (the 32-byte
+    Ed25519 public keys), which bind the space offer tokens to this pair of peers.
+    ``salt``: 16 random bytes (injected for determinism; default ``os.urandom``).
+    ``cache``: a (possibly shared) :class:`VerifyCache` used to read envelope headers.
+    ``authorize``: optional policy; spaces it refuses for this peer are neither offered
+    nor accepted.
+    """
+
+    def __init__(
+        self,
+        store: DeltaStore,
+        *,
+        local_id: bytes,
+        remote_id: bytes,
+        initiator: bool,
+        now: float,
+        limits: SyncLimits | None = None,
+        salt: bytes | None = None,
+        cache: VerifyCache | None = None,
+        authorize: Authorize | None = None,
+    ) -> None:
+        self.store = store
+        self.local_id = local_id
+        self.remote_id = remote_id
+        self.initiator = initiator
+        self.limits = limits if limits is not None else SyncLimits()
+        self.cache = cache if cache is not None else VerifyCache(max_entries=65_536)
+        self.authorize = authorize
+        self.salt = salt if salt is not None else os.urandom(SALT_BYTES)
+        if len(self.salt) != SALT_BYTES:
+            raise ValueError(f"salt must be {SALT_BYTES} bytes")
+        if self.limits.credit_bytes < MAX_ENVELOPE_BYTES:
+            raise ValueError("credit_bytes must allow at least one maximal envelope")
+        self.state = SessionState.HANDSHAKE
+        self.stats = SessionStats()
+        self._decoder = FrameDecoder(max_frame=self.limits.messages.max_frame)
+        self._out: list[bytes] = []
+        self._events: deque[Event] = deque()
+        self._started = now
+        self._now = now
+        self._last_recv = now
+        self._last_send = now
+        self._offered: list[bytes] = []  # initiator: space ids in offer order
+        self._offered_count = 0  # responder: how many offers the initiator made
+        self._shared: dict[int, _Shared] = {}
+        self._by_space: dict[bytes, _Shared] = {}
+        # Flow control: what the peer still lets us send / what we still let it send.
+        self._credit_n = 0
+        self._credit_b = 0
+        self._granted_n = self.limits.credit_envelopes
+        self._granted_b = self.limits.credit_bytes
+        self._regrant_n = 0
+        self._regrant_b = 0
+        if initiator:
+            self._start_initiator()
+
+    # -- public API -----------------------------------------------------------------
+    @property
+    def shared_spaces(self) -> list[bytes]:
+        """Space ids shared with the peer (empty until the handshake completes)."""
+        return [sh.space for sh in self._shared.values()]
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes read from the stream (any split). ``b""`` is not EOF: call close()."""
+        if self.state is SessionState.CLOSED:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except MyceliumError as exc:
+            self._fail(exc.reason, str(exc), remote=True)
+            return
+        for frame in frames:
+            self.receive_frame(frame, now)
+            if self.state is SessionState.CLOSED:
+                return
+
+    def receive_frame(self, payload: bytes, now: float) -> None:
+        """Process one frame payload (for transports that frame messages themselves)."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._now = self._last_recv = now
+        self.stats.frames_in += 1
+        try:
+            msg = decode_message(payload, self.limits.messages)
+            if type(msg) not in _ALLOWED[self.state]:
+                raise ProtocolError(f"{type(msg).__name__} not allowed in {self.state.value}",
+                                    reason="unexpected_message")
+            self._handle(msg)
+        except ProtocolError as exc:
+            self._fail(exc.reason, str(exc), remote=True)
+            return
+        self._update_state()
+
+    def push_local(self, space: bytes, envelope: bytes, now: float | None = None) -> bool:
+        """Offer an envelope the store now holds (a local write or one ingested from
+        another peer) to this peer. Returns False when the peer has it already, the space
+        is not shared or the session is not ready (reconciliation will cover it).
+        Pushes are coalesced into LIVE frames at the next ``frames_to_send``.
+        """
+        if now is not None:
+            self._now = now
+        sh = self._by_space.get(space)
+        if sh is None or sh.view is None or self.state is SessionState.CLOSED:
+            return False
+        try:
+            info = self.cache.info(envelope)
+        except CachedRejection:
+            return False
+        if info.seq <= sh.view.get(info.author, 0):
+            return False
+        if sh.sent_done and not sh.dirty:
+            sh.live_buf.append(envelope)
+        # else: the pump draws it from the store (reconciling, or already dirty)
+        return True
+
+    def tick(self, now: float) -> None:
+        """Advance time: timeouts and keepalives."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._now = now
+        lim = self.limits
+        if self.state is SessionState.HANDSHAKE and now - self._started >= lim.handshake_timeout:
+            self._fail("timeout", "no HELLO before the handshake deadline", remote=False)
+        elif now - self._last_recv >= lim.idle_timeout:
+            self._fail("timeout", f"nothing received for {lim.idle_timeout} s", remote=False)
+        elif (self.state is not SessionState.HANDSHAKE
+              and now - self._last_send >= lim.keepalive_interval):
+            self._send(Ack(0, 0))
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has something to do (None once closed)."""
+        if self.state is SessionState.CLOSED:
+            return None
+        lim = self.limits
+        deadline = self._last_recv + lim.idle_timeout
+        if self.state is SessionState.HANDSHAKE:
+            return min(deadline, self._started + lim.handshake_timeout)
+        return min(deadline, self._last_send + lim.keepalive_interval)
+
+    def close(self, reason: str = "bye") -> None:
+        """Orderly local close: sends BYE."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._send(Bye())
+        self._set_state(SessionState.CLOSED)
+        self._events.append(Closed(reason))
+
+    def frames_to_send(self) -> list[bytes]:
+        """Frame payloads to transmit, in order (unframed: for message transports)."""
+        if self.state is not SessionState.CLOSED:
+            self._flush()
+        out, self._out = self._out, []
+        if out:
+            self._last_send = self._now
+            self.stats.frames_out += len(out)
+        return out
+
+    def data_to_send(self) -> bytes:
+        """Length-prefixed bytes to write to the stream."""
+        return b"".join(encode_frame(p, max_frame=self.limits.messages.max_frame)
+                        for p in self.frames_to_send())
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[Event]:
+        """Drain all pending events."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    # -- handshake ------------------------------------------------------------------
+    def _eligible_spaces(self) -> list[bytes]:
+        spaces = sorted(self.store.member_spaces())
+        if self.authorize is not None:
+            spaces = [s for s in spaces if self.authorize(s, self.remote_id)]
+        return spaces
+
+    def _start_initiator(self) -> None:
+        self._offered = self._eligible_spaces()[: self.limits.messages.max_spaces]
+        tokens = tuple(
+            offer_tokens.initiator_token(s, salt_i=self.salt, initiator=self.local_id,
+                                         responder=self.remote_id)
+            for s in self._offered
+        )
+        self._send(self._hello(tokens))
+        # Vectors in the first flight: a responder can answer with data at once.
+        for i, space in enumerate(self._offered):
+            self._send(Vector(i, self.store.version_vector(space)))
+
+    def _hello(self, tokens: tuple[bytes, ...]) -> Hello:
+        return Hello(salt=self.salt, offers=tokens, credit_envelopes=self._granted_n,
+                     credit_bytes=self._granted_b)
+
+    def _on_hello(self, msg: Hello) -> None:
+        if msg.credit_envelopes < 1 or msg.credit_bytes < MAX_ENVELOPE_BYTES:
+            raise ProtocolError("initial credit below one maximal envelope", reason="bad_credit")
+        self._credit_n, self._credit_b = msg.credit_envelopes, msg.credit_bytes
+        if self.initiator:
+            expected = {
+                offer_tokens.responder_token(s, salt_i=self.salt, salt_r=msg.salt,
+                                             initiator=self.local_id, responder=self.remote_id): i
+                for i, s in enumerate(self._offered)
+            }
+            for token in msg.offers:
+                i = expected.get(token)
+                if i is None or i in self._shared:
+                    raise ProtocolError("answer token matches no offer", reason="bad_offer")
+                self._add_shared(i, self._offered[i])
+        else:
+            matched = offer_tokens.match_offers(
+                msg.offers, self._eligible_spaces(), salt_i=msg.salt,
+                initiator=self.remote_id, responder=self.local_id)
+            answers = tuple(
+                offer_tokens.responder_token(matched[i], salt_i=msg.salt, salt_r=self.salt,
+                                             initiator=self.remote_id, responder=self.local_id)
+                for i in sorted(matched)
+            )
+            self._send(self._hello(answers))
+            for i in sorted(matched):
+                self._add_shared(i, matched[i])
+                self._send(Vector(i, self.store.version_vector(matched[i])))
+            self._offered_count = len(msg.offers)
+        self._set_state(SessionState.RECONCILING)
+        self._events.append(SpacesShared(tuple(self.shared_spaces)))
+
+    def _add_shared(self, index: int, space: bytes) -> None:
+        sh = _Shared(index=index, space=space)
+        self._shared[index] = sh
+        self._by_space[space] = sh
+
+    # -- dispatch -------------------------------------------------------------------
+    def _handle(self, msg: Message) -> None:
+        match msg:
+            case Hello():
+                self._on_hello(msg)
+            case Vector() | Want():
+                sh = self._shared.get(msg.space)
+                if sh is None:
+                    if (isinstance(msg, Vector) and not self.initiator
+                            and msg.space < self._offered_count):
+                        return  # initiator's eager vector for a space we do not share
+                    raise ProtocolError(f"no shared space {msg.space}", reason="unknown_space")
+                sh.view = dict(msg.vv)
+                if isinstance(msg, Vector):
+                    sh.announced = dict(msg.vv)
+                sh.sent_done = False
+                sh.dirty = False
+                sh.live_buf.clear()
+            case Envelopes() | Live():
+                self._on_envelopes(msg.space, msg.envelopes)
+            case Ack():
+                self._credit_n += msg.envelopes
+                self._credit_b += msg.nbytes
+            case Done():
+                self._on_done(self._get_shared(msg.space))
+            case Bye():
+                self._set_state(SessionState.CLOSED)
+                self._events.append(Closed("bye"))
+            case Error():
+                self._set_state(SessionState.CLOSED)
+                self._events.append(SessionError(msg.reason, "reported by peer", remote=True))
+                self._events.append(Closed(msg.reason))
+
+    def _get_shared(self, index: int) -> _Shared:
+        sh = self._shared.get(index)
+        if sh is None:
+            raise ProtocolError(f"no shared space {index}", reason="unknown_space")
+        return sh
+
+    def _on_envelopes(self, index: int, batch: Sequence[bytes]) -> None:
+        sh = self._get_shared(index)
+        n, b = len(batch), sum(map(len, batch))
+        if n > self._granted_n or b > self._granted_b:
+            raise ProtocolError(f"batch of {n} envelopes/{b} bytes exceeds credit "
+                                f"{self._granted_n}/{self._granted_b}", reason="credit_exceeded")
+        self._granted_n -= n
+        self._granted_b -= b
+        self._regrant_n += n
+        self._regrant_b += b
+        st = self.stats
+        st.envelopes_in += n
+        st.bytes_in += b
+        result = self.store.ingest(sh.space, batch)
+        st.duplicates_in += result.duplicates
+        for _, reason in result.rejected:
+            st.rejected_in[reason] = st.rejected_in.get(reason, 0) + 1
+        fatal = next((r for _, r in result.rejected if r in FATAL_REJECTIONS), None)
+        if fatal is not None:
+            raise ProtocolError("peer sent an invalid envelope", reason=fatal)
+        view = sh.view if sh.view is not None else {}
+        sh.view = view
+        announced = sh.announced
+        accepted_ids = set(result.accepted)
+        accepted: list[bytes] = []
+        for raw in batch:
+            try:
+                info = self.cache.info(raw)
+            except CachedRejection:
+                continue
+            if info.seq > view.get(info.author, 0):
+                view[info.author] = info.seq
+            if info.seq > announced.get(info.author, 0):
+                announced[info.author] = info.seq
+            if info.delta_id in accepted_ids:
+                accepted.append(raw)
+        self._events.append(EnvelopesIngested(sh.space, result, tuple(accepted)))
+
+    def _on_done(self, sh: _Shared) -> None:
+        local = self.store.version_vector(sh.space)
+        missing = any(local.get(a, 0) < s for a, s in sh.announced.items())
+        if missing and sh.want_rounds < self.limits.max_want_rounds and local != sh.last_want:
+            sh.want_rounds += 1
+            sh.last_want = local
+            sh.caught_up = False
+            self._send(Want(sh.index, local))
+            return
+        sh.caught_up = True
+        self._events.append(CaughtUp(sh.space, complete=not missing))
+
+    # -- sending --------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Turn pending work into frames: credit top-ups, live pushes, batches."""
+        if self._regrant_n or self._regrant_b:
+            self._granted_n += self._regrant_n
+            self._granted_b += self._regrant_b
+            self._send(Ack(self._regrant_n, self._regrant_b))
+            self._regrant_n = self._regrant_b = 0
+        for sh in self._shared.values():
+            if sh.live_buf:
+                self._flush_live(sh)
+        self._pump()
+        self._update_state()
+
+    def _flush_live(self, sh: _Shared) -> None:
+        """Send buffered pushes that extend the peer's view contiguously and fit the credit;
+        anything else switches the space to pumping from the store (``dirty``)."""
+        assert sh.view is not None
+        view = sh.view
+        frame: list[bytes] = []
+        size = 0
+        lim = self.limits
+        for raw in sh.live_buf:
+            info = self.cache.info(raw)
+            have = view.get(info.author, 0)
+            if info.seq <= have:
+                continue
+            if (info.seq != have + 1 or len(frame) >= min(self._credit_n, lim.batch_envelopes)
+                    or size + len(raw) > min(self._credit_b, lim.batch_bytes)):
+                sh.dirty = True
+                break
+            frame.append(raw)
+            size += len(raw)
+            view[info.author] = info.seq
+        sh.live_buf.clear()
+        if frame:
+            self._send_batch(Live(sh.index, frame), size)
+
+    def _pump(self) -> None:
+        """Round-robin one batch per space until credit runs out or nothing is left."""
+        lim = self.limits
+        progress = True
+        while progress:
+            progress = False
+            for sh in self._shared.values():
+                if sh.view is None or (sh.sent_done and not sh.dirty):
+                    continue
+                if self._credit_n <= 0 or self._credit_b <= 0:
+                    return
+                max_n = min(lim.batch_envelopes, self._credit_n)
+                max_b = min(lim.batch_bytes, self._credit_b)
+                batch = self.store.envelopes_since(sh.space, sh.view, limit=max_n,
+                                                   max_bytes=max_b)
+                kept, size = self._take(sh.view, batch, max_n, max_b)
+                if kept:
+                    msg = Live(sh.index, kept) if sh.sent_done else Envelopes(sh.index, kept)
+                    self._send_batch(msg, size)
+                    progress = True
+                elif batch and len(batch[0]) > max_b:
+                    continue  # the next envelope does not fit the credit: wait for an ACK
+                elif sh.sent_done:
+                    sh.dirty = False
+                else:
+                    sh.sent_done = True
+                    self._send(Done(sh.index))
+
+    def _take(
+        self, view: VersionVector, batch: Iterable[bytes], max_n: int, max_b: int
+    ) -> tuple[list[bytes], int]:
+        """The prefix of ``batch`` within the limits that the peer lacks; advances ``view``.
+
+        Stops at anything that would not advance the view, so a store that returns what
+        the peer already has cannot make the pump loop forever.
+        """
+        kept: list[bytes] = []
+        size = 0
+        for raw in batch:
+            if len(kept) >= max_n or size + len(raw) > max_b:
+                break
+            try:
+                info = self.cache.info(raw)
+            except CachedRejection:
+                break
+            if info.seq <= view.get(info.author, 0):
+                break
+            view[info.author] = info.seq
+            kept.append(raw)
+            size += len(raw)
+        return kept, size
+
+    def _send_batch(self, msg: Envelopes | Live, size: int) -> None:
+        n = len(msg.envelopes)
+        assert n <= self._credit_n and size <= self._credit_b, "flow control violated"
+        self._credit_n -= n
+        self._credit_b -= size
+        self.stats.envelopes_out += n
+        self.stats.bytes_out += size
+        self._send(msg)
+
+    def _send(self, msg: Message) -> None:
+        self._out.append(encode_message(msg))
+
+    # -- state ----------------------------------------------------------------------
+    def _set_state(self, new: SessionState) -> None:
+        if new is self.state:
+            return
+        if (self.state, new) not in _TRANSITIONS:
+            raise AssertionError(f"illegal transition {self.state} -> {new}")
+        self.state = new
+
+    def _update_state(self) -> None:
+        if self.state in (SessionState.RECONCILING, SessionState.LIVE):
+            settled = all(sh.sent_done and sh.caught_up for sh in self._shared.values())
+            self._set_state(SessionState.LIVE if settled else SessionState.RECONCILING)
+
+    def _fail(self, reason: str, message: str, *, remote: bool) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        self._out.append(encode_message(Error(reason)))
+        self._set_state(SessionState.CLOSED)
+        self._events.append(SessionError(reason, message, remote=remote))
+        self._events.append(Closed(reason))
