@@ -6,8 +6,8 @@ import os
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from mycelium.identity.identity import Identity
 
+from mycelium.identity.identity import Identity
 from mycelium.log.envelope import Envelope, Kind, seal
 
 SEEDS = [bytes([i]) * 32 for i in range(1, 9)]

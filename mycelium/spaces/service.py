@@ -1,0 +1,204 @@
+"""Space operations over a Soil: create, invite, join, remove, rotate (spaces.md §5–§7).
+
+The only module of :mod:`mycelium.spaces` that touches a store. Every change is a CONTROL
+envelope appended through ``soil.append`` (which signs, chains and applies it to the
+space's :class:`~mycelium.spaces.state.SpaceState`), so local changes and changes received
+from peers take exactly the same path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mycelium.crypto import aead
+from mycelium.errors import MyceliumError
+from mycelium.log.envelope import Envelope, Kind
+from mycelium.log.envelope import decode as decode_envelope
+from mycelium.spaces import control
+from mycelium.spaces.errors import BadInvite, MembershipError, NoEpochKey, NotAdmin, SpaceError
+from mycelium.spaces.genesis import SpaceKind, make_genesis, parse_genesis
+from mycelium.spaces.invite import decode_invite, encode_invite
+from mycelium.spaces.state import SpaceState, epoch_id_for
+
+PERSONAL_NAME = "personal"
+
+#: The Soil surface used here (docs/dev/store-spaces-contract.md); typed loosely so this
+#: module does not import the store (dependencies point downwards).
+Soil = Any
+
+
+def create_space(soil: Soil, name: str, kind: SpaceKind = "community",
+                 *, now_ms: int | None = None) -> bytes:
+    """Create a space with the caller as sole admin and a first epoch sealed to it."""
+    genesis = make_genesis(soil.identity, name, kind, _now_ms() if now_ms is None else now_ms)
+    space_id: bytes = soil.add_space(genesis)
+    rotate(soil, space_id)
+    return space_id
+
+
+def ensure_personal_space(soil: Soil) -> bytes:
+    """The caller's personal space, created if missing.
+
+    Its genesis is deterministic (fixed salt and time), so every device holding the same
+    identity derives the same space id.
+    """
+    genesis = make_genesis(soil.identity, PERSONAL_NAME, "personal", 0, salt=b"")
+    space_id = parse_genesis(genesis).space_id
+    if space_id not in set(soil.space_ids()):
+        soil.add_space(genesis)
+    maintain(soil, space_id)
+    return space_id
+
+
+def invite(soil: Soil, space_id: bytes, did: str, role: control.Role = "member") -> str:
+    """Add ``did`` as a member, give it the current epoch key, return an invite code."""
+    from mycelium.identity.didkey import public_key_from_did
+
+    member = public_key_from_did(did)
+    state = _admin_state(soil, space_id)
+    if state.kind == "personal":
+        raise SpaceError("a personal space has no other members", reason="personal_space")
+    if not state.is_member(member):
+        op = control.op_add_member(lc=_lc(soil, space_id), member=member, role=role)
+        _append(soil, space_id, op)
+    maintain(soil, space_id)
+    return encode_invite(soil.genesis(space_id), soil.control_envelopes(space_id))
+
+
+def join(soil: Soil, code: str) -> bytes:
+    """Add the space described by an invite code and ingest its control log.
+
+    The log is resolved in memory first, so a code that does not make this identity a
+    member is refused before anything is stored.
+    """
+    inv = decode_invite(code)
+    genesis = parse_genesis(inv.genesis)
+    envelopes = [_verified(raw, genesis.space_id) for raw in inv.control]
+    preview = SpaceState(genesis)
+    try:
+        preview.apply_many(envelopes)
+    except SpaceError as exc:
+        raise BadInvite(f"invite carries an invalid control op: {exc}") from exc
+    if not preview.is_member(soil.identity.public_key):
+        raise BadInvite("this invite does not make you a member of the space", reason="not_invited")
+    space_id: bytes = soil.add_space(inv.genesis)
+    soil.ingest(space_id, list(inv.control))
+    return space_id
+
+
+def remove(soil: Soil, space_id: bytes, did: str) -> int:
+    """Remove ``did`` and start a new epoch sealed only to the remaining members."""
+    from mycelium.identity.didkey import public_key_from_did
+
+    member = public_key_from_did(did)
+    state = _admin_state(soil, space_id)
+    if not state.is_member(member):
+        raise MembershipError(f"{did} is not a member of this space", reason="not_member")
+    if state.is_admin(member) and len(state.admins) == 1:
+        raise MembershipError("cannot remove the last admin", reason="last_admin")
+    _append(soil, space_id, control.op_remove_member(lc=_lc(soil, space_id), member=member))
+    return rotate(soil, space_id)
+
+
+def set_role(soil: Soil, space_id: bytes, did: str, role: control.Role) -> None:
+    """Make a member an admin or a plain member."""
+    from mycelium.identity.didkey import public_key_from_did
+
+    member = public_key_from_did(did)
+    state = _admin_state(soil, space_id)
+    if not state.is_member(member):
+        raise MembershipError(f"{did} is not a member of this space", reason="not_member")
+    _append(soil, space_id, control.op_set_role(lc=_lc(soil, space_id), member=member, role=role))
+
+
+def rotate(soil: Soil, space_id: bytes) -> int:
+    """Start a new epoch: a fresh key sealed to every current member. Returns its id."""
+    state = _admin_state(soil, space_id)
+    key = os.urandom(aead.KEY_BYTES)
+    boxes = control.seal_keys(space_id, key, state.members)
+    chunks = _chunks(sorted(boxes), control.MAX_KEYS_PER_OP)
+    first = {pub: boxes[pub] for pub in chunks[0]}
+    env = _append(soil, space_id, control.op_epoch(lc=_lc(soil, space_id), keys=first))
+    epoch = epoch_id_for(env.delta_id)
+    for chunk in chunks[1:]:
+        keys = {pub: boxes[pub] for pub in chunk}
+        _append(soil, space_id, control.op_grant(lc=_lc(soil, space_id), epoch=epoch, keys=keys))
+    return epoch
+
+
+def maintain(soil: Soil, space_id: bytes) -> bool:
+    """Admin housekeeping after control ops arrive: rotate if needed, grant missing keys.
+
+    Returns True if it wrote anything. A non-admin node does nothing (an admin will).
+    """
+    state: SpaceState = soil.space_state(space_id)
+    me = soil.identity
+    if not state.is_admin(me.public_key):
+        return False
+    if state.needs_rotation():
+        rotate(soil, space_id)
+        return True
+    missing = state.members_missing_key()
+    if not missing:
+        return False
+    key = state.epoch_key(state.current_epoch, me)
+    if key is None:
+        rotate(soil, space_id)
+        return True
+    boxes = control.seal_keys(space_id, key, missing)
+    for chunk in _chunks(sorted(boxes), control.MAX_KEYS_PER_OP):
+        keys = {pub: boxes[pub] for pub in chunk}
+        _append(soil, space_id, control.op_grant(lc=_lc(soil, space_id), epoch=state.current_epoch,
+                                                 keys=keys))
+    return True
+
+
+def writable_epoch(soil: Soil, space_id: bytes) -> tuple[int, bytes]:
+    """``(epoch, key)`` to encrypt new data with; raises :class:`NoEpochKey` if none."""
+    state: SpaceState = soil.space_state(space_id)
+    epoch = state.current_epoch
+    key = state.epoch_key(epoch, soil.identity) if epoch else None
+    if key is None:
+        raise NoEpochKey("no usable group key yet: waiting for an admin to rotate or grant")
+    return epoch, key
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _admin_state(soil: Soil, space_id: bytes) -> SpaceState:
+    state: SpaceState = soil.space_state(space_id)
+    if not state.is_admin(soil.identity.public_key):
+        raise NotAdmin("only an admin of the space can do this")
+    return state
+
+
+def _lc(soil: Soil, space_id: bytes) -> int:
+    """Lamport counter for the next op (re-read: each append advances it)."""
+    state: SpaceState = soil.space_state(space_id)
+    return state.next_lc()
+
+
+def _append(soil: Soil, space_id: bytes, payload: bytes) -> Envelope:
+    env: Envelope = soil.append(space_id, Kind.CONTROL, payload)
+    return env
+
+
+def _verified(raw: bytes, space_id: bytes) -> Envelope:
+    try:
+        env = decode_envelope(raw)
+        env.verify_signature()
+    except MyceliumError as exc:
+        raise BadInvite(f"invite carries an invalid envelope: {exc}") from exc
+    if env.kind is not Kind.CONTROL or env.space != space_id:
+        raise BadInvite("invite carries an envelope that is not a control op of this space")
+    return env
+
+
+def _chunks(items: Sequence[bytes], size: int) -> list[list[bytes]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)] or [[]]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
