@@ -76,6 +76,11 @@ class MemoryStore:
         sp = self._spaces.get(space)
         return dict(sp.vv) if sp is not None else {}
 
+    def known_seq(self, space: bytes, author: bytes) -> int:
+        """Contiguous seq held for one author (no vector copy; for gossip bookkeeping)."""
+        sp = self._spaces.get(space)
+        return sp.vv.get(author, 0) if sp is not None else 0
+
     def pending_count(self, space: bytes) -> int:
         sp = self._spaces.get(space)
         return sp.pending if sp is not None else 0
