@@ -1,0 +1,1 @@
+"""Tests for mycelium.identity and the identity crypto helpers."""
