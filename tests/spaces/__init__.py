@@ -1,3 +1,1 @@
-"""Spaces tests. Installs identity stand-ins until the identity helper's modules land."""
-
-from . import _shim  # noqa: F401
+"""Tests of mycelium.spaces: genesis, control log, epochs, invites, service, CLI."""
