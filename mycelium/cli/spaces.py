@@ -20,12 +20,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(space_app, name="space")
 
 
-def _call(home: str | None, name: str, **args: Any) -> dict[str, Any]:
+def _call(home: str | None, op: str, **args: Any) -> dict[str, Any]:
     from mycelium.node.client import open_ops
 
     ops = open_ops(node_paths(home), passphrase)
     try:
-        result: dict[str, Any] = ops.call(name, **args)
+        result: dict[str, Any] = ops.call(op, **args)
         return result
     finally:
         close = getattr(ops, "close", None) or getattr(getattr(ops, "soil", None), "close", None)

@@ -107,6 +107,7 @@ class SpaceState:
         self._author_max_seq: dict[bytes, int] = {}
         self._key_cache: dict[tuple[int, bytes], bytes] = {}
         self._r = self._fresh()
+        self._dirty = False
 
     # -- applying ----------------------------------------------------------------------
     def apply(self, env: Envelope) -> None:
@@ -137,10 +138,10 @@ class SpaceState:
             self._ids.add(entry.delta_id)
             seq = entry.key[2]
             self._author_max_seq[entry.author] = max(self._author_max_seq.get(entry.author, 0), seq)
-        if in_order:
+        if in_order and not self._dirty:
             self._step(self._r, len(self._entries) - 1, first)
         else:
-            self._replay()
+            self._dirty = True
 
     def _entry(self, env: Envelope) -> _Entry | None:
         if env.kind is not Kind.CONTROL:
@@ -166,6 +167,14 @@ class SpaceState:
         for position, entry in enumerate(self._entries):
             self._step(r, position, entry, lc_floor.get(entry.delta_id, 0))
         self._r = r
+        self._dirty = False
+
+    @property
+    def _res(self) -> _Resolved:
+        """The resolution, replayed lazily: a burst of out-of-order ops costs one replay."""
+        if self._dirty:
+            self._replay()
+        return self._r
 
     def _step(
         self, r: _Resolved, position: int, entry: _Entry, lc_floor: int | None = None
@@ -223,34 +232,34 @@ class SpaceState:
     @property
     def members(self) -> dict[bytes, str]:
         """Current members: Ed25519 pub -> ``"admin"`` | ``"member"``."""
-        return dict(self._r.members)
+        return dict(self._res.members)
 
     @property
     def admins(self) -> frozenset[bytes]:
-        return frozenset(p for p, role in self._r.members.items() if role == "admin")
+        return frozenset(p for p, role in self._res.members.items() if role == "admin")
 
     @property
     def former_members(self) -> frozenset[bytes]:
-        return frozenset(self._r.former)
+        return frozenset(self._res.former)
 
     @property
     def epochs(self) -> dict[int, KeyEpoch]:
-        return dict(self._r.epochs)
+        return dict(self._res.epochs)
 
     @property
     def ignored(self) -> dict[bytes, str]:
         """delta_id -> reason for control ops skipped in the current resolution."""
-        return dict(self._r.ignored)
+        return dict(self._res.ignored)
 
     @property
     def control_count(self) -> int:
         return len(self._entries)
 
     def is_member(self, pub: bytes) -> bool:
-        return pub in self._r.members
+        return pub in self._res.members
 
     def is_admin(self, pub: bytes) -> bool:
-        return self._r.members.get(pub) == "admin"
+        return self._res.members.get(pub) == "admin"
 
     def next_lc(self) -> int:
         """The ``lc`` for a new op written by this node: one above every op it has seen."""
@@ -259,10 +268,10 @@ class SpaceState:
     @property
     def current_epoch(self) -> int:
         """The epoch writers must use, or 0 if none is safe (rotation needed)."""
-        members = self._r.members.keys()
+        members = self._res.members.keys()
         best: KeyEpoch | None = None
-        for ep in self._r.epochs.values():
-            safe = ep.position > self._r.last_removal and ep.recipients <= members
+        for ep in self._res.epochs.values():
+            safe = ep.position > self._res.last_removal and ep.recipients <= members
             if safe and (best is None or ep.position > best.position):
                 best = ep
         return 0 if best is None else best.id
@@ -273,19 +282,19 @@ class SpaceState:
 
     def members_missing_key(self) -> frozenset[bytes]:
         """Members that hold no box for the current epoch (an admin should grant it)."""
-        current = self._r.epochs.get(self.current_epoch)
+        current = self._res.epochs.get(self.current_epoch)
         held = current.recipients if current is not None else frozenset()
-        return frozenset(self._r.members.keys() - held)
+        return frozenset(self._res.members.keys() - held)
 
     def epoch_key(self, epoch: int, identity: KeyHolder) -> bytes | None:
         """The group key of ``epoch`` sealed to ``identity``, or None (cached once opened)."""
         pub = identity.public_key
-        if epoch not in self._r.epochs:
+        if epoch not in self._res.epochs:
             return None
         cached = self._key_cache.get((epoch, pub))
         if cached is not None:
             return cached
-        ep = self._r.epochs.get(epoch)
+        ep = self._res.epochs.get(epoch)
         box = ep.boxes.get(pub) if ep is not None else None
         if box is None:
             return None
@@ -303,11 +312,11 @@ class SpaceState:
         """
         if env.space != self.space_id:
             raise WrongSpace("envelope belongs to another space")
-        if env.author not in self._r.members:
-            if env.author in self._r.former:
+        if env.author not in self._res.members:
+            if env.author in self._res.former:
                 raise RemovedAuthor("author was removed from the space")
             raise NotMember("author is not a member of the space")
-        if env.epoch not in self._r.epochs:
+        if env.epoch not in self._res.epochs:
             raise UnknownEpoch(f"epoch {env.epoch} is not known in this space")
 
     def check_control_author(self, env: Envelope) -> None:

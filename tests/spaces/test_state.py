@@ -221,3 +221,20 @@ def test_apply_is_idempotent_and_rejects_foreign_or_data_envelopes() -> None:
     with pytest.raises(Exception) as exc:
         state.apply(ca.data(b"x", state.current_epoch, key))
     assert getattr(exc.value, "reason", None) == "not_control"
+
+
+def test_out_of_order_burst_costs_one_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = community()
+    chain = Chain(A, g.space_id)
+    envs = [chain.control(control.op_add_member(lc=i + 1, member=(i + 9).to_bytes(32, "big")))
+            for i in range(300)]
+    state = SpaceState(g)
+    calls = []
+    original = SpaceState._replay
+    monkeypatch.setattr(SpaceState, "_replay", lambda self: (calls.append(1), original(self)))
+    for env in reversed(envs):
+        state.apply(env)
+    assert len(state.members) == 301 and len(calls) == 1
+    for env in envs:                       # duplicates: no work at all
+        state.apply(env)
+    assert state.control_count == 300 and len(calls) == 1
