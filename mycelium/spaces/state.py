@@ -120,7 +120,10 @@ class SpaceState:
         self.apply_many([env])
 
     def apply_many(self, envs: list[Envelope]) -> None:
-        """Apply several CONTROL envelopes with at most one replay (used when loading)."""
+        """Apply several CONTROL envelopes with at most one replay (used when loading).
+
+        All or nothing: if one envelope can never be valid, it raises and none is applied.
+        """
         new: dict[bytes, _Entry] = {}
         for env in envs:
             entry = self._entry(env)
