@@ -72,7 +72,9 @@ def decode_gossip(data: bytes) -> list[bytes]:
 @dataclass(frozen=True, slots=True)
 class GossipIngested:
     """Envelopes from ``peer`` went to the store; ``accepted`` are newly stored raw
-    envelopes (push them to open sessions; the session views prevent echoes)."""
+    envelopes (push them to open sessions; the session views prevent echoes). When
+    ``result.accepted`` has more ids, the store released pending envelopes: call
+    ``SyncSession.notify_changed(space)`` on open sessions."""
 
     space: bytes
     peer: Peer
@@ -246,7 +248,7 @@ class GossipTracker:
                 self._count_reject(reason)
             st.accepted += len(result.accepted)
             ids = set(result.accepted)
-            accepted = tuple(r for r in to_ingest if self.cache.info(r).delta_id in ids)
+            accepted = tuple(raw for info, raw in fresh if info.delta_id in ids)
             actions.append(GossipIngested(space, peer, result, accepted))
         if gap:
             st.gaps += 1

@@ -107,10 +107,14 @@ class AntiEntropyScheduler:
                 return peer
         if now < self._next:
             return None
-        self._next = now + self._period()
         candidates = [p for p in self._peers if self._eligible(p, now)]
         if not candidates:
+            # Do not waste the slot: come back when the first backed-off peer may retry.
+            retries = [st.retry_at for p, st in self._peers.items()
+                       if p not in self._busy and st.retry_at > now]
+            self._next = min(retries, default=now + self._period())
             return None
+        self._next = now + self._period()
         peer = self.rng.choice(candidates)
         self._busy.add(peer)
         return peer

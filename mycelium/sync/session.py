@@ -132,7 +132,9 @@ class SpacesShared:
 @dataclass(frozen=True, slots=True)
 class EnvelopesIngested:
     """A batch from the peer went to the store. ``accepted`` are the newly stored raw
-    envelopes of that batch, ready to be pushed to other peers (``push_local``)."""
+    envelopes of that batch, ready to be pushed to other peers (``push_local``).
+    ``result.accepted`` may hold more ids: envelopes the store had pending and released
+    because this batch filled a gap; call ``notify_changed`` on other sessions then."""
 
     space: bytes
     result: IngestResult
@@ -313,6 +315,13 @@ class SyncSession:
             sh.live_buf.append(envelope)
         # else: the pump draws it from the store (reconciling, or already dirty)
         return True
+
+    def notify_changed(self, space: bytes) -> None:
+        """The store gained envelopes of ``space`` by other means (gossip that filled a
+        gap, an archive import...): compare with the peer's view again at the next send."""
+        sh = self._by_space.get(space)
+        if sh is not None and sh.view is not None:
+            sh.dirty = True
 
     def tick(self, now: float) -> None:
         """Advance time: timeouts and keepalives."""
@@ -505,6 +514,10 @@ class SyncSession:
                 announced[info.author] = info.seq
             if info.delta_id in accepted_ids:
                 accepted.append(raw)
+        if len(accepted) < len(accepted_ids):
+            # The batch filled a gap and the store released envelopes it held pending:
+            # the peer may lack those too, so re-check against its view.
+            sh.dirty = True
         self._events.append(EnvelopesIngested(sh.space, result, tuple(accepted)))
 
     def _on_done(self, sh: _Shared) -> None:
