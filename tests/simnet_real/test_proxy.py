@@ -98,7 +98,7 @@ async def test_loss_stalls_by_rto(proxy: FaultProxy) -> None:
             rtts = [await _roundtrip(stream, b"m%d" % i) for i in range(30)]
     stalls = proxy.stats("a", "b").stalls
     assert stalls > 0
-    assert sum(r >= 0.02 for r in rtts) == stalls
+    assert sum(r >= 0.02 for r in rtts) >= stalls
 
 
 async def test_partition_resets_and_refuses_then_heal_restores(proxy: FaultProxy) -> None:

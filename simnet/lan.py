@@ -1,0 +1,435 @@
+"""An emulated LAN of network namespaces for simnet's netns backend (root only).
+
+Layout (NOTES.md, "A LAN that worked"): one namespace ``msim-<run>-lan`` holds a bridge
+``br0`` (``mcast_snooping 0 stp_state 0 forward_delay 0``, so multicast/mDNS floods at once);
+node ``i`` lives in namespace ``msim-<run>-<i>`` with ``eth0`` = 10.231.0.<i+1>/24, paired
+with port ``v<i>`` on the bridge. Nothing is routed outside: the LAN namespace has no
+uplink, so traffic can only reach the other test namespaces.
+
+Faults, all on the LAN side so the node sees what a Wi-Fi client would see:
+
+* :meth:`Lan.disconnect` / :meth:`Lan.reconnect`: carrier loss (``ip link set v<i> down|up``);
+* :meth:`Lan.split`: move ports to further bridges (split brain, no carrier change);
+* :meth:`Lan.block`: nft bridge rule dropping one pair, silently (optionally one-way);
+* :meth:`Lan.set_loss`: nft ``numgen random`` drop of a fraction of the node's frames;
+* :meth:`Lan.set_bandwidth`: ``tc tbf`` on both ends of the node's veth;
+* delay: **not available** here. This kernel has no ``tc netem``; the alternatives (an
+  NFQUEUE delaying daemon, needing the ``NetfilterQueue`` package and
+  ``libnetfilter-queue-dev``, or a transparent proxy per namespace) are not implemented;
+  :meth:`Lan.set_delay` raises :class:`SimnetError` saying so. Use the process backend
+  (userspace proxy) for latency experiments.
+
+Teardown deletes every namespace by name (veths and bridges go with them) after killing
+the processes inside; :func:`cleanup_leftovers` removes what a crashed run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import Collection, Mapping, Sequence
+from types import TracebackType
+
+import trio
+
+from simnet.faults import SimnetError
+
+NS_PREFIX = "msim-"
+SUBNET = "10.231.0"
+MAX_NODES = 250
+_RUN_ID = re.compile(r"^[a-z0-9]{1,16}$")
+_BRIDGE_OPTS = ("type", "bridge", "mcast_snooping", "0", "stp_state", "0", "forward_delay", "0")
+_NFT_TABLE = "msim"
+
+
+def require_root() -> None:
+    """Raise a clear :class:`SimnetError` unless we can create network namespaces."""
+    if os.geteuid() != 0:
+        raise SimnetError(
+            "netns backend needs root: run as root or inside `unshare -rn --mount` "
+            "(then `mount -t tmpfs none /run && mkdir /run/netns` first)",
+            reason="not_root",
+        )
+    for tool in ("ip", "nft", "tc"):
+        if shutil.which(tool) is None:
+            raise SimnetError(
+                f"netns backend needs `{tool}`: apt-get install -y iproute2 nftables",
+                reason="missing_tool",
+            )
+
+
+async def _run(
+    argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 15.0, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """Run an administrative command (ip/nft/tc) with a timeout; errors carry its stderr."""
+    try:
+        with trio.fail_after(timeout):
+            result = await trio.run_process(
+                list(argv), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+            )
+    except trio.TooSlowError:
+        raise SimnetError(f"`{' '.join(argv)}` took longer than {timeout} s") from None
+    if check and result.returncode != 0:
+        err = result.stderr.decode(errors="replace").strip()
+        raise SimnetError(f"`{' '.join(argv)}` failed ({result.returncode}): {err}")
+    return result
+
+
+def leftover_namespaces(run_id: str | None = None) -> list[str]:
+    """Namespaces named ``msim-…`` (or ``msim-<run_id>-…``) that exist right now."""
+    prefix = NS_PREFIX if run_id is None else f"{NS_PREFIX}{run_id}-"
+    try:
+        out = subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return [name for name in names if name.startswith(prefix)]
+
+
+def cleanup_leftovers(run_id: str | None = None) -> list[str]:
+    """Kill processes in and delete every ``msim-`` namespace (of one run, or all).
+
+    Synchronous on purpose: it is also called from ``finally`` blocks after a trio run
+    died, from test fixtures, and by ``python -m simnet.lan --cleanup``.
+    """
+    removed = []
+    for name in leftover_namespaces(run_id):
+        _kill_namespace_pids(name)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
+        removed.append(name)
+    return removed
+
+
+def _kill_namespace_pids(name: str) -> None:
+    try:
+        out = subprocess.run(
+            ["ip", "netns", "pids", name], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    for token in out.split():
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+            os.kill(int(token), signal.SIGKILL)
+
+
+class Lan:
+    """``async with Lan(n, run_id) as lan``: n namespaces on one bridge, torn down on exit.
+
+    Node indices are 0-based; node ``i`` has address ``10.231.0.<i+1>``.
+    """
+
+    def __init__(self, n: int, run_id: str | None = None, *, setup_timeout: float = 60.0) -> None:
+        if not 1 <= n <= MAX_NODES:
+            raise SimnetError(f"a LAN holds 1..{MAX_NODES} nodes, not {n}")
+        run_id = run_id or secrets.token_hex(3)
+        if not _RUN_ID.match(run_id):
+            raise SimnetError(f"run id must match {_RUN_ID.pattern} (used in names): {run_id!r}")
+        self.n = n
+        self.run_id = run_id
+        self.lan_ns = f"{NS_PREFIX}{run_id}-lan"
+        self._setup_timeout = setup_timeout
+        self._bridge_of: dict[int, int] = {}
+        self._bridges: set[int] = set()
+        self._down: set[int] = set()
+        self._blocked: set[tuple[int, int]] = set()
+        self._loss: dict[int, float] = {}
+        self._procs: list[trio.Process] = []
+        self._up = False
+
+    # -- names ----------------------------------------------------------------------------
+
+    def namespace(self, i: int) -> str:
+        self._check(i)
+        return f"{NS_PREFIX}{self.run_id}-{i}"
+
+    def address(self, i: int) -> str:
+        """The node's IPv4 address on the LAN."""
+        self._check(i)
+        return f"{SUBNET}.{i + 1}"
+
+    def port_name(self, i: int) -> str:
+        """The bridge-side veth of node ``i`` (in the LAN namespace)."""
+        self._check(i)
+        return f"v{i}"
+
+    def _check(self, i: int) -> None:
+        if not 0 <= i < self.n:
+            raise SimnetError(f"node index {i} out of range 0..{self.n - 1}")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Lan:
+        require_root()
+        if leftover_namespaces(self.run_id):
+            raise SimnetError(
+                f"namespaces for run {self.run_id!r} already exist; remove them with "
+                f"`python -m simnet.lan --cleanup {self.run_id}`"
+            )
+        try:
+            with trio.fail_after(self._setup_timeout):
+                await self._build()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._teardown()
+            raise
+        self._up = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with trio.CancelScope(shield=True):
+            await self._teardown()
+
+    async def _build(self) -> None:
+        root = [f"netns add {self.lan_ns}"]
+        root += [f"netns add {self.namespace(i)}" for i in range(self.n)]
+        # `ip link add eth0 …` (never a name like `a`, which parses as `address`).
+        root += [
+            f"link add eth0 netns {self.namespace(i)} type veth peer name v{i} netns {self.lan_ns}"
+            for i in range(self.n)
+        ]
+        await _run(["ip", "-batch", "-"], stdin="\n".join(root).encode())
+        await self._ensure_bridge(0)
+        lan = [f"link set v{i} master br0 up" for i in range(self.n)]
+        await _run(["ip", "-n", self.lan_ns, "-batch", "-"], stdin="\n".join(lan).encode())
+        self._bridge_of = dict.fromkeys(range(self.n), 0)
+        async with trio.open_nursery() as nursery:
+            for i in range(self.n):
+                nursery.start_soon(self._setup_node, i)
+
+    async def _setup_node(self, i: int) -> None:
+        cmds = [
+            f"addr add {self.address(i)}/24 dev eth0",
+            "link set eth0 multicast on up",
+            "link set lo up",
+            "route add 224.0.0.0/4 dev eth0",
+        ]
+        await _run(["ip", "-n", self.namespace(i), "-batch", "-"], stdin="\n".join(cmds).encode())
+
+    async def _ensure_bridge(self, k: int) -> None:
+        if k in self._bridges:
+            return
+        await _run(["ip", "-n", self.lan_ns, "link", "add", f"br{k}", *_BRIDGE_OPTS])
+        await _run(["ip", "-n", self.lan_ns, "link", "set", f"br{k}", "up"])
+        self._bridges.add(k)
+
+    async def _teardown(self) -> None:
+        """Kill our processes, then delete the namespaces by name (never raises)."""
+        self._up = False
+        for proc in self._procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        with trio.move_on_after(5):
+            for proc in self._procs:
+                await proc.wait()
+        self._procs.clear()
+        await trio.to_thread.run_sync(cleanup_leftovers, self.run_id)
+
+    # -- running things -------------------------------------------------------------------
+
+    async def exec(
+        self,
+        i: int,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        cwd: str | None = None,
+    ) -> trio.Process:
+        """Start ``argv`` inside node ``i``'s namespace; killed at teardown if still alive.
+
+        ``env`` replaces the environment (pass ``{**os.environ, …}`` to extend it);
+        ``stdin``/``stdout``/``stderr`` take ``subprocess.PIPE``/``DEVNULL``/fds as usual.
+        """
+        if not self._up:
+            raise SimnetError("the LAN is not up: use `async with Lan(...)`")
+        proc = await trio.lowlevel.open_process(
+            ["ip", "netns", "exec", self.namespace(i), *argv],
+            env=dict(env) if env is not None else None,
+            stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd,
+        )
+        self._procs.append(proc)
+        return proc
+
+    async def run(
+        self,
+        i: int,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+        timeout: float = 30.0,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``argv`` to completion inside node ``i``'s namespace, capturing its output."""
+        self._check(i)
+        argv = ["ip", "netns", "exec", self.namespace(i), *argv]
+        try:
+            with trio.fail_after(timeout):
+                result = await trio.run_process(
+                    argv, stdin=stdin, env=dict(env) if env is not None else None,
+                    capture_stdout=True, capture_stderr=True, check=False,
+                )
+        except trio.TooSlowError:
+            raise SimnetError(f"`{' '.join(argv)}` took longer than {timeout} s") from None
+        if check and result.returncode != 0:
+            err = result.stderr.decode(errors="replace").strip()
+            raise SimnetError(f"`{' '.join(argv)}` failed ({result.returncode}): {err}")
+        return result
+
+    # -- faults ---------------------------------------------------------------------------
+
+    async def disconnect(self, i: int) -> None:
+        """Pull node ``i``'s cable: its port goes down, the node sees carrier loss."""
+        await _run(["ip", "-n", self.lan_ns, "link", "set", self.port_name(i), "down"])
+        self._down.add(i)
+
+    async def reconnect(self, i: int) -> None:
+        await _run(["ip", "-n", self.lan_ns, "link", "set", self.port_name(i), "up"])
+        self._down.discard(i)
+
+    async def split(self, groups: Sequence[Collection[int]]) -> None:
+        """Split brain: group ``k`` moves to bridge ``br<k>``; unlisted nodes stay on br0.
+
+        No carrier change, so nodes only notice through timeouts, as with a real AP split.
+        """
+        wanted = dict.fromkeys(range(self.n), 0)
+        for k, group in enumerate(groups):
+            for i in group:
+                self._check(i)
+                wanted[i] = k
+        await self._move_ports(wanted)
+
+    async def _move_ports(self, wanted: Mapping[int, int]) -> None:
+        for k in sorted(set(wanted.values())):
+            await self._ensure_bridge(k)
+        cmds = [
+            f"link set v{i} master br{k}"
+            for i, k in sorted(wanted.items())
+            if self._bridge_of.get(i) != k
+        ]
+        if cmds:
+            await _run(["ip", "-n", self.lan_ns, "-batch", "-"], stdin="\n".join(cmds).encode())
+        self._bridge_of.update(wanted)
+
+    async def block(self, i: int, j: int, *, both_ways: bool = True) -> None:
+        """Silently drop frames from ``i`` to ``j`` (and back, unless ``both_ways=False``)."""
+        self._check(i)
+        self._check(j)
+        self._blocked.add((i, j))
+        if both_ways:
+            self._blocked.add((j, i))
+        await self._apply_nft()
+
+    async def partition(self, groups: Sequence[Collection[int]]) -> None:
+        """Partition with nft drops between every pair in different groups (silent)."""
+        side: dict[int, int] = {}
+        for k, group in enumerate(groups):
+            for i in group:
+                self._check(i)
+                side[i] = k
+        self._blocked |= {(a, b) for a in side for b in side if side[a] != side[b]}
+        await self._apply_nft()
+
+    async def set_loss(self, i: int, loss: float) -> None:
+        """Drop a fraction ``loss`` (0..1) of frames leaving and entering node ``i``."""
+        self._check(i)
+        if not 0.0 <= loss <= 1.0:
+            raise SimnetError(f"loss must be in [0, 1], got {loss}")
+        if loss == 0:
+            self._loss.pop(i, None)
+        else:
+            self._loss[i] = loss
+        await self._apply_nft()
+
+    async def set_bandwidth(self, i: int, bytes_per_s: float | None) -> None:
+        """Token-bucket limit both ways on node ``i``'s veth (None removes it)."""
+        self._check(i)
+        ends = [(self.lan_ns, self.port_name(i)), (self.namespace(i), "eth0")]
+        for ns, dev in ends:
+            if bytes_per_s is None:
+                await _run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)
+                continue
+            bits = max(8000, int(bytes_per_s * 8))
+            burst = max(1600, int(bytes_per_s / 10))
+            await _run([
+                "tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf",
+                "rate", f"{bits}bit", "burst", str(burst), "latency", "200ms",
+            ])
+
+    async def set_delay(self, i: int, delay_s: float) -> None:
+        """Always raises: no ``tc netem`` in this kernel (see the module docstring)."""
+        raise SimnetError(
+            "per-node delay is not available in the netns backend: this kernel has no "
+            "`tc netem` and no NFQUEUE delayer is implemented; use --backend process "
+            "(userspace proxy) for latency",
+            reason="unsupported",
+        )
+
+    async def heal(self) -> None:
+        """Undo partitions: every port up, back on br0, pair blocks removed (loss stays)."""
+        for i in sorted(self._down):
+            await self.reconnect(i)
+        await self._move_ports(dict.fromkeys(range(self.n), 0))
+        if self._blocked:
+            self._blocked.clear()
+            await self._apply_nft()
+
+    def nft_ruleset(self) -> str:
+        """The bridge filter table for the current blocks and loss (also for debugging)."""
+        rules = []
+        for i, j in sorted(self._blocked):
+            rules.append(f'iifname "v{i}" oifname "v{j}" drop')
+        for i, loss in sorted(self._loss.items()):
+            threshold = round(loss * 10000)
+            match = "" if threshold >= 10000 else f" numgen random mod 10000 < {threshold}"
+            rules.append(f'iifname "v{i}"{match} drop')
+            rules.append(f'oifname "v{i}"{match} drop')
+        body = "\n".join(f"    {rule}" for rule in rules)
+        return (
+            f"add table bridge {_NFT_TABLE}\n"
+            f"delete table bridge {_NFT_TABLE}\n"
+            f"table bridge {_NFT_TABLE} {{\n"
+            "  chain forward {\n"
+            "    type filter hook forward priority 0; policy accept;\n"
+            f"{body}\n"
+            "  }\n"
+            "}\n"
+        )
+
+    async def _apply_nft(self) -> None:
+        await _run(
+            ["ip", "netns", "exec", self.lan_ns, "nft", "-f", "-"],
+            stdin=self.nft_ruleset().encode(),
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m simnet.lan --cleanup [RUN_ID]``: remove leftover ``msim-`` namespaces."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "--cleanup":
+        print("usage: python -m simnet.lan --cleanup [RUN_ID]", file=sys.stderr)
+        return 2
+    removed = cleanup_leftovers(args[1] if len(args) > 1 else None)
+    print("\n".join(removed) if removed else "no msim- namespaces")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

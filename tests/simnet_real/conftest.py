@@ -1,0 +1,25 @@
+"""Shared fixtures for simnet's real-backend tests: root gating and leftover cleanup."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+NOT_ROOT_REASON = "needs root for network namespaces (run as root or in `unshare -rn --mount`)"
+
+
+@pytest.fixture
+def root_lan_tools() -> Iterator[None]:
+    """Skip visibly when not root or tools are missing; remove any msim- leftovers after."""
+    if os.geteuid() != 0:
+        pytest.skip(NOT_ROOT_REASON)
+    missing = [t for t in ("ip", "nft", "tc") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"missing tools {missing}: apt-get install -y iproute2 nftables")
+    yield
+    from simnet.lan import cleanup_leftovers
+
+    cleanup_leftovers("t" + str(os.getpid()))
