@@ -111,6 +111,8 @@ class MemoryStore:
     def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
         result = IngestResult()
         sp = self._spaces.get(space)
+        if len(envelopes) > 1:
+            self.cache.verify_chain(envelopes)
         for raw in envelopes:
             if sp is None:
                 self._reject(result, None, "unknown_space")

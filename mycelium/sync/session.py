@@ -232,8 +232,14 @@ class SyncSession:
         self.salt = salt if salt is not None else os.urandom(SALT_BYTES)
         if len(self.salt) != SALT_BYTES:
             raise ValueError(f"salt must be {SALT_BYTES} bytes")
-        if self.limits.credit_bytes < MAX_ENVELOPE_BYTES:
-            raise ValueError("credit_bytes must allow at least one maximal envelope")
+        lim, proto = self.limits, DEFAULT_LIMITS
+        if min(lim.credit_bytes, lim.batch_bytes) < MAX_ENVELOPE_BYTES:
+            raise ValueError("credit_bytes and batch_bytes must allow one maximal envelope")
+        if lim.batch_bytes > proto.max_batch_bytes or not (
+                0 < lim.batch_envelopes <= proto.max_batch_envelopes):
+            raise ValueError("batches must stay within the protocol maxima (sync.md §5)")
+        if lim.credit_envelopes < 1:
+            raise ValueError("credit_envelopes must be >= 1")
         self.state = SessionState.HANDSHAKE
         self.stats = SessionStats()
         self._decoder = FrameDecoder(max_frame=self.limits.messages.max_frame)

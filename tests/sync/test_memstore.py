@@ -115,7 +115,7 @@ def test_shared_cache_verifies_each_envelope_once(chain: list[bytes]) -> None:
         st.add_space(SPACE)
         st.ingest(SPACE, chain)
         st.ingest(SPACE, [forge(chain[0])])
-    assert cache.verifies == 7 and cache.decodes == 7
+    assert cache.verifies == 2 and cache.decodes == 7  # one chain signature + the forgery
     with pytest.raises(CachedRejection) as exc:
         cache.verified(forge(chain[0]))
     assert exc.value.reason == "bad_signature"
@@ -127,3 +127,21 @@ def test_cache_is_bounded(chain: list[bytes]) -> None:
         cache.verified(raw)
     assert len(cache) <= 3
     assert cache.verified(chain[0]).seq == 1  # evicted entries are simply recomputed
+
+
+def test_chained_batch_costs_one_signature(chain: list[bytes]) -> None:
+    cache = VerifyCache()
+    st = MemoryStore(cache=cache)
+    st.add_space(SPACE)
+    res = st.ingest(SPACE, list(reversed(chain)))
+    assert len(res.accepted) == 6 and cache.verifies == 1
+
+
+def test_chain_shortcut_does_not_launder_forgeries(chain: list[bytes]) -> None:
+    cache = VerifyCache()
+    st = MemoryStore(cache=cache)
+    st.add_space(SPACE)
+    res = st.ingest(SPACE, [*chain[:5], forge(chain[5])])
+    assert len(res.accepted) == 5 and [r for _, r in res.rejected] == ["bad_signature"]
+    # the forged newest vouches for nothing: the others were checked on their own
+    assert cache.verifies == 2  # forged newest, then chain[4] vouches for chain[:4]

@@ -445,3 +445,24 @@ def test_salt_must_be_sixteen_bytes() -> None:
     with pytest.raises(ValueError):
         SyncSession(a.store, local_id=a.id, remote_id=b.id, initiator=True, now=0, salt=b"x")
     assert os.urandom(1)
+
+
+def test_authorize_hook_hides_spaces_from_a_peer() -> None:
+    a, b = nodes(2, (S1, S2))
+    a.write(S1, 2)
+    a.write(S2, 2)
+    sa = SyncSession(a.store, local_id=a.id, remote_id=b.id, initiator=True, now=0,
+                     authorize=lambda space, peer: space == S2)
+    sb = SyncSession(b.store, local_id=b.id, remote_id=a.id, initiator=False, now=0)
+    pump(sa, sb)
+    assert sa.shared_spaces == [S2] and b.store.version_vector(S1) == {}
+
+
+def test_limits_are_validated() -> None:
+    a, b = nodes()
+    for bad in (SyncLimits(batch_bytes=1000), SyncLimits(credit_bytes=1000),
+                SyncLimits(batch_envelopes=0), SyncLimits(batch_envelopes=1000),
+                SyncLimits(credit_envelopes=0)):
+        with pytest.raises(ValueError):
+            SyncSession(a.store, local_id=a.id, remote_id=b.id, initiator=True, now=0,
+                        limits=bad)
