@@ -202,6 +202,22 @@ class GossipTracker:
             self._count_reject(exc.reason)
             pr.dropped += 1
             return [GossipDropped(peer, exc.reason)]
+        return self._on_envelopes(space, envs, peer, pr, now)
+
+    def on_envelopes(
+        self, space: bytes, envs: Sequence[bytes], peer: Peer, now: float, *, nbytes: int = 0
+    ) -> list[GossipAction]:
+        """Like :meth:`on_message` for a message decoded once by the caller (simnet
+        delivers one published message to many nodes: decode it once, with
+        :func:`decode_gossip`, and hand every receiver the same list)."""
+        pr = self._account(peer, now, nbytes)
+        if pr is None:
+            return [GossipDropped(peer, "rate_limited")]
+        return self._on_envelopes(space, envs, peer, pr, now)
+
+    def _on_envelopes(
+        self, space: bytes, envs: Sequence[bytes], peer: Peer, pr: PeerRate, now: float
+    ) -> list[GossipAction]:
         st = self.stats
         st.messages += 1
         st.envelopes += len(envs)

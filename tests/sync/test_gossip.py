@@ -122,3 +122,10 @@ def test_outbox_batches_and_paces() -> None:
     assert len(decode_gossip(box.due(0.5)[0][1])) == 3
     assert len(decode_gossip(box.due(1.0)[0][1])) == 1
     assert box.next_deadline() is None
+
+
+def test_predecoded_messages_behave_the_same(env: list[bytes]) -> None:
+    g, _ = tracker()
+    acts = g.on_envelopes(S, decode_gossip(encode_gossip(env[:2])), "p", 0.0)
+    assert isinstance(acts[0], GossipIngested) and len(acts[0].accepted) == 2
+    assert g.on_envelopes(S, env[:2], "p", 0.0) == []
