@@ -466,3 +466,16 @@ def test_limits_are_validated() -> None:
         with pytest.raises(ValueError):
             SyncSession(a.store, local_id=a.id, remote_id=b.id, initiator=True, now=0,
                         limits=bad)
+
+
+def test_notify_changed_sends_what_arrived_by_other_means() -> None:
+    a, b = nodes()
+    sa, sb = handshaken(a, b)
+    other = Node("o", MemoryStore(cache=a.store.cache))
+    envs = other.write(S1, 3)
+    a.store.ingest(S1, envs)  # e.g. via gossip, not through this session
+    assert pump(sa, sb).flights == 0
+    sa.notify_changed(S1)
+    pump(sa, sb)
+    assert b.store.version_vector(S1) == a.store.version_vector(S1)
+    assert sa.state is SessionState.LIVE
