@@ -116,7 +116,8 @@ class SyncLimits:
     handshake_timeout: float = 10.0
     idle_timeout: float = 120.0
     keepalive_interval: float = 30.0
-    #: WANT rounds per space without progress before we settle for what we got.
+    #: WANT rounds per space and session before we settle for what we got (we also
+    #: settle as soon as a round brought nothing new).
     max_want_rounds: int = 3
 
 
@@ -508,6 +509,7 @@ class SyncSession:
         sh.view = view
         announced = sh.announced
         accepted_ids = set(result.accepted)
+        refused = {i for i, _ in result.rejected if i is not None}
         accepted: list[bytes] = []
         for raw in batch:
             try:
@@ -515,9 +517,9 @@ class SyncSession:
             except CachedRejection:
                 continue
             if info.seq > view.get(info.author, 0):
-                view[info.author] = info.seq
-            if info.seq > announced.get(info.author, 0):
-                announced[info.author] = info.seq
+                view[info.author] = info.seq  # the peer holds it, whatever we think of it
+            if info.seq > announced.get(info.author, 0) and info.delta_id not in refused:
+                announced[info.author] = info.seq  # something we should end up holding
             if info.delta_id in accepted_ids:
                 accepted.append(raw)
         if len(accepted) < len(accepted_ids):

@@ -479,3 +479,17 @@ def test_notify_changed_sends_what_arrived_by_other_means() -> None:
     pump(sa, sb)
     assert b.store.version_vector(S1) == a.store.version_vector(S1)
     assert sa.state is SessionState.LIVE
+
+
+def test_non_fatal_rejections_keep_the_session() -> None:
+    a, b = nodes()
+    a.write(S1, 3)
+    strict = Node("b", MemoryStore(cache=b.store.cache, is_member=lambda s, author: False),
+                  b.key)
+    strict.store.add_space(S1)
+    sa, sb = open_pair(a, strict)
+    trace = pump(sa, sb)
+    assert not trace.errors()
+    assert sb.stats.rejected_in["not_member"] >= 3
+    assert [e.complete for e in trace.events_b if isinstance(e, CaughtUp)] == [False]
+    assert sa.state is sb.state is SessionState.LIVE
