@@ -362,6 +362,14 @@ class SyncSession:
         self._set_state(SessionState.CLOSED)
         self._events.append(Closed(reason))
 
+    def connection_lost(self, reason: str = "connection_lost") -> None:
+        """The transport is gone (EOF, reset): close without sending anything."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._out.clear()
+        self._set_state(SessionState.CLOSED)
+        self._events.append(Closed(reason))
+
     def frames_to_send(self) -> list[bytes]:
         """Frame payloads to transmit, in order (unframed: for message transports)."""
         if self.state is not SessionState.CLOSED:

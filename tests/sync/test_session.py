@@ -493,3 +493,15 @@ def test_non_fatal_rejections_keep_the_session() -> None:
     assert sb.stats.rejected_in["not_member"] >= 3
     assert [e.complete for e in trace.events_b if isinstance(e, CaughtUp)] == [False]
     assert sa.state is sb.state is SessionState.LIVE
+
+
+def test_connection_lost_closes_silently() -> None:
+    a, b = nodes()
+    sa, _ = handshaken(a, b)
+    a.write(S1, 1)
+    sa.notify_changed(S1)
+    sa.connection_lost()
+    assert sa.events() == [Closed("connection_lost")]
+    assert sa.frames_to_send() == [] and sa.state is SessionState.CLOSED
+    sa.connection_lost()
+    assert sa.events() == []
