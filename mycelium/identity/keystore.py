@@ -147,7 +147,7 @@ def create_keystore(
     params = kdf or KdfParams.default()
     params.check()
     data = _seal(identity, _normalize(passphrase), _check_name(name), params)
-    write_atomic(target, data)
+    write_atomic(target, data, overwrite=False)
     return identity
 
 
@@ -175,12 +175,13 @@ def read_public(path: str | os.PathLike[str]) -> KeystorePublic:
     return _public(_read(Path(path)))
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, overwrite: bool = True) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never half.
 
     The temp file is created with ``mode`` from the start (no window where the secret is
     world-readable), fsynced, renamed over ``path``, and the directory is fsynced so the
-    rename itself survives a power cut.
+    rename itself survives a power cut. With ``overwrite=False`` the final step is a hard
+    link, which fails atomically if ``path`` appeared meanwhile (two ``init`` racing).
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -190,12 +191,27 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
     _fsync_dir(path.parent)
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists (then :class:`KeystoreExists`)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError as exc:
+        raise KeystoreExists(f"a keystore already exists at {path}") from exc
+    except OSError:
+        # Filesystems without hard links (FAT, some Android storage): check, then rename.
+        if path.exists():
+            raise KeystoreExists(f"a keystore already exists at {path}") from None
+        os.replace(tmp, path)
 
 
 def _fsync_dir(directory: Path) -> None:

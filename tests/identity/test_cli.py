@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +131,24 @@ def test_recover_errors(tmp_path: Path) -> None:
                                    "--home", str(owner), ok=False)
     assert "threshold" in run("guardians", "setup", "-k", "3", gdid, "--home", str(owner),
                               ok=False)
+
+
+@pytest.mark.timeout(60)
+def test_installed_console_script(tmp_path: Path) -> None:
+    """The real ``mycelium`` entry point: init, id --json, one-line errors, exit codes."""
+    exe = Path(sys.executable).parent / "mycelium"
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    env = {**os.environ, "MYCELIUM_INSECURE_FAST_KDF": "1", "MYCELIUM_PASSPHRASE": "pw"}
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(exe), *args, "--home", str(tmp_path)], env=env,
+                              capture_output=True, text=True, timeout=30, check=False)
+
+    assert call("init", "--json").returncode == 0
+    shown = call("id", "--json")
+    assert shown.returncode == 0
+    data = json.loads(shown.stdout)
+    assert ID.from_base58(data["peer_id"]).extract_public_key() is not None
+    again = call("init")
+    assert again.returncode != 0 and again.stderr.count("\n") == 1

@@ -197,9 +197,23 @@ def test_failed_rename_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
         raise OSError("disk pulled")
 
     monkeypatch.setattr(ks.os, "replace", boom)
+    monkeypatch.setattr(ks.os, "link", boom)
     with pytest.raises(OSError, match="disk pulled"):
         create_keystore(tmp_path / "k.json", "pw", kdf=FAST)
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="disk pulled"):
+        ks.write_atomic(tmp_path / "f", b"data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_clobber_publish_is_atomic(tmp_path: Path) -> None:
+    """A keystore that appears between the exists-check and the publish is kept."""
+    path = tmp_path / "k.json"
+    path.write_bytes(b"someone else's keystore")
+    with pytest.raises(KeystoreExists):
+        ks.write_atomic(path, b"ours", overwrite=False)
+    assert path.read_bytes() == b"someone else's keystore"
+    assert [p.name for p in tmp_path.iterdir()] == ["k.json"]
 
 
 def test_failed_fsync_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
