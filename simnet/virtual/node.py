@@ -1,0 +1,80 @@
+"""One simulated node: the real sans-IO cores of ``mycelium.sync`` plus counters.
+
+A node owns a :class:`~mycelium.sync.MemoryStore` (sharing the run's ``VerifyCache``),
+its open :class:`Conn` objects (a real ``SyncSession`` at each end), a
+:class:`~mycelium.sync.AntiEntropyScheduler`, and in gossip mode a
+:class:`~mycelium.sync.GossipTracker` and :class:`~mycelium.sync.GossipOutbox`. The
+simulation (:mod:`simnet.virtual.sim`) moves bytes between nodes; this module holds state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mycelium.sync import AntiEntropyScheduler, GossipOutbox, GossipTracker, MemoryStore
+from mycelium.sync.session import SyncSession
+
+INF = math.inf
+
+
+class Conn:
+    """One sync stream between node ``a`` (initiator, session ``sa``) and ``b`` (``sb``).
+
+    ``ae``: opened by anti-entropy (or reconnect in gossip mode): report to the
+    schedulers when it settles. ``persistent``: stays open for live pushes (sessions mode).
+    ``last``: arrival time of the last frame per direction (streams are FIFO).
+    """
+
+    __slots__ = ("a", "ae", "b", "id", "last_ab", "last_ba", "open", "persistent", "sa", "sb")
+
+    def __init__(self, cid: int, a: int, b: int, sa: SyncSession, sb: SyncSession, *,
+                 ae: bool, persistent: bool) -> None:
+        self.id = cid
+        self.a = a
+        self.b = b
+        self.sa = sa
+        self.sb = sb
+        self.open = True
+        self.ae = ae
+        self.persistent = persistent
+        self.last_ab = 0.0
+        self.last_ba = 0.0
+
+    def side(self, node: int) -> SyncSession:
+        return self.sa if node == self.a else self.sb
+
+    def peer(self, node: int) -> int:
+        return self.b if node == self.a else self.a
+
+
+@dataclass(eq=False)
+class SimNode:
+    idx: int
+    pid: bytes  # transport identity (32 bytes), binds the space offer tokens
+    store: MemoryStore
+    sched: AntiEntropyScheduler
+    tracker: GossipTracker | None = None
+    outbox: GossipOutbox | None = None
+    conns: dict[int, Conn] = field(default_factory=dict)
+    up: bool = True
+    member: bool = True
+    joined: bool = True
+    held: int = 0  # envelopes accepted into the store (writes + received)
+    dups: int = 0  # envelopes received that the store already held
+    env_in: int = 0  # envelopes received over sessions and gossip
+    bytes_in: int = 0
+    bytes_out: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    sessions_opened: int = 0
+    session_errors: int = 0
+    last_accept: float = 0.0
+    flush_at: float = INF
+    wake_at: float = INF
+    pending_writes: list[bytes] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        """Up, joined and still a member: must converge with the others."""
+        return self.up and self.joined and self.member
