@@ -30,7 +30,7 @@ import trio
 
 from mycelium.errors import MyceliumError
 
-JitterDist = Literal["uniform", "normal", "exponential"]
+JitterDist = Literal["uniform", "normal", "exponential", "lognormal"]
 
 #: RTO back-off never stalls a chunk longer than this (Linux caps RTO at 120 s; we cap far
 #: lower so that a scenario with heavy loss still finishes).
@@ -50,11 +50,14 @@ class LinkParams:
 
     ``latency_s``/``jitter_s`` are one-way; ``loss`` and ``reset`` are per-chunk
     probabilities in [0, 1]; ``bandwidth_bps`` is bytes per second (None = unlimited).
+    For ``lognormal`` jitter, ``jitter_s`` is the median and ``jitter_sigma`` the sigma of
+    the underlying normal.
     """
 
     latency_s: float = 0.0
     jitter_s: float = 0.0
     jitter_dist: JitterDist = "uniform"
+    jitter_sigma: float = 0.5
     loss: float = 0.0
     rto_s: float = 0.2
     reset: float = 0.0
@@ -74,21 +77,24 @@ class LinkParams:
             raise SimnetError(f"bandwidth_bps must be > 0 or None, got {self.bandwidth_bps}")
         if self.burst_bytes <= 0:
             raise SimnetError(f"burst_bytes must be > 0, got {self.burst_bytes}")
-        if self.jitter_dist not in ("uniform", "normal", "exponential"):
+        if self.jitter_dist not in ("uniform", "normal", "exponential", "lognormal"):
             raise SimnetError(f"unknown jitter distribution {self.jitter_dist!r}")
 
     def sample_delay(self, rng: random.Random) -> tuple[float, bool]:
         """One chunk's extra one-way delay in seconds, and whether it suffered a "loss".
 
-        Jitter never makes the delay negative: uniform is ``[0, jitter]``, normal is
-        ``|N(0, jitter)|``, exponential has mean ``jitter``.
+        Uniform adds ``[0, jitter]``; normal is ``N(latency, jitter)`` clipped at 0 (the
+        only one that can go below ``latency_s``); exponential adds a sample of mean
+        ``jitter``; lognormal adds a sample of median ``jitter``.
         """
         delay = self.latency_s
         if self.jitter_s > 0:
             if self.jitter_dist == "uniform":
                 delay += rng.uniform(0.0, self.jitter_s)
             elif self.jitter_dist == "normal":
-                delay += abs(rng.gauss(0.0, self.jitter_s))
+                delay = max(0.0, delay + rng.gauss(0.0, self.jitter_s))
+            elif self.jitter_dist == "lognormal":
+                delay += rng.lognormvariate(math.log(self.jitter_s), self.jitter_sigma)
             else:
                 delay += rng.expovariate(1.0 / self.jitter_s)
         lost = False
