@@ -16,8 +16,8 @@ import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from mycelium.codec import cbor
-from mycelium.errors import CodecError
+import cbor2
+
 from mycelium.sync.cache import CachedRejection, EnvelopeInfo, VerifyCache
 from mycelium.sync.messages import ProtocolError
 from mycelium.sync.ports import DeltaStore, IngestResult
@@ -42,17 +42,20 @@ def topic_for_space(space_id: bytes) -> str:
 
 
 def encode_gossip(envelopes: Sequence[bytes]) -> bytes:
-    """A gossip message: canonical CBOR ``{"t": "gossip", "e": [envelope, ...]}``."""
+    """A gossip message: canonical CBOR ``{"e": [envelope, ...], "t": "gossip"}``."""
     if not 0 < len(envelopes) <= MAX_GOSSIP_ENVELOPES:
         raise ValueError(f"a gossip message carries 1..{MAX_GOSSIP_ENVELOPES} envelopes")
-    return cbor.encode({"t": "gossip", "e": list(envelopes)})
+    return cbor2.dumps({"e": list(envelopes), "t": "gossip"})  # keys in canonical order
 
 
 def decode_gossip(data: bytes) -> list[bytes]:
     """Strictly parse a gossip message. Raises :class:`ProtocolError`."""
+    if len(data) > MAX_GOSSIP_BYTES + 1024:
+        raise ProtocolError("gossip message too large", reason="oversized_batch")
     try:
-        m = cbor.decode_canonical(data, max_bytes=MAX_GOSSIP_BYTES + 1024)
-    except CodecError as exc:
+        m = cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, LookupError, OverflowError,
+            RecursionError, EOFError) as exc:
         raise ProtocolError(f"gossip message: {exc}", reason="bad_frame") from exc
     if not isinstance(m, dict) or m.keys() != {"t", "e"} or m["t"] != "gossip":
         raise ProtocolError("not a gossip message", reason="bad_message")
@@ -64,6 +67,8 @@ def decode_gossip(data: bytes) -> list[bytes]:
                             reason="too_many_envelopes")
     if sum(map(len, envs)) > MAX_GOSSIP_BYTES:
         raise ProtocolError("gossip message too large", reason="oversized_batch")
+    if encode_gossip(envs) != data:
+        raise ProtocolError("gossip message not in deterministic encoding", reason="bad_frame")
     return envs
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mycelium.codec.frames import encode_frame
+from mycelium.sync.gossip import decode_gossip
 from mycelium.sync.memstore import MemoryStore
 from mycelium.sync.messages import (
     Ack,
@@ -16,8 +20,10 @@ from mycelium.sync.messages import (
     Hello,
     Live,
     Message,
+    ProtocolError,
     Vector,
     Want,
+    decode_message,
     encode_message,
 )
 from mycelium.sync.session import Closed, SessionError, SessionState, SyncSession
@@ -85,3 +91,21 @@ def test_random_message_sequences_never_raise(msgs: list[Message], handshake: bo
             target.receive_frame(payload, 1.0)
         target.frames_to_send()
     check_outcome(target)
+
+
+cbor_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.binary(max_size=40)
+    | st.text(max_size=10) | st.sampled_from(["hello", "vv", "env", "ack", "done", "gossip"]),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["t", "s", "e", "vv", "n", "b", "r"]) | st.binary(
+        min_size=32, max_size=32), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=120), cbor_values.map(cbor2.dumps)))
+def test_decoders_raise_only_protocol_errors(data: bytes) -> None:
+    for decode in (decode_message, decode_gossip):
+        with contextlib.suppress(ProtocolError):
+            decode(data)

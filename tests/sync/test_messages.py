@@ -101,3 +101,18 @@ def test_count_and_size_limits() -> None:
     assert _reason({"t": "env", "s": 0, "e": [b"a", b"b", b"c"]}, lim) == "too_many_envelopes"
     assert _reason({"t": "live", "s": 0, "e": [b"a" * 6, b"b" * 5]}, lim) == "oversized_batch"
     assert _reason({"t": "env", "s": 0, "e": [b"a" * 300]}, lim) == "oversized_frame"
+
+
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_fast_encoder_is_canonical(msg: Message) -> None:
+    data = encode_message(msg)
+    assert cbor.encode(cbor.decode(data)) == data
+
+
+def test_vectors_are_sorted_and_duplicates_impossible() -> None:
+    unsorted = {B: 1, A: 2}
+    assert encode_message(Vector(0, unsorted)) == cbor.encode({"t": "vv", "s": 0, "vv": unsorted})
+    raw = cbor2.dumps({"s": 0, "t": "vv", "vv": unsorted})  # keys out of order on the wire
+    assert _reason(None, raw=raw) == "bad_frame"
+    trailing = encode_message(Done(1)) + b"\x00"
+    assert _reason(None, raw=trailing) == "bad_frame"
