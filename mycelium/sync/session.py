@@ -342,7 +342,7 @@ class SyncSession:
             self._fail("timeout", f"nothing received for {lim.idle_timeout} s", remote=False)
         elif (self.state is not SessionState.HANDSHAKE
               and now - self._last_send >= lim.keepalive_interval):
-            self._send(Ack(0, 0))
+            self._send_ack()  # keepalive, returning any credit held back
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do (None once closed)."""
@@ -551,16 +551,29 @@ class SyncSession:
     # -- sending --------------------------------------------------------------------
     def _flush(self) -> None:
         """Turn pending work into frames: credit top-ups, live pushes, batches."""
-        if self._regrant_n or self._regrant_b:
-            self._granted_n += self._regrant_n
-            self._granted_b += self._regrant_b
-            self._send(Ack(self._regrant_n, self._regrant_b))
-            self._regrant_n = self._regrant_b = 0
+        if self._credit_low():
+            self._send_ack()
         for sh in self._shared.values():
             if sh.live_buf:
                 self._flush_live(sh)
         self._pump()
         self._update_state()
+
+    def _credit_low(self) -> bool:
+        """Return credit once the peer has used half of it (like a TCP window update), or
+        when what it has left may not fit one more envelope; not after every batch, so
+        a trickle of live pushes does not cost one ACK frame each."""
+        if not (self._regrant_n or self._regrant_b):
+            return False
+        lim = self.limits
+        return (self._granted_n * 2 <= lim.credit_envelopes
+                or self._granted_b < max(lim.credit_bytes // 2, MAX_ENVELOPE_BYTES))
+
+    def _send_ack(self) -> None:
+        self._granted_n += self._regrant_n
+        self._granted_b += self._regrant_b
+        self._send(Ack(self._regrant_n, self._regrant_b))
+        self._regrant_n = self._regrant_b = 0
 
     def _flush_live(self, sh: _Shared) -> None:
         """Send buffered pushes that extend the peer's view contiguously and fit the credit;
