@@ -1,0 +1,1 @@
+"""CRDT documents: HLC timestamps, LWW field maps with tombstones, collection schemas."""

@@ -156,7 +156,8 @@ def decode(data: bytes) -> Envelope:
         raise UnknownVersion(f"unknown envelope version {m.get('v')!r}")
     if set(m) != FIELDS:
         missing, extra = FIELDS - set(m), set(m) - FIELDS
-        raise EnvelopeError(f"envelope fields wrong: missing {sorted(missing)}, extra {sorted(map(str, extra))}")
+        raise EnvelopeError(f"envelope fields wrong: missing {sorted(missing)}, "
+                            f"extra {sorted(map(str, extra))}")
     try:
         kind = Kind(m["kind"])
     except (ValueError, TypeError) as exc:

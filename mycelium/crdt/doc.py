@@ -1,0 +1,88 @@
+"""Documents as last-writer-wins field maps with tombstones (protocols/delta.md §7).
+
+Each field keeps the write with the greatest *stamp* ``(wall_ms, counter, node, author)``:
+the HLC of its delta, ties broken by the author's key, so two writers can never tie.
+A field delete is a write of a tombstone. A document delete records a document
+tombstone stamp ``t``: every field write with a stamp ``<= t`` is gone (and any such
+write arriving later is ignored), while newer writes bring the document back.
+
+``apply`` is commutative, associative and idempotent over deltas, so any order or
+repetition of the same set of deltas gives the same state (tested as a property).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mycelium.codec import cbor
+from mycelium.crdt.payload import Payload, PayloadError
+
+#: (wall_ms, counter, node, author): total order of writes.
+Stamp = tuple[int, int, bytes, bytes]
+
+
+@dataclass(slots=True)
+class FieldValue:
+    stamp: Stamp
+    deleted: bool
+    value: Any
+
+
+@dataclass(slots=True)
+class DocState:
+    """The merge state of one document (what the store persists)."""
+
+    fields: dict[str, FieldValue] = field(default_factory=dict)
+    tomb: Stamp | None = None
+
+    def apply(self, payload: Payload, author: bytes) -> bool:
+        """Merge one delta; returns True if the visible state may have changed."""
+        stamp: Stamp = (*payload.hlc, author)
+        if payload.deletes_doc:
+            return self._delete_doc(stamp)
+        if self.tomb is not None and stamp <= self.tomb:
+            return False
+        changed = False
+        for op in payload.ops:
+            assert op.field is not None
+            cur = self.fields.get(op.field)
+            if cur is None or stamp > cur.stamp:
+                self.fields[op.field] = FieldValue(stamp, op.deleted, op.value)
+                changed = True
+        return changed
+
+    def _delete_doc(self, stamp: Stamp) -> bool:
+        if self.tomb is not None and stamp <= self.tomb:
+            return False
+        self.tomb = stamp
+        self.fields = {k: v for k, v in self.fields.items() if v.stamp > stamp}
+        return True
+
+    def visible(self) -> dict[str, Any] | None:
+        """Live fields, or None if the document does not exist (deleted or never written)."""
+        live = {k: v.value for k, v in sorted(self.fields.items()) if not v.deleted}
+        return live or None
+
+    @property
+    def newest(self) -> Stamp | None:
+        stamps = [v.stamp for v in self.fields.values()]
+        if self.tomb is not None:
+            stamps.append(self.tomb)
+        return max(stamps, default=None)
+
+    # -- persistence ------------------------------------------------------------------
+    def encode(self) -> bytes:
+        return cbor.encode({
+            "f": {k: [*v.stamp, v.deleted, v.value] for k, v in self.fields.items()},
+            "t": list(self.tomb) if self.tomb is not None else None,
+        })
+
+    @classmethod
+    def decode(cls, data: bytes) -> DocState:
+        m = cbor.decode(data)
+        if not isinstance(m, dict) or set(m) != {"f", "t"}:
+            raise PayloadError("stored document state is malformed", reason="bad_doc_state")
+        fields = {k: FieldValue((v[0], v[1], v[2], v[3]), v[4], v[5]) for k, v in m["f"].items()}
+        tomb = m["t"]
+        return cls(fields, (tomb[0], tomb[1], tomb[2], tomb[3]) if tomb is not None else None)

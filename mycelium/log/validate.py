@@ -1,0 +1,284 @@
+"""Chain validation of per-author delta logs (protocols/delta.md §5–§6).
+
+Sans-IO: :func:`validate_batch` takes raw envelopes plus what the caller already holds
+(each author's head ``(seq, delta_id)`` and a lookup of stored ids) and sorts every
+envelope into exactly one bucket — ready to append, pending (ahead of a gap),
+duplicate, or rejected with a precise reason. It never touches storage.
+
+Batch verification (DESIGN.md §3 "Verification cost"): envelopes of one author whose
+``seq`` are consecutive and whose ``prev`` equals the ``delta_id`` of the one before form
+a *run*. The newest envelope's signature covers its ``prev``, which is the hash of the one
+before, and so on: one Ed25519 verification plus N SHA-256 hashes authenticates the whole
+run. If that signature fails, every envelope of the run is checked on its own, so one
+forged envelope cannot make honest ones be refused. A run of one is simply verified.
+
+Membership, epoch and decryption checks need the space's state and keys; they live in the
+store, but their errors are re-exported here so every delta rejection reason has one home.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from mycelium.crypto.aead import DecryptError
+from mycelium.errors import CodecError, LimitExceeded, MyceliumError
+from mycelium.log import envelope as envelope_mod
+from mycelium.log.envelope import BadSignature, Envelope, EnvelopeError, UnknownVersion
+from mycelium.spaces.errors import NotMember, RemovedAuthor, UnknownEpoch
+
+__all__ = [
+    "BadSignature", "BrokenChain", "ChainError", "CodecError", "DecryptError", "Duplicate",
+    "EnvelopeError", "Fork", "Head", "LimitExceeded", "NotMember", "RemovedAuthor", "SeqGap",
+    "UnknownEpoch", "UnknownVersion", "Verdict", "WrongSpace", "decode_for_space",
+    "link_pending", "validate_batch", "verify_run",
+]
+
+#: An author's newest contiguous envelope: ``(seq, delta_id)``.
+Head = tuple[int, bytes]
+#: ``(author, seq) -> delta_id`` of a stored envelope, or None.
+StoredId = Callable[[bytes, int], bytes | None]
+
+
+class ChainError(MyceliumError):
+    """An authentic envelope that cannot extend its author's chain."""
+
+    reason = "broken_chain"
+
+
+class BrokenChain(ChainError):
+    """``prev`` is not the delta_id of the author's envelope ``seq - 1``."""
+
+    reason = "broken_chain"
+
+
+class Fork(ChainError):
+    """The author signed two different envelopes with the same ``seq`` (equivocation)."""
+
+    reason = "fork"
+
+
+class Duplicate(MyceliumError):
+    """The envelope is already held (not an error for the sender; counted, not stored)."""
+
+    reason = "duplicate"
+
+
+class SeqGap(MyceliumError):
+    """``seq`` is beyond the author's head + 1: held as pending until the gap is filled."""
+
+    reason = "seq_gap"
+
+
+class WrongSpace(EnvelopeError):
+    """The envelope names another space than the one it was delivered for."""
+
+    reason = "wrong_space"
+
+
+@dataclass
+class Verdict:
+    """Where each envelope of a batch goes. Every input lands in exactly one list.
+
+    ``ready``: authenticated and extending the author's head contiguously; per author
+    in ascending ``seq`` (authors may interleave). ``pending``: authenticated but ahead of
+    a gap. ``rejected``: ``(delta_id or None if undecodable, reason)``.
+    """
+
+    ready: list[Envelope] = field(default_factory=list)
+    pending: list[Envelope] = field(default_factory=list)
+    duplicates: list[Envelope] = field(default_factory=list)
+    rejected: list[tuple[bytes | None, str]] = field(default_factory=list)
+
+
+def decode_for_space(raw: bytes, space: bytes) -> Envelope:
+    """Decode one envelope and check it belongs to ``space`` (signature not checked).
+
+    Raises :class:`CodecError` (``bad_cbor`` / ``non_canonical``), :class:`LimitExceeded`
+    (``oversized``), :class:`UnknownVersion`, :class:`EnvelopeError` or :class:`WrongSpace`.
+    """
+    if not isinstance(raw, bytes):
+        raise CodecError("envelope must be bytes")
+    env = envelope_mod.decode(raw)
+    if env.space != space:
+        raise WrongSpace("envelope belongs to another space")
+    return env
+
+
+def verify_run(run: Sequence[Envelope]) -> tuple[list[Envelope], list[Envelope]]:
+    """Authenticate a linked run (see module docstring): ``(authentic, bad_signature)``.
+
+    ``run`` must be one author's envelopes with consecutive seqs, each ``prev`` equal to
+    the previous envelope's ``delta_id``. Costs one signature check when all is well.
+    """
+    if not run:
+        return [], []
+    try:
+        run[-1].verify_signature()
+        return list(run), []
+    except BadSignature:
+        if len(run) == 1:
+            return [], [run[0]]
+    good: list[Envelope] = []
+    bad: list[Envelope] = []
+    for env in run:
+        try:
+            env.verify_signature()
+            good.append(env)
+        except BadSignature:
+            bad.append(env)
+    return good, bad
+
+
+def validate_batch(
+    space: bytes,
+    raws: Sequence[bytes],
+    heads: Mapping[bytes, Head],
+    stored_id: StoredId,
+) -> Verdict:
+    """Decode, authenticate and chain-check a batch of envelopes for ``space``.
+
+    ``heads[author]`` is the author's newest contiguous envelope held by the caller;
+    ``stored_id(author, seq)`` returns the id held at an older position (for duplicate
+    and fork detection). Never raises for bad input.
+    """
+    verdict = Verdict()
+    by_author: dict[bytes, dict[int, list[Envelope]]] = {}
+    seen: set[bytes] = set()
+    for raw in raws:
+        try:
+            env = decode_for_space(raw, space)
+        except MyceliumError as exc:
+            verdict.rejected.append((_id_or_none(raw, exc), exc.reason))
+            continue
+        delta_id = env.delta_id
+        if delta_id in seen:
+            verdict.duplicates.append(env)
+            continue
+        seen.add(delta_id)
+        by_author.setdefault(env.author, {}).setdefault(env.seq, []).append(env)
+    for author, by_seq in by_author.items():
+        _validate_author(by_seq, heads.get(author), author, stored_id, verdict)
+    return verdict
+
+
+def link_pending(
+    head: tuple[int, bytes | None], pending: Mapping[int, Envelope]
+) -> tuple[list[Envelope], list[Envelope]]:
+    """Pending (already authenticated) envelopes that now extend ``head``: ``(ready, broken)``.
+
+    ``head`` is ``(0, None)`` for an author with nothing stored yet. Walks ``seq + 1,
+    seq + 2, …`` while pending envelopes exist; one whose ``prev`` does not match is
+    broken (rejected ``broken_chain``) and stops the walk.
+    """
+    ready: list[Envelope] = []
+    seq, last_id = head
+    while (nxt := pending.get(seq + 1)) is not None:
+        if nxt.prev != last_id:
+            return ready, [nxt]
+        ready.append(nxt)
+        seq, last_id = nxt.seq, nxt.delta_id
+    return ready, []
+
+
+# -- internals ------------------------------------------------------------------------
+def _id_or_none(raw: object, exc: MyceliumError) -> bytes | None:
+    """The delta id of a decodable-but-invalid envelope (so peers can tell which one)."""
+    if isinstance(exc, WrongSpace | EnvelopeError) and isinstance(raw, bytes):
+        import hashlib
+
+        return hashlib.sha256(raw).digest()
+    return None
+
+
+def _validate_author(
+    by_seq: dict[int, list[Envelope]],
+    head: Head | None,
+    author: bytes,
+    stored_id: StoredId,
+    verdict: Verdict,
+) -> None:
+    head_seq, head_id = head if head is not None else (0, None)
+    fresh: dict[int, list[Envelope]] = {}
+    for seq, envs in by_seq.items():
+        if seq <= head_seq:
+            _old(envs, stored_id(author, seq), verdict)
+        else:
+            fresh[seq] = envs
+    chain = _pick_per_seq(fresh, head_seq, head_id, verdict)
+    expect_seq, expect_id = head_seq, head_id
+    for run in _runs(chain):
+        good, bad = verify_run(run)
+        verdict.rejected += [(e.delta_id, BadSignature.reason) for e in bad]
+        for sub in _runs(good) if bad else [good]:
+            if sub[0].seq != expect_seq + 1:
+                verdict.pending += sub
+            elif sub[0].prev != expect_id:
+                verdict.rejected += [(e.delta_id, BrokenChain.reason) for e in sub]
+                expect_seq = -1  # nothing later can link in this batch
+            else:
+                verdict.ready += sub
+                expect_seq, expect_id = sub[-1].seq, sub[-1].delta_id
+
+
+def _old(envs: list[Envelope], held: bytes | None, verdict: Verdict) -> None:
+    """Envelopes at or below the head: duplicates, or (if authentic) forks."""
+    for env in envs:
+        if env.delta_id == held:
+            verdict.duplicates.append(env)
+            continue
+        try:
+            env.verify_signature()
+        except BadSignature as exc:
+            verdict.rejected.append((env.delta_id, exc.reason))
+            continue
+        verdict.rejected.append((env.delta_id, Fork.reason))
+
+
+def _pick_per_seq(
+    fresh: dict[int, list[Envelope]], head_seq: int, head_id: bytes | None, verdict: Verdict
+) -> list[Envelope]:
+    """One candidate per seq, ascending. Several at one seq (rare): keep an authentic one
+    that links to the chosen predecessor; the rest are bad signatures or forks."""
+    chosen: list[Envelope] = []
+    prev_seq, prev_id = head_seq, head_id
+    for seq in sorted(fresh):
+        envs = fresh[seq]
+        pick: Envelope | None = envs[0]
+        if len(envs) > 1:
+            pick = _resolve_collision(envs, prev_id if prev_seq == seq - 1 else None, verdict)
+        if pick is None:
+            continue
+        chosen.append(pick)
+        prev_seq, prev_id = seq, pick.delta_id
+    return chosen
+
+
+def _resolve_collision(
+    envs: list[Envelope], want_prev: bytes | None, verdict: Verdict
+) -> Envelope | None:
+    authentic = []
+    for env in envs:
+        try:
+            env.verify_signature()
+            authentic.append(env)
+        except BadSignature as exc:
+            verdict.rejected.append((env.delta_id, exc.reason))
+    if not authentic:
+        return None
+    authentic.sort(key=lambda e: (e.prev != want_prev, e.delta_id))
+    for loser in authentic[1:]:
+        verdict.rejected.append((loser.delta_id, Fork.reason))
+    return authentic[0]
+
+
+def _runs(chain: Sequence[Envelope]) -> list[list[Envelope]]:
+    """Split an ascending chain into linked runs (consecutive seq, prev == previous id)."""
+    runs: list[list[Envelope]] = []
+    for env in chain:
+        last = runs[-1][-1] if runs else None
+        if last is not None and env.seq == last.seq + 1 and env.prev == last.delta_id:
+            runs[-1].append(env)
+        else:
+            runs.append([env])
+    return runs

@@ -1,0 +1,78 @@
+"""Soil's SQLite schema and connection settings (DESIGN.md §4).
+
+Durability choice: WAL with ``synchronous=FULL``. In WAL mode ``NORMAL`` already survives
+a crash of the *process* (SIGKILL) with a consistent database, but a power loss can undo
+the last transactions — and a transaction here is an acknowledgement (to a user who saw
+"saved", or to a peer whose delta we accepted). ``FULL`` fsyncs the WAL at every commit,
+so what was acknowledged survives power loss too; batching many envelopes per transaction
+keeps the cost to one fsync per batch. Callers that accept the weaker guarantee (bulk
+imports, benchmarks of the CPU path) may pass ``synchronous="NORMAL"``.
+
+``envelopes.epoch`` is the uint64 epoch id as 8 big-endian bytes (SQLite integers are
+signed 64-bit); the raw envelope bytes are kept exactly as received.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Literal
+
+SCHEMA_VERSION = 1
+Synchronous = Literal["FULL", "NORMAL"]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY, value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spaces (
+  space BLOB PRIMARY KEY, genesis BLOB NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+  added INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS envelopes (
+  space BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, delta_id BLOB NOT NULL,
+  kind INTEGER NOT NULL, epoch BLOB NOT NULL, raw BLOB NOT NULL,
+  PRIMARY KEY (space, author, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vv (
+  space BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, head BLOB NOT NULL,
+  PRIMARY KEY (space, author)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+  space BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, delta_id BLOB NOT NULL,
+  reason TEXT NOT NULL, raw BLOB NOT NULL,
+  PRIMARY KEY (space, author, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deferred (
+  space BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL,
+  PRIMARY KEY (space, author, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS docs (
+  space BLOB NOT NULL, coll TEXT NOT NULL, doc TEXT NOT NULL, live INTEGER NOT NULL,
+  body BLOB NOT NULL,
+  PRIMARY KEY (space, coll, doc)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS doc_index (
+  space BLOB NOT NULL, coll TEXT NOT NULL, field TEXT NOT NULL, value ANY, doc TEXT NOT NULL,
+  PRIMARY KEY (space, coll, field, value, doc)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS doc_index_by_doc ON doc_index (space, coll, doc);
+CREATE TABLE IF NOT EXISTS metrics (
+  name TEXT PRIMARY KEY, value INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection:
+    """Open (creating if needed) a Soil database with our pragmas and schema."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.executescript(DDL)
+    row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+    return conn

@@ -1,0 +1,664 @@
+"""Soil: the node's SQLite store of envelopes, version vectors and documents (DESIGN.md §4).
+
+Interface: docs/dev/store-spaces-contract.md; implements :class:`mycelium.sync.ports.DeltaStore`.
+
+Every change, local or received, takes one path: validate (``log/validate.py``), append
+the envelopes and advance the version vector, apply CONTROL envelopes to the space's
+:class:`SpaceState`, decrypt and merge DATA envelopes into documents — all in ONE
+transaction, so a crash leaves either all of it or none of it. Change notifications go
+out after the commit.
+
+Envelopes are kept (and the chain advances) even when their content cannot be applied
+yet — key of their epoch not received (``no_key``) or a clock too far ahead
+(``clock_drift``); those are *deferred* and applied when the key arrives or time catches
+up. Authentic content that can never apply (undecryptable, bad payload, schema
+violation) is kept for the chain's sake and counted in :meth:`Soil.metrics`, never
+materialized. Envelopes that cannot be appended yet (gap in the chain, author not yet
+known as a member) are *pending*, bounded per space.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from mycelium.codec import cbor
+from mycelium.crdt import payload as payloads
+from mycelium.crdt.doc import DocState
+from mycelium.crdt.hlc import HLC, ClockDrift, Timestamp
+from mycelium.crdt.schema import Registry, SpaceKind
+from mycelium.errors import MyceliumError
+from mycelium.log import envelope as envelope_mod
+from mycelium.log.envelope import Envelope, Kind
+from mycelium.log.limits import MAX_INGEST_BATCH, MAX_PAYLOAD_BYTES, MAX_PENDING_PER_SPACE
+from mycelium.log.validate import Head, link_pending, validate_batch
+from mycelium.market.collections import REGISTRY
+from mycelium.spaces.errors import NoEpochKey, NotMember, RemovedAuthor, SpaceError, UnknownEpoch
+from mycelium.spaces.genesis import parse_genesis
+from mycelium.spaces.state import SpaceState
+from mycelium.store.atrest import DocCodec
+from mycelium.store.schema import Synchronous, connect
+from mycelium.store.subscriptions import Change, Hub
+from mycelium.sync.ports import IngestResult, VersionVector
+
+log = logging.getLogger(__name__)
+
+WallClock = Callable[[], int]
+
+
+class StoreError(MyceliumError):
+    reason = "store_error"
+
+
+class UnknownSpace(StoreError):
+    reason = "unknown_space"
+
+
+class AmbiguousSpace(StoreError):
+    reason = "ambiguous_space"
+
+
+class LocalWriteRefused(StoreError):
+    """A local write that validation refused (should not happen for a healthy node)."""
+
+    reason = "local_write_refused"
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Work:
+    """Everything one transaction writes, accumulated so each table gets one executemany."""
+
+    space: bytes
+    envelopes: list[tuple[Any, ...]] = field(default_factory=list)
+    heads: set[bytes] = field(default_factory=set)
+    data: list[Envelope] = field(default_factory=list)
+    control_changed: bool = False
+    docs: dict[tuple[str, str], DocState] = field(default_factory=dict)
+    dirty: dict[tuple[str, str], bytes] = field(default_factory=dict)  # -> last delta id
+    deferred: list[tuple[Any, ...]] = field(default_factory=list)
+    undeferred: list[tuple[Any, ...]] = field(default_factory=list)
+    control_any: bool = False
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass
+class _SpaceMem:
+    """In-memory mirror of one space's rows (rebuilt from the database on open)."""
+
+    state: SpaceState
+    codec: DocCodec
+    heads: dict[bytes, Head] = field(default_factory=dict)
+    pending: dict[bytes, dict[int, tuple[str, bytes]]] = field(default_factory=dict)
+    pending_count: int = 0
+    deferred: Counter[str] = field(default_factory=Counter)
+    control_authors: set[bytes] = field(default_factory=set)
+
+
+class Soil:
+    """One node's store. Not thread-safe; use from one thread (the trio thread)."""
+
+    def __init__(self, conn: sqlite3.Connection, identity: Any, *, registry: Registry,
+                 clock: WallClock, max_pending: int) -> None:
+        self.conn = conn
+        self.identity = identity
+        self.registry = registry
+        self.wall = clock
+        self.max_pending = max_pending
+        self.hlc = HLC(identity.public_key[:8])
+        self._spaces: dict[bytes, _SpaceMem] = {}
+        self._metrics: Counter[str] = Counter()
+        self._uncommitted: Counter[str] = Counter()
+        self._hub = Hub()
+        self._reload()
+
+    @classmethod
+    def open(cls, path: Path, identity: Any, *, registry: Registry = REGISTRY,
+             clock: WallClock = wall_ms, synchronous: Synchronous = "FULL",
+             max_pending: int = MAX_PENDING_PER_SPACE) -> Soil:
+        """Open or create the store at ``path`` for ``identity``."""
+        return cls(connect(Path(path), synchronous), identity, registry=registry, clock=clock,
+                   max_pending=max_pending)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Soil:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- loading --------------------------------------------------------------------
+    def _reload(self) -> None:
+        """Rebuild every in-memory mirror from the database (on open and after a rollback)."""
+        self._spaces = {}
+        rows = self.conn.execute("SELECT space, genesis FROM spaces ORDER BY added").fetchall()
+        for space, genesis in rows:
+            self._load_space(bytes(space), parse_genesis(bytes(genesis)))
+        self._metrics = Counter(dict(self.conn.execute("SELECT name, value FROM metrics")))
+        self._uncommitted = Counter()
+        row = self.conn.execute("SELECT value FROM meta WHERE key='hlc'").fetchone()
+        if row is not None:
+            self.hlc.last = Timestamp.from_wire(cbor.decode(row[0]))
+
+    def _load_space(self, space: bytes, genesis: Any) -> None:
+        state = SpaceState(genesis)
+        key = self.identity.storage_key if genesis.kind == "personal" else None
+        mem = _SpaceMem(state=state, codec=DocCodec(space, key))
+        controls = [envelope_mod.decode(bytes(r)) for (r,) in self.conn.execute(
+            "SELECT raw FROM envelopes WHERE space=? AND kind=1 ORDER BY author, seq", (space,))]
+        state.apply_many(controls)
+        mem.control_authors = {e.author for e in controls}
+        for author, seq, head in self.conn.execute(
+                "SELECT author, seq, head FROM vv WHERE space=?", (space,)):
+            mem.heads[bytes(author)] = (seq, bytes(head))
+        for author, seq, reason, delta_id in self.conn.execute(
+                "SELECT author, seq, reason, delta_id FROM pending WHERE space=?", (space,)):
+            mem.pending.setdefault(bytes(author), {})[seq] = (reason, bytes(delta_id))
+            mem.pending_count += 1
+        for reason, n in self.conn.execute(
+                "SELECT reason, count(*) FROM deferred WHERE space=? GROUP BY reason", (space,)):
+            mem.deferred[reason] = n
+        self._spaces[space] = mem
+
+    # -- transactions ---------------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._flush_metrics()
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self._reload()
+            raise
+        self._metrics.update(self._uncommitted)
+        self._uncommitted = Counter()
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._uncommitted[name] += n
+
+    def _flush_metrics(self) -> None:
+        if self._uncommitted:
+            self.conn.executemany(
+                "INSERT INTO metrics VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value=value+excluded.value",
+                list(self._uncommitted.items()))
+
+    # -- spaces ---------------------------------------------------------------------
+    def add_space(self, genesis: bytes) -> bytes:
+        """Store a space's genesis (idempotent); returns its id."""
+        g = parse_genesis(genesis)
+        if g.space_id in self._spaces:
+            return g.space_id
+        with self._tx():
+            self.conn.execute("INSERT INTO spaces VALUES (?, ?, ?, ?, ?)",
+                              (g.space_id, g.raw, g.name, g.kind, time.time_ns()))
+        self._load_space(g.space_id, g)
+        return g.space_id
+
+    def space_ids(self) -> list[bytes]:
+        return list(self._spaces)
+
+    def space_state(self, space_id: bytes) -> SpaceState:
+        return self._mem(space_id).state
+
+    def space_kind(self, space_id: bytes) -> SpaceKind:
+        kind: SpaceKind = self._mem(space_id).state.kind
+        return kind
+
+    def genesis(self, space_id: bytes) -> bytes:
+        return self._mem(space_id).state.genesis.raw
+
+    def resolve_space(self, name_or_id: str) -> bytes:
+        """A space by hex id or unique name; raises UnknownSpace / AmbiguousSpace."""
+        try:
+            raw = bytes.fromhex(name_or_id)
+        except ValueError:
+            raw = b""
+        if raw in self._spaces:
+            return raw
+        hits = [s for s, m in self._spaces.items() if m.state.name == name_or_id]
+        if not hits:
+            raise UnknownSpace(f"no space named or with id {name_or_id!r}")
+        if len(hits) > 1:
+            raise AmbiguousSpace(f"several spaces are named {name_or_id!r}; use the space id")
+        return hits[0]
+
+    def control_envelopes(self, space_id: bytes) -> list[bytes]:
+        self._mem(space_id)
+        return [bytes(r) for (r,) in self.conn.execute(
+            "SELECT raw FROM envelopes WHERE space=? AND kind=1 ORDER BY author, seq", (space_id,))]
+
+    def _mem(self, space_id: bytes) -> _SpaceMem:
+        mem = self._spaces.get(space_id)
+        if mem is None:
+            raise UnknownSpace(f"unknown space {space_id.hex()}")
+        return mem
+
+    # -- DeltaStore -----------------------------------------------------------------
+    def member_spaces(self) -> list[bytes]:
+        me = self.identity.public_key
+        return [s for s, m in self._spaces.items() if m.state.is_member(me)]
+
+    def version_vector(self, space: bytes) -> VersionVector:
+        mem = self._spaces.get(space)
+        return {a: s for a, (s, _) in mem.heads.items()} if mem is not None else {}
+
+    def envelopes_since(self, space: bytes, remote: VersionVector, *, limit: int,
+                        max_bytes: int) -> list[bytes]:
+        """Per author ascending seq; authors that wrote control ops first (keys, members)."""
+        mem = self._spaces.get(space)
+        out: list[bytes] = []
+        if mem is None or limit <= 0:
+            return out
+        authors = sorted((a for a, (s, _) in mem.heads.items() if s > remote.get(a, 0)),
+                         key=lambda a: (a not in mem.control_authors, a))
+        size = 0
+        for author in authors:
+            rows = self.conn.execute(
+                "SELECT raw FROM envelopes WHERE space=? AND author=? AND seq>? "
+                "ORDER BY seq LIMIT ?",
+                (space, author, remote.get(author, 0), limit - len(out)))
+            for (raw,) in rows:
+                if out and (len(out) >= limit or size + len(raw) > max_bytes):
+                    return out
+                out.append(bytes(raw))
+                size += len(raw)
+        return out
+
+    def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
+        """Validate and store envelopes from a peer. Never raises on bad input."""
+        result = IngestResult()
+        if space not in self._spaces:
+            for _ in envelopes:
+                self._reject(result, None, "unknown_space")
+            self._flush_standalone_metrics()
+            return result
+        for start in range(0, len(envelopes), MAX_INGEST_BATCH):
+            chunk = envelopes[start:start + MAX_INGEST_BATCH]
+            part = IngestResult()
+            try:
+                work = _Work(space)
+                with self._tx():
+                    self._ingest_chunk(work, chunk, part)
+                    self._retry_deferred(work)
+                    self._flush(work)
+            except Exception:  # a bug or a disk error must not kill the sync session
+                log.exception("ingest failed; batch rolled back")
+                part = IngestResult(rejected=[(None, "internal_error")] * len(chunk))
+                self._metrics["internal_error"] += 1
+                result.merge(part)
+                continue
+            result.merge(part)
+            self._hub.publish(work.changes)
+        return result
+
+    def _reject(self, result: IngestResult, delta_id: bytes | None, reason: str) -> None:
+        result.rejected.append((delta_id, reason))
+        self._count(f"rejected.{reason}")
+
+    def _flush_standalone_metrics(self) -> None:
+        with self._tx():
+            pass
+
+    # -- ingest pipeline ------------------------------------------------------------
+    def _ingest_chunk(self, work: _Work, raws: Sequence[bytes], result: IngestResult) -> None:
+        mem = self._spaces[work.space]
+        verdict = validate_batch(work.space, raws, mem.heads, self._stored_id(work.space))
+        result.duplicates += len(verdict.duplicates)
+        self._count("duplicates", len(verdict.duplicates))
+        for delta_id, reason in verdict.rejected:
+            self._reject(result, delta_id, reason)
+        for env in verdict.pending:
+            self._park(work, env, "gap", result)
+        self._append(work, verdict.ready, result)
+        self._drain(work, result)
+        self._materialize(work)
+        self._count("accepted", len(result.accepted))
+
+    def _stored_id(self, space: bytes) -> Callable[[bytes, int], bytes | None]:
+        def lookup(author: bytes, seq: int) -> bytes | None:
+            row = self.conn.execute(
+                "SELECT delta_id FROM envelopes WHERE space=? AND author=? AND seq=?",
+                (space, author, seq)).fetchone()
+            return bytes(row[0]) if row is not None else None
+        return lookup
+
+    def _append(self, work: _Work, envs: Sequence[Envelope], result: IngestResult) -> None:
+        """Append authenticated envelopes that extend their author's head, in order."""
+        mem = self._spaces[work.space]
+        for env in envs:
+            head_seq, head_id = mem.heads.get(env.author, (0, None))
+            if env.seq != head_seq + 1 or env.prev != head_id:
+                self._park(work, env, "gap", result)
+                continue
+            if not self._admit(work, mem, env, result):
+                continue
+            delta_id = env.delta_id
+            work.envelopes.append((work.space, env.author, env.seq, delta_id, int(env.kind),
+                                   env.epoch.to_bytes(8, "big"), env.raw))
+            mem.heads[env.author] = (env.seq, delta_id)
+            work.heads.add(env.author)
+            result.accepted.append(delta_id)
+
+    def _admit(self, work: _Work, mem: _SpaceMem, env: Envelope, result: IngestResult) -> bool:
+        """Membership/epoch gate; False if the envelope was parked or rejected."""
+        if env.kind is Kind.CONTROL:
+            try:
+                mem.state.apply(env)
+            except SpaceError as exc:
+                self._reject(result, env.delta_id, exc.reason)
+                return False
+            mem.control_authors.add(env.author)
+            work.control_changed = work.control_any = True
+            work.changes.append(Change(work.space, None, None, env.delta_id))
+            return True
+        try:
+            mem.state.check_data_author(env)
+        except RemovedAuthor as exc:
+            self._reject(result, env.delta_id, exc.reason)
+            return False
+        except NotMember:
+            self._park(work, env, "not_member", result)
+            return False
+        except UnknownEpoch:
+            pass  # stored now, applied when the epoch op arrives (deferred no_key)
+        work.data.append(env)
+        return True
+
+    def _park(self, work: _Work, env: Envelope, reason: str, result: IngestResult) -> None:
+        mem = self._spaces[work.space]
+        slots = mem.pending.setdefault(env.author, {})
+        held = slots.get(env.seq)
+        if held is not None:
+            if held[1] == env.delta_id:
+                result.duplicates += 1
+                if held[0] != reason:
+                    slots[env.seq] = (reason, env.delta_id)
+                    self._write_pending(work, env, reason)
+            else:
+                self._reject(result, env.delta_id, "fork")
+            return
+        if mem.pending_count >= self.max_pending:
+            self._reject(result, env.delta_id, "pending_full")
+            return
+        slots[env.seq] = (reason, env.delta_id)
+        mem.pending_count += 1
+        self._write_pending(work, env, reason)
+        result.pending += 1
+        self._count(f"pending.{reason}")
+
+    def _write_pending(self, work: _Work, env: Envelope, reason: str) -> None:
+        """Pending rows are written at once (rare path), so reads in this transaction see them."""
+        self.conn.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?)",
+                          (work.space, env.author, env.seq, env.delta_id, reason, env.raw))
+
+    def _drain(self, work: _Work, result: IngestResult) -> None:
+        """Append pending envelopes that became contiguous (or admissible) this batch."""
+        mem = self._spaces[work.space]
+        retry_members = work.control_changed
+        progress = True
+        while progress and mem.pending_count:
+            progress, work.control_changed = False, False
+            for author in list(mem.pending):
+                head = mem.heads.get(author, (0, None))
+                slot = mem.pending.get(author, {}).get(head[0] + 1)
+                if slot is None or (slot[0] == "not_member" and not retry_members):
+                    continue
+                progress |= self._drain_author(work, author, head, result)
+            retry_members = work.control_changed
+
+    def _drain_author(self, work: _Work, author: bytes, head: tuple[int, bytes | None],
+                      result: IngestResult) -> bool:
+        mem = self._spaces[work.space]
+        slots = mem.pending[author]
+        candidates = {}
+        for seq, raw in self.conn.execute(
+                "SELECT seq, raw FROM pending WHERE space=? AND author=? AND seq>? ORDER BY seq",
+                (work.space, author, head[0])):
+            candidates[seq] = envelope_mod.decode(bytes(raw))
+        ready, broken = link_pending(head, candidates)
+        for env in [*ready, *broken]:
+            self._unpark(work, mem, slots, env)
+        for env in broken:
+            self._reject(result, env.delta_id, "broken_chain")
+        before = len(result.accepted)
+        self._append(work, ready, result)
+        if not slots:
+            del mem.pending[author]
+        return len(result.accepted) > before or bool(broken)
+
+    def _unpark(self, work: _Work, mem: _SpaceMem, slots: dict[int, tuple[str, bytes]],
+                env: Envelope) -> None:
+        if slots.pop(env.seq, None) is not None:
+            mem.pending_count -= 1
+        self.conn.execute("DELETE FROM pending WHERE space=? AND author=? AND seq=?",
+                          (work.space, env.author, env.seq))
+
+    # -- documents ------------------------------------------------------------------
+    def _materialize(self, work: _Work) -> None:
+        """Decrypt, check and merge the DATA envelopes appended in this transaction."""
+        mem = self._spaces[work.space]
+        now = self.wall()
+        for env in work.data:
+            self._apply_data(work, mem, env, now, fresh=True)
+        work.data = []
+
+    def _apply_data(self, work: _Work, mem: _SpaceMem, env: Envelope, now: int,
+                    *, fresh: bool) -> str | None:
+        """Apply one DATA envelope; returns the deferral reason if it must wait."""
+        key = mem.state.epoch_key(env.epoch, self.identity)
+        if key is None:
+            return self._defer(work, mem, env, "no_key", fresh)
+        try:
+            plain = env.open(key)
+            payload = payloads.decode_payload(plain)
+            self.registry.check(payload, mem.state.kind)
+            self.hlc.recv(payload.hlc, now)
+        except ClockDrift:
+            return self._defer(work, mem, env, "clock_drift", fresh)
+        except MyceliumError as exc:  # authentic but unusable content: kept, counted
+            self._count(f"unapplied.{exc.reason}")
+            return None
+        doc_key = (payload.coll, payload.doc)
+        state = self._doc_state(work, mem, *doc_key)
+        if state.apply(payload, env.author):
+            work.dirty[doc_key] = env.delta_id
+        return None
+
+    def _defer(self, work: _Work, mem: _SpaceMem, env: Envelope, reason: str,
+               fresh: bool) -> str:
+        if fresh:
+            work.deferred.append((work.space, env.author, env.seq, reason))
+            mem.deferred[reason] += 1
+            self._count(f"deferred.{reason}")
+        return reason
+
+    def _retry_deferred(self, work: _Work) -> None:
+        """Apply deferred envelopes whose key arrived or whose time has come."""
+        mem = self._spaces[work.space]
+        reasons = [r for r, n in mem.deferred.items() if n > 0
+                   and (r == "clock_drift" or (r == "no_key" and work.control_any))]
+        if not reasons:
+            return
+        now = self.wall()
+        marks = ",".join("?" * len(reasons))
+        rows = self.conn.execute(
+            "SELECT d.author, d.seq, d.reason, e.raw FROM deferred d JOIN envelopes e "
+            "ON e.space=d.space AND e.author=d.author AND e.seq=d.seq "
+            f"WHERE d.space=? AND d.reason IN ({marks})", (work.space, *reasons)).fetchall()
+        for author, seq, reason, raw in rows:
+            env = envelope_mod.decode(bytes(raw))
+            if self._apply_data(work, mem, env, now, fresh=False) is None:
+                work.undeferred.append((work.space, bytes(author), seq))
+                mem.deferred[reason] -= 1
+
+    def _doc_state(self, work: _Work, mem: _SpaceMem, coll: str, doc: str) -> DocState:
+        state = work.docs.get((coll, doc))
+        if state is None:
+            codec = mem.codec
+            row = self.conn.execute(
+                "SELECT body FROM docs WHERE space=? AND coll=? AND doc=?",
+                (work.space, codec.coll_key(coll), codec.doc_key(coll, doc))).fetchone()
+            state = codec.open(coll, doc, bytes(row[0])) if row is not None else DocState()
+            work.docs[(coll, doc)] = state
+        return state
+
+    # -- writing a transaction ------------------------------------------------------
+    def _flush(self, work: _Work) -> None:
+        c = self.conn
+        mem = self._spaces[work.space]
+        if work.envelopes:
+            c.executemany("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?, ?)", work.envelopes)
+        if work.heads:
+            c.executemany("INSERT OR REPLACE INTO vv VALUES (?, ?, ?, ?)",
+                          [(work.space, a, *mem.heads[a]) for a in work.heads])
+        if work.undeferred:
+            c.executemany("DELETE FROM deferred WHERE space=? AND author=? AND seq=?",
+                          work.undeferred)
+        if work.deferred:
+            c.executemany("INSERT OR REPLACE INTO deferred VALUES (?, ?, ?, ?)", work.deferred)
+        if work.dirty:
+            self._write_docs(work, mem)
+        c.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)",
+                  (cbor.encode(self.hlc.last.to_wire()),))
+
+    def _write_docs(self, work: _Work, mem: _SpaceMem) -> None:
+        codec = mem.codec
+        rows, index_rows, keys = [], [], []
+        for (coll, doc), delta_id in work.dirty.items():
+            state = work.docs[(coll, doc)]
+            visible = state.visible()
+            ck, dk = codec.coll_key(coll), codec.doc_key(coll, doc)
+            live = int(visible is not None)
+            rows.append((work.space, ck, dk, live, codec.seal(coll, doc, state)))
+            keys.append((work.space, ck, dk))
+            work.changes.append(Change(work.space, coll, doc, delta_id, visible is None))
+            if not codec.sealed and visible is not None and coll in self.registry:
+                for name in self.registry.get(coll).indexed & visible.keys():
+                    index_rows.append((work.space, coll, name, visible[name], doc))
+        self.conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)", rows)
+        if not codec.sealed:
+            self.conn.executemany("DELETE FROM doc_index WHERE space=? AND coll=? AND doc=?", keys)
+            self.conn.executemany("INSERT OR IGNORE INTO doc_index VALUES (?, ?, ?, ?, ?)",
+                                  index_rows)
+
+    # -- local writes ---------------------------------------------------------------
+    def append(self, space_id: bytes, kind: Kind, payload: bytes) -> Envelope:
+        """Seal ``payload`` as this identity's next envelope in the space and apply it."""
+        mem = self._mem(space_id)
+        me = self.identity
+        seq, prev = mem.heads.get(me.public_key, (0, None))
+        epoch, key = 0, None
+        if kind is Kind.DATA:
+            epoch = mem.state.current_epoch
+            key = mem.state.epoch_key(epoch, me) if epoch else None
+            if key is None:
+                raise NoEpochKey("no usable group key yet: waiting for an admin to rotate or grant")
+        env = envelope_mod.seal(signer=me.signing_key, space=space_id, seq=seq + 1, prev=prev,
+                                epoch=epoch, payload=payload, group_key=key, kind=kind)
+        work, result = _Work(space_id), IngestResult()
+        with self._tx():
+            self._append(work, [env], result)
+            if not result.accepted:
+                raise LocalWriteRefused(f"local {kind.name} write refused: {result.rejected}")
+            self._drain(work, result)
+            self._materialize(work)
+            self._retry_deferred(work)
+            self._count("local_writes")
+            self._flush(work)
+        self._hub.publish(work.changes)
+        return env
+
+    def put_doc(self, space_id: bytes, coll: str, doc_id: str, fields: dict[str, Any]) -> Envelope:
+        """Set fields of a document (``None`` deletes a field); schema-checked first."""
+        if not isinstance(fields, dict) or not fields:
+            raise payloads.PayloadError("a document write needs at least one field",
+                                        reason="no_ops")
+        body = payloads.set_fields(coll, doc_id, fields, self.hlc.now(self.wall()))
+        return self._write_payload(space_id, body)
+
+    def delete_doc(self, space_id: bytes, coll: str, doc_id: str) -> Envelope:
+        return self._write_payload(space_id,
+                                   payloads.delete_doc(coll, doc_id, self.hlc.now(self.wall())))
+
+    def _write_payload(self, space_id: bytes, body: payloads.Payload) -> Envelope:
+        self.registry.check(body, self._mem(space_id).state.kind)
+        data = body.encode()
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise payloads.PayloadError(f"document write of {len(data)} bytes exceeds "
+                                        f"{MAX_PAYLOAD_BYTES}", reason="oversized")
+        return self.append(space_id, Kind.DATA, data)
+
+    # -- reads ----------------------------------------------------------------------
+    def get_doc(self, space_id: bytes, coll: str, doc_id: str) -> dict[str, Any] | None:
+        """Visible fields of a document plus ``_id``, or None."""
+        mem = self._mem(space_id)
+        codec = mem.codec
+        row = self.conn.execute(
+            "SELECT body FROM docs WHERE space=? AND coll=? AND doc=? AND live=1",
+            (space_id, codec.coll_key(coll), codec.doc_key(coll, doc_id))).fetchone()
+        if row is None:
+            return None
+        visible = codec.open(coll, doc_id, bytes(row[0])).visible()
+        return None if visible is None else {"_id": doc_id, **visible}
+
+    def list_docs(self, space_id: bytes, coll: str, **equals: Any) -> list[dict[str, Any]]:
+        """Live documents of a collection whose fields equal ``equals``, sorted by id.
+
+        Indexed fields of community spaces are filtered in SQL; the rest in memory.
+        """
+        mem = self._mem(space_id)
+        codec = mem.codec
+        indexed = self.registry.get(coll).indexed if coll in self.registry else frozenset()
+        sql_filters = {} if codec.sealed else {k: v for k, v in equals.items() if k in indexed}
+        query = "SELECT doc, body FROM docs WHERE space=? AND coll=? AND live=1"
+        args: list[Any] = [space_id, codec.coll_key(coll)]
+        for name, value in sql_filters.items():
+            query += (" AND doc IN (SELECT doc FROM doc_index WHERE space=? AND coll=? "
+                      "AND field=? AND value=?)")
+            args += [space_id, coll, name, value]
+        out = []
+        for doc_key, body in self.conn.execute(query, args):
+            if codec.sealed:
+                doc, state_bytes = codec.open_sealed(coll, None, bytes(body), doc_key=doc_key)
+                state = DocState.decode(state_bytes)
+            else:
+                doc, state = doc_key, DocState.decode(bytes(body))
+            visible = state.visible()
+            if visible is not None and all(visible.get(k) == v for k, v in equals.items()):
+                out.append({"_id": doc, **visible})
+        return sorted(out, key=lambda d: d["_id"])
+
+    # -- observation ----------------------------------------------------------------
+    def subscribe(self, buffer: int = 256) -> trio.MemoryReceiveChannel[Change]:
+        """Changes after each commit; a full buffer loses changes (counted), never blocks."""
+        return self._hub.subscribe(buffer)
+
+    def metrics(self) -> dict[str, int]:
+        """Counters: accepted, duplicates, ``rejected.<reason>``, ``pending.<reason>``,
+        ``deferred.<reason>``, ``unapplied.<reason>``, subscriber_lagged, gauges."""
+        out = dict(self._metrics)
+        out["subscriber_lagged"] = self._hub.lagged
+        out["pending_now"] = sum(m.pending_count for m in self._spaces.values())
+        out["deferred_now"] = sum(sum(m.deferred.values()) for m in self._spaces.values())
+        return out
+
+    def pending_count(self, space_id: bytes) -> int:
+        return self._mem(space_id).pending_count
+
