@@ -271,7 +271,7 @@ class SyncSession:
         return [sh.space for sh in self._shared.values()]
 
     def receive_data(self, data: bytes, now: float) -> None:
-        """Feed bytes read from the stream (any split). ``b""`` is not EOF: call close()."""
+        """Feed bytes read from the stream (any split). On EOF call :meth:`connection_lost`."""
         if self.state is SessionState.CLOSED:
             return
         try:
