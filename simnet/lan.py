@@ -63,7 +63,7 @@ def require_root() -> None:
             )
 
 
-async def _run(
+async def run_admin(
     argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 15.0, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
     """Run an administrative command (ip/nft/tc) with a timeout; errors carry its stderr."""
@@ -78,6 +78,12 @@ async def _run(
         err = result.stderr.decode(errors="replace").strip()
         raise SimnetError(f"`{' '.join(argv)}` failed ({result.returncode}): {err}")
     return result
+
+
+async def _ip_batch(namespace: str | None, commands: Sequence[str]) -> None:
+    """Several ``ip`` commands in one process (``ip -batch``), in ``namespace`` if given."""
+    where = ["-n", namespace] if namespace else []
+    await run_admin(["ip", *where, "-batch", "-"], stdin="\n".join(commands).encode())
 
 
 def leftover_namespaces(run_id: str | None = None) -> list[str]:
@@ -199,10 +205,10 @@ class Lan:
             f"link add eth0 netns {self.namespace(i)} type veth peer name v{i} netns {self.lan_ns}"
             for i in range(self.n)
         ]
-        await _run(["ip", "-batch", "-"], stdin="\n".join(root).encode())
+        await _ip_batch(None, root)
         await self._ensure_bridge(0)
         lan = [f"link set v{i} master br0 up" for i in range(self.n)]
-        await _run(["ip", "-n", self.lan_ns, "-batch", "-"], stdin="\n".join(lan).encode())
+        await _ip_batch(self.lan_ns, lan)
         self._bridge_of = dict.fromkeys(range(self.n), 0)
         async with trio.open_nursery() as nursery:
             for i in range(self.n):
@@ -215,13 +221,13 @@ class Lan:
             "link set lo up",
             "route add 224.0.0.0/4 dev eth0",
         ]
-        await _run(["ip", "-n", self.namespace(i), "-batch", "-"], stdin="\n".join(cmds).encode())
+        await _ip_batch(self.namespace(i), cmds)
 
     async def _ensure_bridge(self, k: int) -> None:
         if k in self._bridges:
             return
-        await _run(["ip", "-n", self.lan_ns, "link", "add", f"br{k}", *_BRIDGE_OPTS])
-        await _run(["ip", "-n", self.lan_ns, "link", "set", f"br{k}", "up"])
+        await run_admin(["ip", "-n", self.lan_ns, "link", "add", f"br{k}", *_BRIDGE_OPTS])
+        await run_admin(["ip", "-n", self.lan_ns, "link", "set", f"br{k}", "up"])
         self._bridges.add(k)
 
     async def _teardown(self) -> None:
@@ -295,11 +301,11 @@ class Lan:
 
     async def disconnect(self, i: int) -> None:
         """Pull node ``i``'s cable: its port goes down, the node sees carrier loss."""
-        await _run(["ip", "-n", self.lan_ns, "link", "set", self.port_name(i), "down"])
+        await run_admin(["ip", "-n", self.lan_ns, "link", "set", self.port_name(i), "down"])
         self._down.add(i)
 
     async def reconnect(self, i: int) -> None:
-        await _run(["ip", "-n", self.lan_ns, "link", "set", self.port_name(i), "up"])
+        await run_admin(["ip", "-n", self.lan_ns, "link", "set", self.port_name(i), "up"])
         self._down.discard(i)
 
     async def split(self, groups: Sequence[Collection[int]]) -> None:
@@ -323,7 +329,7 @@ class Lan:
             if self._bridge_of.get(i) != k
         ]
         if cmds:
-            await _run(["ip", "-n", self.lan_ns, "-batch", "-"], stdin="\n".join(cmds).encode())
+            await _ip_batch(self.lan_ns, cmds)
         self._bridge_of.update(wanted)
 
     async def block(self, i: int, j: int, *, both_ways: bool = True) -> None:
@@ -362,11 +368,11 @@ class Lan:
         ends = [(self.lan_ns, self.port_name(i)), (self.namespace(i), "eth0")]
         for ns, dev in ends:
             if bytes_per_s is None:
-                await _run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)
+                await run_admin(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)
                 continue
             bits = max(8000, int(bytes_per_s * 8))
             burst = max(1600, int(bytes_per_s / 10))
-            await _run([
+            await run_admin([
                 "tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf",
                 "rate", f"{bits}bit", "burst", str(burst), "latency", "200ms",
             ])
@@ -412,7 +418,7 @@ class Lan:
         )
 
     async def _apply_nft(self) -> None:
-        await _run(
+        await run_admin(
             ["ip", "netns", "exec", self.lan_ns, "nft", "-f", "-"],
             stdin=self.nft_ruleset().encode(),
         )

@@ -22,4 +22,5 @@ def root_lan_tools() -> Iterator[None]:
     yield
     from simnet.lan import cleanup_leftovers
 
-    cleanup_leftovers("t" + str(os.getpid()))
+    for prefix in ("t", "b"):  # run ids used by test_lan and test_netns_backend
+        cleanup_leftovers(prefix + str(os.getpid()))

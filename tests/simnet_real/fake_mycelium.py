@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,6 +97,7 @@ def run(home: Path, args: list[str]) -> None:
     listen = opt(args, "--listen", "/ip4/127.0.0.1/tcp/0") or ""
     host, port = listen.split("/")[2], int(listen.split("/")[4])
     peers = [(p.split("/")[2], int(p.split("/")[4])) for p in opts(args, "--peer")]
+    discover = "--no-mdns" not in args
 
     async def exchange(stream: trio.abc.Stream, first: bool) -> None:
         buf = b""
@@ -125,9 +127,34 @@ def run(home: Path, args: list[str]) -> None:
                 with trio.fail_after(2):
                     await exchange(stream, first=False)
 
+    async def beacon() -> None:
+        """Stand-in for mDNS: announce ``host port`` on a multicast group, learn others."""
+        group, mport = "239.255.231.2", 45232
+        tx = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(host))
+        rx = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await rx.bind(("", mport))
+        rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                      socket.inet_aton(group) + socket.inet_aton(host))
+
+        async def listen() -> None:
+            while True:
+                data, _ = await rx.recvfrom(100)
+                h, p = data.decode().split()
+                if (h, int(p)) != (host, port) and (h, int(p)) not in peers:
+                    peers.append((h, int(p)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listen)
+            while True:
+                with contextlib.suppress(OSError):
+                    await tx.sendto(f"{host} {port}".encode(), (group, mport))
+                await trio.sleep(0.2)
+
     async def dial_loop() -> None:
         while True:
-            for peer in peers:
+            for peer in list(peers):
                 with contextlib.suppress(Exception), trio.move_on_after(1):
                     stream = await trio.open_tcp_stream(*peer)
                     async with stream:
@@ -139,6 +166,8 @@ def run(home: Path, args: list[str]) -> None:
             await nursery.start(functools.partial(trio.serve_tcp, serve, port, host=host))
             (home / "run.pid").write_text(str(os.getpid()))
             nursery.start_soon(dial_loop)
+            if discover:
+                nursery.start_soon(beacon)
 
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     trio.run(main)

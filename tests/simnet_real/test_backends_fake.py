@@ -17,7 +17,9 @@ import pytest
 import trio
 
 from simnet.backends import RealRunResult, link_params, partition_groups
+from simnet.backends.netns import NetnsBackend, per_port_loss
 from simnet.backends.process import NodeError, NodeProcess, ProcessBackend, node_env
+from simnet.errors import BackendUnavailable
 from simnet.scenario import parse
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_mycelium.py"))]
@@ -148,3 +150,14 @@ def test_node_env_is_scripted() -> None:
         del os.environ["MYCELIUM_HOME"]
     assert "MYCELIUM_HOME" not in env
     assert env["MYCELIUM_INSECURE_FAST_KDF"] == "1" and env["MYCELIUM_PASSPHRASE"]
+
+
+def test_loss_split_over_two_ports() -> None:
+    p = per_port_loss(0.19)
+    assert 1 - (1 - p) ** 2 == pytest.approx(0.19)
+
+
+def test_not_root_is_backend_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(BackendUnavailable, match="needs root"):
+        NetnsBackend(scenario())
