@@ -29,7 +29,7 @@ class RemoteOps:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._timeout = timeout
 
-    def call(self, name: str, **args: Any) -> dict[str, Any]:
+    def call(self, name: str, /, **args: Any) -> dict[str, Any]:
         try:
             resp = httpx.post(f"{self.url}/v1/ops/{name}", json=args, headers=self._headers,
                               timeout=self._timeout)

@@ -30,7 +30,7 @@ class LocalOps:
         self.soil = soil
         self._status_extra = status_extra
 
-    def call(self, name: str, **args: Any) -> dict[str, Any]:
+    def call(self, name: str, /, **args: Any) -> dict[str, Any]:
         if name not in self.NAMES:
             raise UnknownOperation(f"unknown operation {name!r}")
         result: dict[str, Any] = getattr(self, name)(**args)
