@@ -1,6 +1,6 @@
 """Invite codes: a space's genesis and control log as one copy-pasteable token (spaces.md §6).
 
-``code = "z" + base58btc(canonical CBOR {"v": 1, "genesis": bstr, "control": [bstr…]})``
+``code = "z" + base58btc(canonical CBOR {"v": 1, "genesis": bstr, "envelopes": [bstr…]})``
 (multibase base58btc, no characters that chat apps mangle). The code carries no secret
 beyond what the control log already holds: group keys inside it are sealed to members.
 """
@@ -20,18 +20,18 @@ VERSION = 1
 #: Upper bound on the CBOR inside a code (~65k characters of base58).
 MAX_INVITE_BYTES = 48 * 1024
 MAX_CODE_CHARS = 70_000
-FIELDS = frozenset({"v", "genesis", "control"})
+FIELDS = frozenset({"v", "genesis", "envelopes"})
 
 
 @dataclass(frozen=True, slots=True)
 class Invite:
     genesis: bytes
-    control: tuple[bytes, ...]
+    envelopes: tuple[bytes, ...]
 
 
-def encode_invite(genesis: bytes, control: Sequence[bytes]) -> str:
-    """Pack a genesis and control envelopes; raises :class:`InviteTooLarge` past the limit."""
-    data = cbor.encode({"v": VERSION, "genesis": genesis, "control": list(control)})
+def encode_invite(genesis: bytes, envelopes: Sequence[bytes]) -> str:
+    """Pack a genesis and envelopes; raises :class:`InviteTooLarge` past the limit."""
+    data = cbor.encode({"v": VERSION, "genesis": genesis, "envelopes": list(envelopes)})
     if len(data) > MAX_INVITE_BYTES:
         raise InviteTooLarge(
             f"control log of {len(data)} bytes does not fit in an invite code ({MAX_INVITE_BYTES})")
@@ -53,9 +53,9 @@ def decode_invite(code: str) -> Invite:
         raise BadInvite(f"invite code content is not canonical CBOR: {exc}") from exc
     if not isinstance(m, dict) or set(m) != FIELDS or m["v"] != VERSION:
         raise BadInvite(f"invite must be a version {VERSION} map with fields {sorted(FIELDS)}")
-    genesis, control = m["genesis"], m["control"]
-    if not isinstance(genesis, bytes) or not isinstance(control, list):
-        raise BadInvite("invite genesis must be bytes and control a list")
-    if not all(isinstance(e, bytes) for e in control):
-        raise BadInvite("invite control entries must be envelope bytes")
-    return Invite(genesis=genesis, control=tuple(control))
+    genesis, envelopes = m["genesis"], m["envelopes"]
+    if not isinstance(genesis, bytes) or not isinstance(envelopes, list):
+        raise BadInvite("invite genesis must be bytes and envelopes a list")
+    if not all(isinstance(e, bytes) for e in envelopes):
+        raise BadInvite("invite envelopes must be envelope bytes")
+    return Invite(genesis=genesis, envelopes=tuple(envelopes))

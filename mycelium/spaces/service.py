@@ -18,12 +18,21 @@ from mycelium.errors import MyceliumError
 from mycelium.log.envelope import Envelope, Kind
 from mycelium.log.envelope import decode as decode_envelope
 from mycelium.spaces import control
-from mycelium.spaces.errors import BadInvite, MembershipError, NoEpochKey, NotAdmin, SpaceError
+from mycelium.spaces.errors import (
+    BadInvite,
+    InviteTooLarge,
+    MembershipError,
+    NoEpochKey,
+    NotAdmin,
+    SpaceError,
+)
 from mycelium.spaces.genesis import SpaceKind, make_genesis, parse_genesis
-from mycelium.spaces.invite import decode_invite, encode_invite
+from mycelium.spaces.invite import MAX_INVITE_BYTES, decode_invite, encode_invite
 from mycelium.spaces.state import SpaceState, epoch_id_for
 
 PERSONAL_NAME = "personal"
+#: Most envelopes fetched when building an invite with chain prefixes.
+MAX_INVITE_ENVELOPES = 4096
 
 #: The Soil surface used here (docs/dev/store-spaces-contract.md); typed loosely so this
 #: module does not import the store (dependencies point downwards).
@@ -65,7 +74,7 @@ def invite(soil: Soil, space_id: bytes, did: str, role: control.Role = "member")
         op = control.op_add_member(lc=_lc(soil, space_id), member=member, role=role)
         _append(soil, space_id, op)
     maintain(soil, space_id)
-    return encode_invite(soil.genesis(space_id), soil.control_envelopes(space_id))
+    return _invite_code(soil, space_id)
 
 
 def join(soil: Soil, code: str) -> bytes:
@@ -76,16 +85,16 @@ def join(soil: Soil, code: str) -> bytes:
     """
     inv = decode_invite(code)
     genesis = parse_genesis(inv.genesis)
-    envelopes = [_verified(raw, genesis.space_id) for raw in inv.control]
+    envelopes = [_verified(raw, genesis.space_id) for raw in inv.envelopes]
     preview = SpaceState(genesis)
     try:
-        preview.apply_many(envelopes)
+        preview.apply_many([e for e in envelopes if e.kind is Kind.CONTROL])
     except SpaceError as exc:
         raise BadInvite(f"invite carries an invalid control op: {exc}") from exc
     if not preview.is_member(soil.identity.public_key):
         raise BadInvite("this invite does not make you a member of the space", reason="not_invited")
     space_id: bytes = soil.add_space(inv.genesis)
-    soil.ingest(space_id, list(inv.control))
+    soil.ingest(space_id, list(inv.envelopes))
     return space_id
 
 
@@ -167,6 +176,45 @@ def writable_epoch(soil: Soil, space_id: bytes) -> tuple[int, bytes]:
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _invite_code(soil: Soil, space_id: bytes) -> str:
+    """The invite: full chain prefixes when they fit, else the control envelopes alone."""
+    genesis = soil.genesis(space_id)
+    control_envs: list[bytes] = soil.control_envelopes(space_id)
+    prefixes = _chain_prefixes(soil, space_id, control_envs)
+    if prefixes is not None:
+        try:
+            return encode_invite(genesis, prefixes)
+        except InviteTooLarge:
+            pass
+    return encode_invite(genesis, control_envs)
+
+
+def _chain_prefixes(soil: Soil, space_id: bytes, control_envs: list[bytes]) -> list[bytes] | None:
+    """Each control author's chain from seq 1 up to its last control op, or None.
+
+    Control ops share their author's chain with data, and a store appends a chain only
+    without gaps; shipping the (still encrypted) data envelopes in between lets the
+    joiner's store append the control ops at once instead of waiting for a sync that it
+    cannot start before it knows it is a member.
+    """
+    last: dict[bytes, int] = {}
+    for raw in control_envs:
+        env = decode_envelope(raw)
+        last[env.author] = max(last.get(env.author, 0), env.seq)
+    if sum(last.values()) == len(control_envs):
+        return control_envs
+    candidates = soil.envelopes_since(space_id, {}, limit=MAX_INVITE_ENVELOPES,
+                                      max_bytes=MAX_INVITE_BYTES)
+    keep: list[bytes] = []
+    held: dict[bytes, int] = {}
+    for raw in candidates:
+        env = decode_envelope(raw)
+        if env.seq <= last.get(env.author, 0):
+            keep.append(raw)
+            held[env.author] = held.get(env.author, 0) + 1
+    return keep if held == last else None
+
+
 def _admin_state(soil: Soil, space_id: bytes) -> SpaceState:
     state: SpaceState = soil.space_state(space_id)
     if not state.is_admin(soil.identity.public_key):
@@ -191,8 +239,8 @@ def _verified(raw: bytes, space_id: bytes) -> Envelope:
         env.verify_signature()
     except MyceliumError as exc:
         raise BadInvite(f"invite carries an invalid envelope: {exc}") from exc
-    if env.kind is not Kind.CONTROL or env.space != space_id:
-        raise BadInvite("invite carries an envelope that is not a control op of this space")
+    if env.space != space_id:
+        raise BadInvite("invite carries an envelope of another space")
     return env
 
 

@@ -63,6 +63,18 @@ class FakeSoil:
         self._envs[space_id][env.delta_id] = env
 
     # -- sync -----------------------------------------------------------------------
+    def envelopes_since(self, space_id: bytes, remote: dict[bytes, int], *, limit: int,
+                        max_bytes: int) -> list[bytes]:
+        envs = sorted(self._envs[space_id].values(), key=lambda e: (e.author, e.seq))
+        out, size = [], 0
+        for env in envs:
+            if env.seq > remote.get(env.author, 0):
+                if out and (len(out) >= limit or size + len(env.raw) > max_bytes):
+                    break
+                out.append(env.raw)
+                size += len(env.raw)
+        return out
+
     def all_envelopes(self, space_id: bytes) -> list[bytes]:
         return [e.raw for e in self._envs[space_id].values()]
 

@@ -16,7 +16,7 @@ def test_roundtrip() -> None:
     code = encode_invite(b"g" * 300, [b"e1", b"e2"])
     assert code.startswith("z") and code.isalnum()
     inv = decode_invite("  " + code + "\n")
-    assert inv.genesis == b"g" * 300 and inv.control == (b"e1", b"e2")
+    assert inv.genesis == b"g" * 300 and inv.envelopes == (b"e1", b"e2")
 
 
 def test_too_large_is_refused_and_limit_is_fast() -> None:
@@ -29,9 +29,9 @@ def test_too_large_is_refused_and_limit_is_fast() -> None:
 
 
 @pytest.mark.parametrize("m", [
-    {"v": 2, "genesis": b"g", "control": []},
-    {"v": 1, "genesis": "g", "control": []},
-    {"v": 1, "genesis": b"g", "control": [1]},
+    {"v": 2, "genesis": b"g", "envelopes": []},
+    {"v": 1, "genesis": "g", "envelopes": []},
+    {"v": 1, "genesis": b"g", "envelopes": [1]},
     {"v": 1, "genesis": b"g"},
     [1, 2],
 ])

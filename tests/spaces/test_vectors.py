@@ -101,10 +101,10 @@ def test_invite_vectors() -> None:
     v = load("invite")
     for case in v["valid"]:
         genesis = bytes.fromhex(case["genesis_hex"])
-        ctl = [bytes.fromhex(c) for c in case["control_hex"]]
+        ctl = [bytes.fromhex(c) for c in case["envelopes_hex"]]
         assert encode_invite(genesis, ctl) == case["code"]
         inv = decode_invite(case["code"])
-        assert inv.genesis == genesis and list(inv.control) == ctl
+        assert inv.genesis == genesis and list(inv.envelopes) == ctl
     for case in v["invalid"]:
         with pytest.raises(SpaceError) as exc:
             decode_invite(case["code"])

@@ -154,8 +154,8 @@ def invite_vectors() -> dict[str, Any]:
     control_envs = [b"\x01\x02", b"\x03"]
     return {
         "description": "Invite code (protocols/spaces.md §6): 'z' + base58btc(canonical CBOR "
-                       "{v: 1, genesis, control}).",
-        "valid": [{"genesis_hex": genesis.hex(), "control_hex": [c.hex() for c in control_envs],
+                       "{v: 1, genesis, envelopes}).",
+        "valid": [{"genesis_hex": genesis.hex(), "envelopes_hex": [c.hex() for c in control_envs],
                    "code": encode_invite(genesis, control_envs)}],
         "invalid": [{"code": "z", "reason": "bad_invite"},
                     {"code": "m0000", "reason": "bad_invite"},
