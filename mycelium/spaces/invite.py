@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from multiformats import multibase
-
 from mycelium.codec import cbor
 from mycelium.errors import CodecError
 from mycelium.spaces.errors import BadInvite, InviteTooLarge
@@ -35,7 +33,7 @@ def encode_invite(genesis: bytes, envelopes: Sequence[bytes]) -> str:
     if len(data) > MAX_INVITE_BYTES:
         raise InviteTooLarge(
             f"control log of {len(data)} bytes does not fit in an invite code ({MAX_INVITE_BYTES})")
-    return str(multibase.encode(data, "base58btc"))
+    return "z" + b58encode(data)
 
 
 def decode_invite(code: str) -> Invite:
@@ -43,10 +41,7 @@ def decode_invite(code: str) -> Invite:
     code = code.strip()
     if not code.startswith("z") or len(code) > MAX_CODE_CHARS:
         raise BadInvite("invite code must be a base58btc multibase string starting with 'z'")
-    try:
-        data = multibase.decode(code)
-    except (ValueError, KeyError) as exc:
-        raise BadInvite(f"invite code is not valid base58btc: {exc}") from exc
+    data = b58decode(code[1:])
     try:
         m = cbor.decode_canonical(bytes(data), max_bytes=MAX_INVITE_BYTES)
     except CodecError as exc:
@@ -59,3 +54,47 @@ def decode_invite(code: str) -> Invite:
     if not all(isinstance(e, bytes) for e in envelopes):
         raise BadInvite("invite envelopes must be envelope bytes")
     return Invite(genesis=genesis, envelopes=tuple(envelopes))
+
+
+# -- base58btc -------------------------------------------------------------------------
+# The multiformats implementation converts one digit per Python-level big-integer step
+# (seconds for a 48 KiB invite); working in chunks of 10 digits gives the same text ~50x
+# faster. Output is standard base58btc (Bitcoin alphabet, leading zero bytes as "1").
+ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_INDEX = {c: i for i, c in enumerate(ALPHABET)}
+_CHUNK = 10
+_CHUNK_BASE = 58**_CHUNK
+
+
+def b58encode(data: bytes) -> str:
+    """Base58btc text of ``data`` (no multibase prefix)."""
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    num = int.from_bytes(data, "big")
+    chunks: list[str] = []
+    while num:
+        num, rem = divmod(num, _CHUNK_BASE)
+        digits = []
+        for _ in range(_CHUNK):
+            rem, d = divmod(rem, 58)
+            digits.append(ALPHABET[d])
+        chunks.append("".join(reversed(digits)))
+    body = "".join(reversed(chunks)).lstrip("1")
+    return "1" * zeros + body
+
+
+def b58decode(text: str) -> bytes:
+    """Inverse of :func:`b58encode`; raises :class:`BadInvite` on a foreign character."""
+    try:
+        values = [_INDEX[c] for c in text]
+    except KeyError as exc:
+        raise BadInvite(f"invite code has a character outside base58btc: {exc}") from exc
+    zeros = len(text) - len(text.lstrip("1"))
+    num = 0
+    head = len(values) % _CHUNK
+    for start in range(-(_CHUNK - head) if head else 0, len(values), _CHUNK):
+        chunk = 0
+        for v in values[max(start, 0):start + _CHUNK]:
+            chunk = chunk * 58 + v
+        num = num * _CHUNK_BASE + chunk
+    body = num.to_bytes((num.bit_length() + 7) // 8, "big") if num else b""
+    return b"\0" * zeros + body

@@ -45,3 +45,14 @@ def test_bad_structure_refused(m: object) -> None:
 def test_random_text_only_raises_bad_invite(code: str) -> None:
     with pytest.raises(BadInvite):
         decode_invite(code)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 3), st.binary(max_size=120))
+def test_base58_matches_multiformats(zeros: int, tail: bytes) -> None:
+    from mycelium.spaces.invite import b58decode, b58encode
+
+    data = b"\0" * zeros + tail
+    text = b58encode(data)
+    assert "z" + text == multibase.encode(data, "base58btc")
+    assert b58decode(text) == data

@@ -25,7 +25,7 @@ step = st.tuples(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(step, min_size=4, max_size=30))
 def test_random_histories_converge_and_never_leak_current_key(steps) -> None:  # type: ignore[no-untyped-def]
     nodes = [FakeSoil(p) for p in PEOPLE]
