@@ -165,6 +165,15 @@ def maintain(soil: Soil, space_id: bytes) -> bool:
     return True
 
 
+def maintain_all(soil: Soil) -> list[bytes]:
+    """:func:`maintain` every space held; returns the ids of spaces it wrote to.
+
+    For the node to call after ingesting control envelopes (or periodically): it is what
+    turns "a removal arrived" into "a new epoch without the removed member".
+    """
+    return [space_id for space_id in soil.space_ids() if maintain(soil, space_id)]
+
+
 def writable_epoch(soil: Soil, space_id: bytes) -> tuple[int, bytes]:
     """``(epoch, key)`` to encrypt new data with; raises :class:`NoEpochKey` if none."""
     state: SpaceState = soil.space_state(space_id)

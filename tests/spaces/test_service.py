@@ -99,10 +99,10 @@ def test_concurrent_remove_and_add_converge_after_maintain() -> None:
     service.invite(b, space, did(D))          # ... while B, offline, adds D
     sync(a, b, space)
     for soil in (a, b):
-        service.maintain(soil, space)
+        service.maintain_all(soil)
     sync(a, b, space)
     for soil in (a, b):
-        assert not service.maintain(soil, space)
+        assert service.maintain_all(soil) == []
     sa, sb = a.space_state(space), b.space_state(space)
     assert sa.members == sb.members == {A.public_key: "admin", B.public_key: "admin",
                                         D.public_key: "member"}
