@@ -52,11 +52,15 @@ def register(app: typer.Typer) -> None:
 
 
 def after_init(paths: NodePaths, identity: Identity) -> dict[str, Any]:
-    """Hook run after ``init`` created the keystore; returns extra output fields.
+    """Create the store and the personal space right after the keystore (DESIGN §10:
+    ``init`` creates the identity *and* the personal space); returns extra output fields."""
+    from mycelium.spaces.service import ensure_personal_space
+    from mycelium.store.soil import Soil
 
-    The lead wires the personal-space creation in here; until then it does nothing.
-    """
-    return {}
+    paths.ensure()
+    with Soil.open(paths.soil, identity) as soil:
+        space_id = ensure_personal_space(soil)
+    return {"personal_space": space_id.hex()}
 
 
 @user_errors

@@ -31,8 +31,9 @@ class RemoteOps:
 
     def call(self, name: str, /, **args: Any) -> dict[str, Any]:
         try:
-            resp = httpx.post(f"{self.url}/v1/ops/{name}", json=args, headers=self._headers,
-                              timeout=self._timeout)
+            resp = httpx.post(
+                f"{self.url}/v1/ops/{name}", json=args, headers=self._headers, timeout=self._timeout
+            )
         except httpx.HTTPError as exc:
             raise ApiError(f"node API unreachable at {self.url}: {exc}") from exc
         body = _json_or_none(resp)
@@ -66,7 +67,9 @@ def running_node(paths: NodePaths) -> RemoteOps | None:
     if not _pid_alive(pid):
         return None
     try:
-        resp = httpx.get(f"{url}/v1/health", headers={"Authorization": f"Bearer {token}"}, timeout=2.0)
+        resp = httpx.get(
+            f"{url}/v1/health", headers={"Authorization": f"Bearer {token}"}, timeout=2.0
+        )
     except httpx.HTTPError:
         return None
     return RemoteOps(url, token) if resp.status_code == 200 else None

@@ -1,0 +1,549 @@
+"""``mycelium run``: the node daemon that ties the store, the sync core and libp2p together.
+
+Everything here is a thin driver (DESIGN.md §5): the sans-IO :class:`SyncSession` decides what
+to say, :class:`GossipTracker` decides what gossip means, the store validates. The daemon owns
+the tasks — one nursery, cancelled as a whole on SIGINT/SIGTERM — and the policy of *whom* to
+talk to: static peers (kept dialled with backoff, so partitions heal by themselves), peers
+seen by mDNS, and peers that gossip shows to be ahead of us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from mycelium.identity.identity import Identity
+from mycelium.node.ops import LocalOps
+from mycelium.paths import NodePaths
+from mycelium.sync import (
+    CaughtUp,
+    Closed,
+    EnvelopesIngested,
+    GossipIngested,
+    GossipOutbox,
+    GossipTracker,
+    NeedAntiEntropy,
+    SessionError,
+    SyncSession,
+    VerifyCache,
+    topic_for_space,
+)
+
+log = logging.getLogger("mycelium.node")
+
+#: Backoff bounds for re-dialling a static peer that is unreachable (seconds).
+DIAL_BACKOFF = (1.0, 30.0)
+#: When both sides see each other on mDNS, the smaller peer id dials at once and the other
+#: waits this long before dialling itself (avoids two sessions per pair, and still works when
+#: only one side's multicast gets through).
+MDNS_YIELD_S = 3.0
+MDNS_QUIET_WARNING_S = 10.0
+
+
+@dataclass
+class NodeConfig:
+    """What ``mycelium run`` was asked to do (DESIGN.md §10)."""
+
+    listen: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0"])
+    peers: list[str] = field(default_factory=list)
+    mdns: bool = True
+    relay: str | None = None
+    api: str = "127.0.0.1:0"
+    name: str | None = None
+    anti_entropy_interval: float = 30.0
+    gossip: bool = True
+
+
+@dataclass
+class PeerInfo:
+    """What status shows about one peer."""
+
+    peer_id: str
+    addrs: list[str] = field(default_factory=list)
+    source: str = "static"
+    sessions: int = 0
+    last_sync: float | None = None
+    last_error: str | None = None
+    envelopes_in: int = 0
+    envelopes_out: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "peer_id": self.peer_id,
+            "addr": self.addrs[0] if self.addrs else "",
+            "source": self.source,
+            "state": "connected" if self.sessions else "idle",
+            "last_sync": _iso(self.last_sync),
+            "last_error": self.last_error,
+            "envelopes_in": self.envelopes_in,
+            "envelopes_out": self.envelopes_out,
+        }
+
+
+class Node:
+    """One running node. Construct, then ``await node.serve()`` inside trio."""
+
+    def __init__(self, paths: NodePaths, identity: Identity, soil: Any, config: NodeConfig) -> None:
+        self.paths = paths
+        self.identity = identity
+        self.soil = soil
+        self.config = config
+        self.cache = VerifyCache(max_entries=200_000)
+        self.tracker = GossipTracker(soil, cache=self.cache)
+        self.outbox = GossipOutbox()
+        self.runners: dict[str, set[Any]] = {}
+        self.peers: dict[str, PeerInfo] = {}
+        self.listen_addrs: list[str] = []
+        self.api_url: str | None = None
+        self.mdns_status: str | None = None
+        self.started_at = time.time()
+        self._gossiped: dict[bytes, int] = {}
+        self._outbox_wakeup = trio.Event()
+        self._host: Any = None
+        self._gossip: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._subscribed: set[bytes] = set()
+        self.ops = LocalOps(soil, status_extra=self._status_extra)
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def serve(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled (SIGINT/SIGTERM cancel it from :func:`run_node`)."""
+        from mycelium.net.host import open_host
+
+        async with open_host(self.identity, self.config.listen) as host:
+            self._host = host
+            host.set_sync_handler(self._inbound)
+            self.listen_addrs = host.addrs()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    await self._start_services(nursery)
+                    log.info(
+                        "node ready did=%s listen=%s api=%s",
+                        self.identity.did,
+                        ",".join(self.listen_addrs),
+                        self.api_url,
+                    )
+                    task_status.started(self)
+            finally:
+                _unlink_quietly(self.paths.api)
+
+    async def _start_services(self, nursery: trio.Nursery) -> None:
+        self.api_url = await nursery.start(self._serve_api)
+        nursery.start_soon(self._watch_store)
+        for maddr in self.config.peers:
+            nursery.start_soon(self._keep_dialing, maddr)
+        if self.config.mdns:
+            nursery.start_soon(self._mdns_loop)
+        nursery.start_soon(self._anti_entropy_loop)
+        if self.config.gossip:
+            await self._start_gossip(nursery)
+
+    # -- control API ----------------------------------------------------------------
+    async def _serve_api(
+        self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        from hypercorn.config import Config
+        from hypercorn.trio import serve
+
+        from mycelium.node.api import make_api
+        from mycelium.node.client import write_api_file
+
+        token = secrets.token_hex(32)
+        config = Config()
+        config.bind = [self.config.api]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("mycelium.api.http")
+        config.graceful_timeout = 1.0
+        app = make_api(self.ops, token)
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, app, config)
+            url = str(binds[0])
+            if not url.startswith("http://127.") and not url.startswith("http://[::1]"):
+                log.warning("control API bound to %s: it should be loopback only", url)
+            write_api_file(self.paths.api, url, token)
+            task_status.started(url)
+
+    # -- sessions -------------------------------------------------------------------
+    async def _inbound(self, peer_id: str, framed: Any) -> None:
+        self._peer(peer_id, source="inbound")
+        await self._run_session(peer_id, framed, initiator=False)
+
+    async def _run_session(self, peer_id: str, framed: Any, *, initiator: bool) -> None:
+        from mycelium.identity.didkey import public_key_from_peer_id
+        from mycelium.net.sync_driver import SessionRunner
+
+        info = self._peer(peer_id)
+        session = SyncSession(
+            self.soil,
+            local_id=self.identity.public_key,
+            remote_id=public_key_from_peer_id(peer_id),
+            initiator=initiator,
+            now=trio.current_time(),
+            cache=self.cache,
+        )
+        runner = SessionRunner(
+            session, framed, on_event=lambda ev: self._on_session_event(info, ev)
+        )
+        self.runners.setdefault(peer_id, set()).add(runner)
+        info.sessions += 1
+        log.info("sync session open peer=%s initiator=%s", _short(peer_id), initiator)
+        try:
+            await runner.run()
+        finally:
+            info.sessions -= 1
+            self.runners[peer_id].discard(runner)
+            info.envelopes_in += session.stats.envelopes_in
+            info.envelopes_out += session.stats.envelopes_out
+            log.info(
+                "sync session closed peer=%s in=%d out=%d",
+                _short(peer_id),
+                session.stats.envelopes_in,
+                session.stats.envelopes_out,
+            )
+
+    def _on_session_event(self, info: PeerInfo, event: object) -> None:
+        if isinstance(event, EnvelopesIngested):
+            if event.accepted or event.result.accepted:
+                self._changed(event.space, exclude=info.peer_id)
+            for _, reason in event.result.rejected:
+                log.warning(
+                    "rejected envelope from peer=%s reason=%s", _short(info.peer_id), reason
+                )
+        elif isinstance(event, CaughtUp):
+            info.last_sync = time.time()
+        elif isinstance(event, SessionError):
+            info.last_error = event.reason
+            log.warning(
+                "sync session error peer=%s reason=%s remote=%s: %s",
+                _short(info.peer_id),
+                event.reason,
+                event.remote,
+                event.message,
+            )
+        elif isinstance(event, Closed):
+            log.debug("session closed peer=%s reason=%s", _short(info.peer_id), event.reason)
+
+    def _changed(self, space: bytes, *, exclude: str | None = None) -> None:
+        """The store gained envelopes of ``space``: let every other live session pump."""
+        for peer_id, runners in self.runners.items():
+            if peer_id == exclude:
+                continue
+            for runner in runners:
+                runner.session.notify_changed(space)
+                runner.poke()
+
+    def has_session(self, peer_id: str) -> bool:
+        return bool(self.runners.get(peer_id))
+
+    async def sync_with(self, peer_id: str) -> None:
+        """Open an outbound session to a connected or known peer and run it to the end."""
+        framed = await self._host.open_sync_stream(peer_id)
+        await self._run_session(peer_id, framed, initiator=True)
+
+    # -- peers ----------------------------------------------------------------------
+    def _peer(
+        self, peer_id: str, *, source: str | None = None, addr: str | None = None
+    ) -> PeerInfo:
+        info = self.peers.get(peer_id)
+        if info is None:
+            info = self.peers[peer_id] = PeerInfo(peer_id, source=source or "static")
+        if addr and addr not in info.addrs:
+            info.addrs.append(addr)
+        return info
+
+    async def _keep_dialing(self, maddr: str) -> None:
+        """Keep one session to a static peer; reconnect with backoff when it drops."""
+        delay = DIAL_BACKOFF[0]
+        while True:
+            try:
+                peer_id = await self._host.connect(maddr)
+                self._peer(peer_id, source="static", addr=maddr)
+                if not self.has_session(peer_id):
+                    await self.sync_with(peer_id)
+                    delay = DIAL_BACKOFF[0]
+                else:
+                    await trio.sleep(DIAL_BACKOFF[0])
+            except Exception as exc:
+                log.info("peer %s unreachable (%s); retry in %.0f s", maddr, _reason(exc), delay)
+                await trio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, DIAL_BACKOFF[1])
+
+    async def _mdns_loop(self) -> None:
+        from mycelium.net.mdns import MdnsDiscovery
+
+        async with (
+            MdnsDiscovery(self.identity.peer_id, self.listen_addrs) as mdns,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._mdns_watchdog, mdns)
+            async for found in mdns.peers():
+                info = self._peer(found.peer_id, source="mdns")
+                for addr in found.addrs:
+                    if addr not in info.addrs:
+                        info.addrs.append(addr)
+                log.info("mDNS found peer=%s addrs=%s", _short(found.peer_id), found.addrs)
+                nursery.start_soon(self._dial_discovered, found.peer_id, list(found.addrs))
+
+    async def _mdns_watchdog(self, mdns: Any) -> None:
+        self.mdns_status = "searching"
+        await trio.sleep(MDNS_QUIET_WARNING_S)
+        self.mdns_status = mdns.status()
+        if mdns.seen_count == 0:
+            log.warning("%s", self.mdns_status)
+        while True:
+            await trio.sleep(5)
+            self.mdns_status = mdns.status()
+
+    async def _dial_discovered(self, peer_id: str, addrs: list[str]) -> None:
+        if peer_id > self.identity.peer_id:
+            pass  # we are the smaller id: dial now
+        else:
+            await trio.sleep(MDNS_YIELD_S)
+        if self.has_session(peer_id):
+            return
+        for addr in addrs:
+            try:
+                with trio.fail_after(15):
+                    await self._host.connect(addr)
+                await self.sync_with(peer_id)
+                return
+            except Exception as exc:
+                self._peer(peer_id).last_error = _reason(exc)
+                log.info("dial %s failed: %s", addr, _reason(exc))
+
+    async def _anti_entropy_loop(self) -> None:
+        """Periodically sync with a random known peer that has no live session.
+
+        Live sessions already exchange every change; this covers lost gossip, peers whose
+        sessions dropped, and peers we only know from gossip.
+        """
+        rng = random.Random()
+        while True:
+            await trio.sleep(self.config.anti_entropy_interval * rng.uniform(0.75, 1.25))
+            idle = [p for p in self.peers if not self.has_session(p)]
+            if idle and self._nursery is not None:
+                self._nursery.start_soon(self._try_sync, rng.choice(idle))
+
+    async def _try_sync(self, peer_id: str) -> None:
+        try:
+            with trio.fail_after(30):
+                await self._connect_known(peer_id)
+            await self.sync_with(peer_id)
+        except Exception as exc:
+            self._peer(peer_id).last_error = _reason(exc)
+            log.debug("anti-entropy with %s failed: %s", _short(peer_id), _reason(exc))
+
+    async def _connect_known(self, peer_id: str) -> None:
+        if peer_id in self._host.connected_peers():
+            return
+        for addr in self._peer(peer_id).addrs:
+            try:
+                await self._host.connect(addr)
+                return
+            except Exception as exc:
+                self._peer(peer_id).last_error = _reason(exc)
+        raise ConnectionError("no reachable address")
+
+    # -- local changes and gossip ---------------------------------------------------
+    async def _watch_store(self) -> None:
+        """Every commit: wake live sessions; queue our own new envelopes for gossip."""
+        changes = self.soil.subscribe(buffer=1024)
+        async with changes:
+            async for change in changes:
+                self._changed(change.space)
+                self._queue_own(change.space)
+                self._ensure_subscribed(change.space)
+
+    def _queue_own(self, space: bytes) -> None:
+        me = self.identity.public_key
+        head = self.soil.version_vector(space).get(me, 0)
+        sent = self._gossiped.get(space)
+        if sent is None:  # first sight of this space since start: only gossip what is new
+            self._gossiped[space] = head
+            return
+        if head <= sent:
+            return
+        remote = dict(self.soil.version_vector(space))
+        remote[me] = sent
+        fresh = self.soil.envelopes_since(space, remote, limit=256, max_bytes=1 << 20)
+        for raw in fresh:
+            self.outbox.queue(space, raw)
+        self.tracker.note_local(fresh)
+        self._gossiped[space] = head
+        self._outbox_wakeup.set()
+
+    async def _start_gossip(self, nursery: trio.Nursery) -> None:
+        from mycelium.net.gossip import GossipService
+
+        async def run_gossip(
+            *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
+            async with GossipService(self._host) as gossip:
+                self._gossip = gossip
+                for space in self.soil.member_spaces():
+                    self._gossiped[space] = self.soil.version_vector(space).get(
+                        self.identity.public_key, 0
+                    )
+                    self._ensure_subscribed(space)
+                task_status.started()
+                await self._publish_loop()
+
+        await nursery.start(run_gossip)
+
+    def _ensure_subscribed(self, space: bytes) -> None:
+        if self._gossip is None or space in self._subscribed or self._nursery is None:
+            return
+        if space not in set(self.soil.member_spaces()):
+            return
+        self._subscribed.add(space)
+        self._nursery.start_soon(self._receive_gossip, space)
+
+    async def _receive_gossip(self, space: bytes) -> None:
+        channel = await self._gossip.subscribe(topic_for_space(space))
+        async with channel:
+            async for from_peer, data in channel:
+                if from_peer == self.identity.peer_id:
+                    continue
+                for action in self.tracker.on_message(space, data, from_peer, trio.current_time()):
+                    self._on_gossip_action(action)
+
+    def _on_gossip_action(self, action: object) -> None:
+        if isinstance(action, GossipIngested):
+            if action.accepted or action.result.accepted:
+                self._changed(action.space)
+        elif isinstance(action, NeedAntiEntropy):
+            peer_id = str(action.peer)
+            self._peer(peer_id, source="gossip")
+            if self.has_session(peer_id):
+                for runner in self.runners[peer_id]:
+                    runner.session.notify_changed(action.space)
+                    runner.poke()
+            elif self._nursery is not None:
+                self._nursery.start_soon(self._try_sync, peer_id)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            now = trio.current_time()
+            for topic, payload in self.outbox.due(now):
+                try:
+                    await self._gossip.publish(topic, payload)
+                except Exception as exc:
+                    log.info("gossip publish failed: %s", _reason(exc))
+            deadline = self.outbox.next_deadline()
+            self._outbox_wakeup = trio.Event()
+            with trio.move_on_at(deadline if deadline is not None else now + 3600):
+                await self._outbox_wakeup.wait()
+
+    # -- status ---------------------------------------------------------------------
+    def _status_extra(self) -> dict[str, Any]:
+        last = [p.last_sync for p in self.peers.values() if p.last_sync]
+        return {
+            "running": True,
+            "listen": self.listen_addrs,
+            "api": self.api_url,
+            "peers": [p.as_dict() for p in sorted(self.peers.values(), key=lambda p: p.peer_id)],
+            "mdns": self.mdns_status if self.config.mdns else "off",
+            "last_sync": _iso(max(last)) if last else None,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "metrics": {**self.soil.metrics(), **_prefixed("net.", self._host.metrics())},
+        }
+
+
+# -- entry point ------------------------------------------------------------------------
+
+
+def unlock_or_create(
+    paths: NodePaths, name: str | None, get_passphrase: Callable[[], str]
+) -> Identity:
+    """Embedded defaults: the first ``run`` on a fresh home creates the identity."""
+    from mycelium.identity.keystore import create_keystore, load_keystore
+
+    paths.ensure()
+    if paths.keystore.exists():
+        return load_keystore(paths.keystore, get_passphrase())
+    log.info("no identity in %s: creating one", paths.home)
+    identity = create_keystore(paths.keystore, get_passphrase(), name=name)
+    return identity
+
+
+def run_node(paths: NodePaths, config: NodeConfig, get_passphrase: Callable[[], str]) -> None:
+    """Blocking entry point of ``mycelium run``."""
+    from mycelium.spaces.service import ensure_personal_space
+    from mycelium.store.soil import Soil
+
+    configure_logging()
+    identity = unlock_or_create(paths, config.name, get_passphrase)
+    with Soil.open(paths.soil, identity) as soil:
+        ensure_personal_space(soil)
+        node = Node(paths, identity, soil, config)
+        trio.run(_main, node)
+
+
+async def _main(node: Node) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+        started = await nursery.start(node.serve)
+        _print_banner(started)
+    log.info("node stopped")
+
+
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def configure_logging() -> None:
+    level = os.environ.get("MYCELIUM_LOG", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in ("libp2p", "multiaddr", "zeroconf", "hypercorn", "async_service"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _print_banner(node: Node) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(f"[bold green]mycelium node running[/] {node.identity.did}")
+    for addr in node.listen_addrs:
+        console.print(f"  listening {addr}")
+    console.print(f"  control API {node.api_url}  (mycelium status --home {node.paths.home})")
+    console.print("  mDNS " + ("on" if node.config.mdns else "off") + "; Ctrl-C to stop")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _short(peer_id: str) -> str:
+    return peer_id[-8:]
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return f"{reason}: {exc}" if reason else f"{type(exc).__name__}: {exc}"
+
+
+def _prefixed(prefix: str, data: dict[str, int]) -> dict[str, int]:
+    return {prefix + k: v for k, v in data.items()}
+
+
+def _unlink_quietly(path: os.PathLike[str]) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
