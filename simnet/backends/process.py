@@ -158,8 +158,15 @@ class NodeProcess:
         try:
             data = json.loads(text)
         except ValueError:
-            raise NodeError(f"{self.name}: `mycelium {' '.join(args)} --json` printed "
-                            f"no JSON object: {text[:200]!r}") from None
+            # Tolerate stray human output before the object (a contract bug in the
+            # command, but not one that should stop a simulation): use the last line.
+            try:
+                data = json.loads(text.splitlines()[-1]) if text else None
+            except ValueError:
+                data = None
+            if data is None:
+                raise NodeError(f"{self.name}: `mycelium {' '.join(args)} --json` printed "
+                                f"no JSON object: {text[:200]!r}") from None
         if not isinstance(data, dict):
             raise NodeError(f"{self.name}: `mycelium {' '.join(args)} --json` printed "
                             f"{type(data).__name__}, not an object")
@@ -302,6 +309,30 @@ class NodeProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def _single_simnet_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """Concurrent set-up steps fail as a group; when every member is a SimnetError, the
+    caller (``simnet run``) gets the first one, with the count, instead of a group."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if not leaves or not all(isinstance(e, SimnetError) for e in leaves):
+        return group
+    first = leaves[0]
+    if len(leaves) == 1:
+        return first
+    try:
+        return type(first)(f"{first} (and {len(leaves) - 1} more failures like it)")
+    except TypeError:  # an error class with a different constructor
+        return first
+
+
 def kill_leftover_nodes(workdir: Path) -> list[int]:
     """Kill node processes recorded in ``workdir/*.pid`` by a run that died (SIGKILL)."""
     killed = []
@@ -428,6 +459,11 @@ class RealBackendBase:
                 finally:
                     with trio.CancelScope(shield=True):
                         await self._stop_all()
+        except BaseExceptionGroup as group:
+            single = _single_simnet_error(group)
+            if single is group:
+                raise
+            raise single from group
         finally:
             kill_leftover_nodes(self.workdir)
         return RealRunResult(

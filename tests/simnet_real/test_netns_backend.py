@@ -16,7 +16,7 @@ from simnet.backends.netns import NetnsBackend
 from simnet.lan import leftover_namespaces
 from simnet.scenario import parse
 
-from .test_process_backend import missing_commands
+from .test_process_backend import missing_commands, xfail_if_not_landed
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_mycelium.py"))]
 RUN = "b" + str(os.getpid())
@@ -76,7 +76,7 @@ async def test_real_nodes_partition_heal_over_mdns(tmp_path: Path) -> None:
                   link={"latency": {"dist": "constant", "value": 0}},
                   events=[{"at": 1.5, "kind": "partition", "groups": ["a", "b"]},
                           {"at": 6.0, "kind": "heal"}])
-    with trio.fail_after(180):
+    with trio.fail_after(180), xfail_if_not_landed():
         result = await run_real(sc, "netns", workdir=tmp_path, converge_timeout=90)
     logs = "\n".join(p.read_text(errors="replace")[-1500:] for p in tmp_path.glob("*.log"))
     assert result.writes["ok"] == 9, (result.events, logs)

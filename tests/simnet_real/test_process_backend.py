@@ -7,14 +7,17 @@ have not landed, the test xfails with the exact list of missing commands, never 
 
 from __future__ import annotations
 
+import contextlib
+import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from simnet.backends import run_real
-from simnet.backends.process import NodeProcess, mycelium_command, node_env
+from simnet.backends.process import NodeError, NodeProcess, mycelium_command, node_env
 from simnet.scenario import parse
 
 pytestmark = pytest.mark.timeout(240)
@@ -34,6 +37,20 @@ def missing_commands() -> list[str]:
     listed = {line.strip(" │|").split()[0] for line in out.splitlines()
               if line.strip(" │|") and not line.strip(" │|").startswith(("-", "Usage"))}
     return [cmd for cmd in NEEDED if cmd not in listed]
+
+
+@contextlib.contextmanager
+def xfail_if_not_landed() -> Iterator[None]:
+    """Turn "a module of the node is missing" into an xfail naming it; anything else
+    (a node that starts but misbehaves) stays a failure."""
+    try:
+        yield
+    except NodeError as exc:
+        match = re.search(r"ModuleNotFoundError: No module named '(mycelium[\w.]*)'", str(exc))
+        if match is None:
+            raise
+        pytest.xfail(f"the node has not fully landed: {match.group(1)} is missing, so "
+                     f"`mycelium run` cannot start ({str(exc).splitlines()[0]})")
 
 
 SCENARIO = {
@@ -70,7 +87,7 @@ async def test_three_nodes_partition_heal_converge(tmp_path: Path) -> None:
         pytest.xfail(f"the node CLI lacks {', '.join(missing)} (DESIGN §10): the process "
                      "backend cannot run real nodes until they land")
     sc = parse(SCENARIO)
-    with trio.fail_after(220):
+    with trio.fail_after(220), xfail_if_not_landed():
         result = await run_real(sc, "process", workdir=tmp_path, converge_timeout=90)
     logs = "\n".join(p.read_text(errors="replace")[-1500:] for p in tmp_path.glob("*.log"))
     assert result.writes["ok"] == 9, (result.events, logs)
