@@ -139,6 +139,8 @@ class Node:
                 _unlink_quietly(self.paths.api)
 
     async def _start_services(self, nursery: trio.Nursery) -> None:
+        for space in self.soil.space_ids():
+            self._maintain(space)
         self.api_url = await nursery.start(self._serve_api)
         nursery.start_soon(self._watch_store)
         for maddr in self.config.peers:
@@ -361,9 +363,23 @@ class Node:
         changes = self.soil.subscribe(buffer=1024)
         async with changes:
             async for change in changes:
+                if change.coll is None:
+                    self._maintain(change.space)
                 self._changed(change.space)
                 self._queue_own(change.space)
                 self._ensure_subscribed(change.space)
+
+    def _maintain(self, space: bytes) -> None:
+        """Membership changed: as an admin, rotate keys after a removal, grant new members."""
+        from mycelium.errors import MyceliumError
+        from mycelium.spaces.service import maintain
+
+        try:
+            if maintain(self.soil, space):
+                log.info("space %s: rotated or granted keys after a membership change",
+                         space.hex()[:12])
+        except MyceliumError as exc:
+            log.warning("space %s maintenance failed: %s", space.hex()[:12], exc)
 
     def _queue_own(self, space: bytes) -> None:
         me = self.identity.public_key
