@@ -57,8 +57,11 @@ class AddMember:
 
 @dataclass(frozen=True, slots=True)
 class RemoveMember:
+    """Remove ``member``; its envelopes with ``seq <= keep`` stay valid (spaces.md §4.3)."""
+
     lc: int
     member: bytes
+    keep: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +92,9 @@ def op_add_member(*, lc: int, member: bytes, role: Role = "member") -> bytes:
     return _encode({"op": "add", "lc": lc, "member": member, "role": role})
 
 
-def op_remove_member(*, lc: int, member: bytes) -> bytes:
-    return _encode({"op": "remove", "lc": lc, "member": member})
+def op_remove_member(*, lc: int, member: bytes, keep: int = 0) -> bytes:
+    """``keep``: the removed member's highest seq the remover holds (its writes until then)."""
+    return _encode({"op": "remove", "lc": lc, "member": member, "keep": keep})
 
 
 def op_set_role(*, lc: int, member: bytes, role: Role) -> bytes:
@@ -109,7 +113,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "epoch": frozenset({"op", "lc", "keys"}),
     "grant": frozenset({"op", "lc", "epoch", "keys"}),
     "add": frozenset({"op", "lc", "member", "role"}),
-    "remove": frozenset({"op", "lc", "member"}),
+    "remove": frozenset({"op", "lc", "member", "keep"}),
     "role": frozenset({"op", "lc", "member", "role"}),
 }
 
@@ -137,7 +141,8 @@ def decode_op(payload: bytes) -> ControlOp:
         return GrantOp(lc=lc, epoch=m["epoch"], keys=_keys(m["keys"]))
     member = _pub(m["member"])
     if name == "remove":
-        return RemoveMember(lc=lc, member=member)
+        _need(_is_uint(m["keep"]) and m["keep"] < 2**64, "keep must be a uint64")
+        return RemoveMember(lc=lc, member=member, keep=m["keep"])
     role = m["role"]
     _need(role in ROLES, f"role must be one of {ROLES}")
     if name == "add":

@@ -90,6 +90,7 @@ class _Resolved:
 
     members: dict[bytes, Role]
     former: set[bytes] = field(default_factory=set)
+    keep: dict[bytes, int] = field(default_factory=dict)
     epochs: dict[int, KeyEpoch] = field(default_factory=dict)
     last_removal: int = -1
     ignored: dict[bytes, str] = field(default_factory=dict)
@@ -201,9 +202,11 @@ class SpaceState:
         elif isinstance(op, AddMember):
             r.members[op.member] = op.role
             r.former.discard(op.member)
+            r.keep.pop(op.member, None)
         elif isinstance(op, RemoveMember):
             del r.members[op.member]
             r.former.add(op.member)
+            r.keep[op.member] = op.keep
             r.last_removal = position
         else:
             r.members[op.member] = op.role
@@ -258,6 +261,10 @@ class SpaceState:
     def control_count(self) -> int:
         return len(self._entries)
 
+    def kept_seq(self, pub: bytes) -> int:
+        """Highest seq of a removed member that stays valid (0 if none or not removed)."""
+        return self._res.keep.get(pub, 0) if pub in self._res.former else 0
+
     def is_member(self, pub: bytes) -> bool:
         return pub in self._res.members
 
@@ -308,17 +315,20 @@ class SpaceState:
 
     # -- checks for the store and relays -------------------------------------------------
     def check_data_author(self, env: Envelope) -> None:
-        """Raise unless ``env``'s author is a current member and its epoch is known.
+        """Raise unless ``env``'s author may write it and its epoch is known.
 
+        Authors are current members, or removed members for envelopes up to the ``keep``
+        seq of their removal (written before it, so every node keeps the same chains).
         :class:`RemovedAuthor` / :class:`NotMember` are final for the current membership;
         :class:`UnknownEpoch` usually means the epoch op has not arrived yet (keep pending).
         """
         if env.space != self.space_id:
             raise WrongSpace("envelope belongs to another space")
         if env.author not in self._res.members:
-            if env.author in self._res.former:
-                raise RemovedAuthor("author was removed from the space")
-            raise NotMember("author is not a member of the space")
+            if env.author not in self._res.former:
+                raise NotMember("author is not a member of the space")
+            if env.seq > self._res.keep.get(env.author, 0):
+                raise RemovedAuthor("author was removed from the space before this envelope")
         if env.epoch not in self._res.epochs:
             raise UnknownEpoch(f"epoch {env.epoch} is not known in this space")
 

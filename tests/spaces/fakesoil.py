@@ -63,6 +63,13 @@ class FakeSoil:
         self._envs[space_id][env.delta_id] = env
 
     # -- sync -----------------------------------------------------------------------
+    def version_vector(self, space_id: bytes) -> dict[bytes, int]:
+        vv: dict[bytes, int] = {}
+        for env in sorted(self._envs[space_id].values(), key=lambda e: e.seq):
+            if env.seq == vv.get(env.author, 0) + 1:
+                vv[env.author] = env.seq
+        return vv
+
     def envelopes_since(self, space_id: bytes, remote: dict[bytes, int], *, limit: int,
                         max_bytes: int) -> list[bytes]:
         envs = sorted(self._envs[space_id].values(), key=lambda e: (e.author, e.seq))

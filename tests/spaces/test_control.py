@@ -26,17 +26,18 @@ def test_builders_roundtrip() -> None:
     assert decode_op(control.op_epoch(lc=1, keys={PUB: BOX})) == EpochOp(1, {PUB: BOX})
     assert decode_op(control.op_grant(lc=2, epoch=7, keys={PUB: BOX})) == GrantOp(2, 7, {PUB: BOX})
     assert decode_op(control.op_add_member(lc=3, member=PUB)) == AddMember(3, PUB, "member")
-    assert decode_op(control.op_remove_member(lc=4, member=PUB)) == RemoveMember(4, PUB)
+    assert decode_op(control.op_remove_member(lc=4, member=PUB, keep=9)) == RemoveMember(4, PUB, 9)
     role = control.op_set_role(lc=5, member=PUB, role="admin")
     assert decode_op(role) == SetRole(5, PUB, "admin")
 
 
 @pytest.mark.parametrize("m, match", [
     ({"op": "nuke", "lc": 1}, "unknown"),
-    ({"op": "remove", "lc": 0, "member": PUB}, "lc"),
-    ({"op": "remove", "lc": True, "member": PUB}, "lc"),
-    ({"op": "remove", "lc": 1, "member": PUB[:31]}, "member"),
-    ({"op": "remove", "lc": 1, "member": PUB, "x": 1}, "fields"),
+    ({"op": "remove", "lc": 0, "member": PUB, "keep": 0}, "lc"),
+    ({"op": "remove", "lc": True, "member": PUB, "keep": 0}, "lc"),
+    ({"op": "remove", "lc": 1, "member": PUB[:31], "keep": 0}, "member"),
+    ({"op": "remove", "lc": 1, "member": PUB, "keep": -1}, "keep"),
+    ({"op": "remove", "lc": 1, "member": PUB}, "fields"),
     ({"op": "add", "lc": 1, "member": PUB, "role": "owner"}, "role"),
     ({"op": "epoch", "lc": 1, "keys": {}}, "keys"),
     ({"op": "epoch", "lc": 1, "keys": {PUB: b""}}, "boxes"),

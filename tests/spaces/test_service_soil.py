@@ -94,3 +94,22 @@ def test_removal_end_to_end(soils: dict[str, Any]) -> None:
     assert not c.space_state(space).is_member(C.public_key)
     with pytest.raises(NoEpochKey):
         put(c, space, "c3", "c after learning")
+
+
+def test_removed_members_earlier_writes_reach_everyone_later_ones_nobody(
+        soils: dict[str, Any]) -> None:
+    a, b, c = soils["a"], soils["b"], soils["c"]
+    space = service.create_space(a, "market")
+    service.join(b, service.invite(a, space, did(B)))
+    service.join(c, service.invite(a, space, did(C)))
+    put(c, space, "c1", "c one")
+    put(c, space, "c2", "c two")
+    sync(a, c, space)                       # only A has C's writes when removing C
+    service.remove(a, space, did(C))
+    put(c, space, "c3", "c three, after removal")
+    sync(a, b, space)                       # B hears of the removal and of c1, c2 together
+    sync(b, c, space)
+    sync(a, c, space)
+    vv_a, vv_b = a.version_vector(space), b.version_vector(space)
+    assert vv_a == vv_b and vv_a[C.public_key] == 2
+    assert titles(a, space) == titles(b, space) == {"c one", "c two"}

@@ -238,3 +238,23 @@ def test_out_of_order_burst_costs_one_replay(monkeypatch: pytest.MonkeyPatch) ->
     for env in envs:                       # duplicates: no work at all
         state.apply(env)
     assert state.control_count == 300 and len(calls) == 1
+
+
+def test_removed_members_writes_up_to_keep_stay_valid() -> None:
+    """Nodes that learn of the removal before C's earlier writes still accept those writes."""
+    state, ca, key = setup_abc()
+    epoch = state.current_epoch
+    cc = Chain(C, state.space_id)
+    early = [cc.data(b"c%d" % i, epoch, key) for i in (1, 2)]
+    state.apply(ca.control(control.op_remove_member(lc=state.next_lc(), member=C.public_key,
+                                                    keep=2)))
+    late = cc.data(b"c3", epoch, key)
+    assert state.kept_seq(C.public_key) == 2
+    for env in early:
+        state.check_data_author(env)
+    with pytest.raises(RemovedAuthor):
+        state.check_data_author(late)
+    # Re-adding C makes it a member again; its keep no longer matters.
+    state.apply(ca.control(control.op_add_member(lc=state.next_lc(), member=C.public_key)))
+    assert state.kept_seq(C.public_key) == 0
+    state.check_data_author(late)

@@ -50,7 +50,7 @@ def _build(name: str, f: dict[str, Any]) -> bytes:
     if name == "add":
         return control.op_add_member(lc=f["lc"], member=member, role=f["role"])
     if name == "remove":
-        return control.op_remove_member(lc=f["lc"], member=member)
+        return control.op_remove_member(lc=f["lc"], member=member, keep=f["keep"])
     return control.op_set_role(lc=f["lc"], member=member, role=f["role"])
 
 
@@ -84,6 +84,7 @@ def test_resolution_vector_in_any_order(order_seed: int | None) -> None:
         state.apply(env)
     assert {k.hex(): r for k, r in state.members.items()} == exp["members"]
     assert sorted(p.hex() for p in state.former_members) == exp["former"]
+    assert {p: state.kept_seq(bytes.fromhex(p)) for p in exp["kept_seq"]} == exp["kept_seq"]
     assert state.current_epoch == exp["epochs"][exp["current_epoch"]]
     assert state.needs_rotation() is exp["needs_rotation"]
     assert {k.hex(): r for k, r in state.ignored.items()} == exp["ignored"]

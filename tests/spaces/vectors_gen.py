@@ -62,7 +62,8 @@ def control_vectors() -> dict[str, Any]:
          control.op_grant(lc=2, epoch=42, keys={a: box})),
         ("add", {"lc": 3, "member": a.hex(), "role": "admin"},
          control.op_add_member(lc=3, member=a, role="admin")),
-        ("remove", {"lc": 4, "member": a.hex()}, control.op_remove_member(lc=4, member=a)),
+        ("remove", {"lc": 4, "member": a.hex(), "keep": 7},
+         control.op_remove_member(lc=4, member=a, keep=7)),
         ("role", {"lc": 5, "member": a.hex(), "role": "member"},
          control.op_set_role(lc=5, member=a, role="member")),
     ]
@@ -115,7 +116,7 @@ def resolution_vectors() -> dict[str, Any]:
     steps.append(("A: grant E1 -> C", ca.op(control.op_grant(lc=5, epoch=eid1,
                                                               keys=keys("E1", "C")))))
     steps.append(("A: remove C (concurrent with B's next two ops)",
-                  ca.op(control.op_remove_member(lc=6, member=pub("C")))))
+                  ca.op(control.op_remove_member(lc=6, member=pub("C"), keep=3))))
     cb.seq, cb.prev = 0, None
     e2 = cb.op(control.op_epoch(lc=6, keys=keys("E2", "A", "B", "C")))
     steps.append(("B: epoch E2 -> {A,B,C} (has not seen the removal: tainted)", e2))
@@ -139,6 +140,7 @@ def resolution_vectors() -> dict[str, Any]:
         "expect": {
             "members": {pub("A").hex(): "admin", pub("B").hex(): "admin", pub("D").hex(): "member"},
             "former": [pub("C").hex()],
+            "kept_seq": {pub("C").hex(): 3},
             "epochs": {name: eid for name, eid in epochs.items()},
             "group_keys_hex": {name: KEYS[name].hex() for name in epochs},
             "current_epoch": "E3",
