@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 import trio
 
-from simnet.backends import run_real
 from simnet.backends.netns import NetnsBackend
 from simnet.lan import leftover_namespaces
 from simnet.scenario import parse
 
-from .test_process_backend import missing_commands, xfail_if_not_landed
+from .test_process_backend import missing_commands, run_bounded, xfail_if_not_landed
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_mycelium.py"))]
 RUN = "b" + str(os.getpid())
@@ -67,7 +66,7 @@ async def test_fake_nodes_split_without_heal_diverge(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_real_nodes_partition_heal_over_mdns(tmp_path: Path) -> None:
+def test_real_nodes_partition_heal_over_mdns(tmp_path: Path) -> None:
     missing = missing_commands()
     if missing:
         pytest.xfail(f"the node CLI lacks {', '.join(missing)} (DESIGN §10): the netns "
@@ -76,8 +75,8 @@ async def test_real_nodes_partition_heal_over_mdns(tmp_path: Path) -> None:
                   link={"latency": {"dist": "constant", "value": 0}},
                   events=[{"at": 1.5, "kind": "partition", "groups": ["a", "b"]},
                           {"at": 6.0, "kind": "heal"}])
-    with trio.fail_after(180), xfail_if_not_landed():
-        result = await run_real(sc, "netns", workdir=tmp_path, converge_timeout=90)
+    with xfail_if_not_landed():
+        result = trio.run(run_bounded, sc, "netns", tmp_path)
     logs = "\n".join(p.read_text(errors="replace")[-1500:] for p in tmp_path.glob("*.log"))
     assert result.writes["ok"] == 9, (result.events, logs)
     assert result.converged, (result.events, result.vectors, logs)
