@@ -8,6 +8,7 @@ canonical CBOR of protocols/identity.md §6, so any channel can carry them.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
@@ -112,20 +113,28 @@ def guardians_setup(
     dids: Annotated[list[str], typer.Argument(help="The guardians' did:key identifiers.")],
     threshold: Annotated[int, typer.Option("--threshold", "-k", help="Approvals to recover.")],
     out: Annotated[Path | None, typer.Option(help="Package file (default guardians/…).")] = None,
+    space: Annotated[str | None, typer.Option(
+        "--space", help="Also deliver the package over sync through this community space "
+                        "(the guardians must be members).")] = None,
     home: str | None = HomeOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Split your seed among guardians; give each of them the package file."""
+    """Split your seed among guardians; give each of them the package file (or --space)."""
     paths = node_paths(home)
-    identity = load_keystore(paths.keystore, passphrase())
+    secret = passphrase()
+    identity = load_keystore(paths.keystore, secret)
     package = recovery.setup_guardians(identity, threshold, list(dids))
     set_id = recovery.read_package(package).set_id.hex()
     target = out or paths.guardians / f"package-{set_id[:12]}.cbor"
     write_atomic(target, package)
     data = {"package": str(target), "owner": identity.did, "threshold": threshold,
-            "guardians": list(dids), "set_id": set_id}
-    emit(data, as_json, f"guardian package ({threshold} of {len(dids)}) written to {target}\n"
-                        "send this file to each guardian")
+            "guardians": list(dids), "set_id": set_id, "space": space}
+    how = "send this file to each guardian"
+    if space is not None:
+        _ops_call(paths, secret, "guardians_publish", space=space,
+                  package_b64=base64.b64encode(package).decode())
+        how = f"published in space {space}: it reaches the guardians' nodes by sync"
+    emit(data, as_json, f"guardian package ({threshold} of {len(dids)}) written to {target}\n{how}")
 
 
 @recover_app.command("start")
@@ -156,7 +165,10 @@ def recover_start(
 @user_errors
 def recover_approve(
     request_file: Annotated[Path, typer.Argument(help="The request file from the new device.")],
-    package_file: Annotated[Path, typer.Option("--package", help="The owner's package file.")],
+    package_file: Annotated[Path | None, typer.Option(
+        "--package", help="The owner's package file.")] = None,
+    space: Annotated[str | None, typer.Option(
+        "--space", help="Take the owner's package from this space (delivered by sync).")] = None,
     out: Annotated[Path | None, typer.Option(help="Approval file (default recovery/…).")] = None,
     code: Annotated[str | None, typer.Option(help="Code the owner read to you.")] = None,
     home: str | None = HomeOption,
@@ -164,10 +176,21 @@ def recover_approve(
 ) -> None:
     """As a guardian: approve a recovery request (re-seal your share to the new device)."""
     paths = node_paths(home)
-    request, package = _read_message(request_file), _read_message(package_file)
+    request = _read_message(request_file)
     parsed = recovery.read_request(request)
     _confirm_code(parsed.code, code)
-    guardian = load_keystore(paths.keystore, passphrase())
+    secret = passphrase()
+    guardian = load_keystore(paths.keystore, secret)
+    if package_file is not None:
+        package = _read_message(package_file)
+    elif space is not None:
+        found = _ops_call(paths, secret, "guardians_fetch", space=space, owner=parsed.owner)
+        if not found.get("package_b64"):
+            fail(f"no guardian package of {parsed.owner} in space {space} yet "
+                 "(has your node synced with theirs?)")
+        package = base64.b64decode(found["package_b64"])
+    else:
+        fail("give the owner's package: --package FILE or --space SPACE")
     approval = recovery.approve(guardian, package, request)
     target = out or paths.recovery / f"approval-{parsed.code}-{guardian.did[-8:]}.cbor"
     write_atomic(target, approval)
@@ -197,6 +220,20 @@ def recover_finish(
     pending_path.unlink()
     emit({"did": identity.did, "peer_id": identity.peer_id, "keystore": str(paths.keystore)},
          as_json, f"recovered {identity.did}")
+
+
+def _ops_call(paths: NodePaths, secret: str, name: str, **args: Any) -> dict[str, Any]:
+    """One node operation, through the running node if any (see mycelium.node.client)."""
+    from mycelium.node.client import open_ops
+
+    ops = open_ops(paths, lambda: secret)
+    try:
+        result: dict[str, Any] = ops.call(name, **args)
+        return result
+    finally:
+        soil = getattr(ops, "soil", None)
+        if soil is not None:
+            soil.close()
 
 
 def _read_message(path: Path) -> bytes:

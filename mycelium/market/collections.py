@@ -54,4 +54,19 @@ HEALTH = Collection(
     space_kinds=frozenset({"personal"}),
 )
 
-REGISTRY = Registry([PRODUCTS, DIARY, HEALTH])
+#: Social-recovery packages travelling over sync to the guardians' nodes (docs/recovery.md).
+#: Doc id = the owner's DID. ``package`` is the base64 of the signed guardian package whose
+#: shares are each sealed to one guardian, so other members of the space learn nothing.
+GUARDIAN_PACKAGES = Collection(
+    name="guardian_packages",
+    fields={
+        "owner": FieldSpec("text", max_chars=128, indexed=True),
+        "package": FieldSpec("text", max_chars=48_000),
+        "threshold": FieldSpec("int", minimum=1, maximum=16),
+        "guardians": FieldSpec("int", minimum=1, maximum=16),
+        "created_ms": FieldSpec("int", minimum=0, maximum=2**63 - 1),
+    },
+    space_kinds=frozenset({"community"}),
+)
+
+REGISTRY = Registry([PRODUCTS, DIARY, HEALTH, GUARDIAN_PACKAGES])

@@ -24,6 +24,7 @@ class LocalOps:
     NAMES = frozenset({
         "space_create", "space_invite", "space_join", "space_remove", "space_list",
         "doc_put", "doc_get", "doc_list", "doc_delete", "status",
+        "guardians_publish", "guardians_fetch",
     })
 
     def __init__(self, soil: Any, status_extra: Callable[[], dict[str, Any]] | None = None) -> None:
@@ -96,6 +97,28 @@ class LocalOps:
 
     def doc_list(self, space: str, coll: str) -> dict[str, Any]:
         return {"docs": self.soil.list_docs(self.soil.resolve_space(space), coll)}
+
+    # -- social recovery ------------------------------------------------------------
+    def guardians_publish(self, space: str, package_b64: str) -> dict[str, Any]:
+        """Put a guardian package into a community space so it syncs to the guardians."""
+        import base64
+        import time
+
+        from mycelium.identity import recovery
+
+        parsed = recovery.read_package(base64.b64decode(package_b64, validate=True))
+        owner = self.soil.identity.did
+        if parsed.owner != owner:
+            raise recovery.OwnerMismatch("only the owner publishes its guardian package")
+        fields = {"owner": owner, "package": package_b64, "threshold": parsed.threshold,
+                  "guardians": len(parsed.guardians), "created_ms": int(time.time() * 1000)}
+        env = self.soil.put_doc(self.soil.resolve_space(space), "guardian_packages", owner, fields)
+        return {"space": space, "owner": owner, "delta_id": env.delta_id.hex()}
+
+    def guardians_fetch(self, space: str, owner: str) -> dict[str, Any]:
+        """The guardian package of ``owner`` as received over sync (None if not yet)."""
+        doc = self.soil.get_doc(self.soil.resolve_space(space), "guardian_packages", owner)
+        return {"owner": owner, "package_b64": doc.get("package") if doc else None}
 
     # -- node -----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
