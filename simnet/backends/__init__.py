@@ -57,6 +57,10 @@ class RealRunResult:
     writes: dict[str, int]
     notes: list[str] = field(default_factory=list)
     workdir: str = ""
+    #: ``{"t", "written", "held": {node: deltas}}`` over the run (t from timeline start).
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    #: When the last disruption (event or write) happened, seconds after timeline start.
+    t_ref: float = 0.0
 
     def convergence_ratio(self) -> float:
         """Fraction of live nodes whose vector equals the majority vector (1.0 = converged)."""
@@ -73,11 +77,81 @@ class RealRunResult:
         return data
 
     def write(self, out_dir: Path) -> Path:
-        """Write ``report.json`` into ``out_dir`` (created); returns its path."""
+        """Write ``report.json``, ``report.md`` and PNG plots into ``out_dir`` (created);
+        returns the path of ``report.json``."""
         out_dir.mkdir(parents=True, exist_ok=True)
+        plots = self._plots(out_dir)
+        data = self.to_json()
+        data["plots"] = plots
         path = out_dir / "report.json"
-        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        (out_dir / "report.md").write_text(self.markdown(plots))
         return path
+
+    def markdown(self, plots: list[str]) -> str:
+        verdict = "**converged**" if self.converged else "**DID NOT CONVERGE**"
+        conv = "n/a" if self.convergence_s is None else f"{self.convergence_s:.2f} s"
+        lines = [
+            f"# simnet report: {self.scenario} ({self.backend} backend)",
+            "",
+            f"- Result: {verdict}; {len(self.live_nodes)} live members of {self.nodes} nodes",
+            f"- Seed {self.seed}; wall time {self.wall_s:.1f} s; work dir `{self.workdir}`",
+            f"- Last disruption at {self.t_ref:.2f} s; converged {conv} after it "
+            f"(ratio {self.convergence_ratio():.2f})",
+            f"- Writes: {self.writes}",
+            "",
+        ]
+        if self.notes:
+            lines += ["## Notes", ""] + [f"- {note}" for note in self.notes] + [""]
+        lines += ["## Events", "", "| t (s) | event | detail |", "|---|---|---|"]
+        for event in self.events:
+            detail = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "kind"))
+            lines.append(f"| {event['t']:.2f} | {event['kind']} | {detail} |")
+        lines += ["", "## Bytes per link", "", "| link | bytes |", "|---|---|"]
+        lines += [f"| {link} | {n} |" for link, n in self.bytes_per_link.items()]
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+        return "\n".join(lines) + "\n"
+
+    def _plots(self, out_dir: Path) -> list[str]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = []
+        if self.samples:
+            fig, ax = plt.subplots(figsize=(8, 4))
+            ts = [s["t"] for s in self.samples]
+            ax.plot(ts, [s["written"] for s in self.samples], color="black", label="written")
+            nodes = sorted({int(i) for s in self.samples for i in s["held"]})
+            for i in nodes:
+                ax.plot(ts, [s["held"].get(i, s["held"].get(str(i))) for s in self.samples],
+                        label=f"node {i}", alpha=0.7)
+            for event in self.events:
+                ax.axvline(event["t"], color="grey", linestyle=":", linewidth=0.8)
+                ax.annotate(event["kind"], (event["t"], 1.0), xycoords=("data", "axes fraction"),
+                            fontsize=7, rotation=90, va="top", ha="right", color="grey")
+            ax.set_xlabel("wall time since start (s)")
+            ax.set_ylabel("deltas in the community space")
+            ax.set_title(f"{self.scenario} ({self.backend}): deltas held per node")
+            if len(nodes) <= 12:
+                ax.legend(loc="lower right", fontsize=7)
+            fig.tight_layout()
+            fig.savefig(out_dir / "deltas.png", dpi=100)
+            plt.close(fig)
+            names.append("deltas.png")
+        if self.bytes_per_link:
+            fig, ax = plt.subplots(figsize=(8, 4))
+            links = list(self.bytes_per_link)
+            ax.bar(range(len(links)), [self.bytes_per_link[k] for k in links])
+            ax.set_xticks(range(len(links)), links, rotation=90, fontsize=7)
+            ax.set_ylabel("bytes")
+            ax.set_title("bytes per link")
+            fig.tight_layout()
+            fig.savefig(out_dir / "bytes.png", dpi=100)
+            plt.close(fig)
+            names.append("bytes.png")
+        return names
 
 
 def link_params(link: Link) -> LinkParams:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -61,7 +62,11 @@ class NodeError(SimnetError):
 
 
 def mycelium_command() -> list[str]:
-    """How to invoke the ``mycelium`` CLI of this installation (the venv's script first)."""
+    """How to invoke the ``mycelium`` CLI: ``$SIMNET_MYCELIUM`` (split like a shell) if
+    set, else this installation's script (the venv's first)."""
+    override = os.environ.get("SIMNET_MYCELIUM")
+    if override:
+        return shlex.split(override)
     script = Path(sys.executable).parent / "mycelium"
     if script.exists():
         return [str(script)]
@@ -412,6 +417,7 @@ class RealBackendBase:
         self.notes: list[str] = []
         self.expected: dict[str, int] = {}
         self.writes = {"attempted": 0, "ok": 0, "failed": 0, "skipped": 0}
+        self.samples: list[dict[str, Any]] = []
         self.cli_limiter = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self._t0 = 0.0
         self._last_disruption = 0.0
@@ -452,7 +458,10 @@ class RealBackendBase:
                     await self._prepare()
                     await self._start_initial()
                     self._t0 = trio.current_time()
-                    await self._timeline()
+                    async with trio.open_nursery() as sampling:
+                        sampling.start_soon(self._sample_loop)
+                        await self._timeline()
+                        sampling.cancel_scope.cancel()
                     converged, convergence_s, vectors = await self._await_convergence()
                     live = self._live()
                     bytes_per_link = await self.bytes_per_link()
@@ -466,13 +475,18 @@ class RealBackendBase:
             raise single from group
         finally:
             kill_leftover_nodes(self.workdir)
+        if converged and self._own_workdir:
+            # Homes and logs of a successful run are not needed; a failed run keeps them
+            # (the result names the directory) for post-mortems.
+            shutil.rmtree(self.workdir, ignore_errors=True)
         return RealRunResult(
             backend=self.backend, scenario=self.scenario.name, seed=self.seed,
             converged=converged, convergence_s=convergence_s,
             wall_s=trio.current_time() - start, nodes=self.scenario.nodes,
             live_nodes=live, vectors=vectors, expected=dict(self.expected),
             bytes_per_link=bytes_per_link, events=self.events, writes=dict(self.writes),
-            notes=self.notes, workdir=str(self.workdir),
+            notes=self.notes, workdir=str(self.workdir), samples=self.samples,
+            t_ref=round(self._last_disruption - self._t0, 3),
         )
 
     def _live(self) -> list[int]:
@@ -626,7 +640,19 @@ class RealBackendBase:
         async with trio.open_nursery() as nursery:
             for i in self._live():
                 nursery.start_soon(one, i)
+        self.samples.append({
+            "t": round(trio.current_time() - self._t0, 3),
+            "written": sum(self.expected.values()),
+            "held": {i: sum(v.values()) for i, v in sorted(vectors.items())},
+        })
         return vectors
+
+    async def _sample_loop(self) -> None:
+        """While the timeline runs, record how many deltas each live node holds."""
+        interval = max(1.0, self.scenario.sample_interval)
+        while True:
+            await self._vectors()
+            await trio.sleep(interval)
 
     def _is_converged(self, vectors: dict[int, dict[str, int]]) -> bool:
         live = self._live()

@@ -98,6 +98,9 @@ async def test_partition_heal_converges(tmp_path: Path) -> None:
     assert not any(p.alive for p in backend.nodes)
     assert not list(tmp_path.glob("*.pid"))
     assert result.write(tmp_path / "out").exists()
+    assert (tmp_path / "out" / "report.md").read_text().startswith("# simnet report")
+    assert (tmp_path / "out" / "deltas.png").exists()
+    assert result.samples and result.samples[-1]["written"] == 6
 
 
 async def test_partition_without_heal_does_not_converge(tmp_path: Path) -> None:
@@ -161,3 +164,51 @@ def test_not_root_is_backend_unavailable(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(BackendUnavailable, match="needs root"):
         NetnsBackend(scenario())
+
+
+SMALL_TOML = """
+name = "cli-small"
+duration = 3.0
+[nodes]
+count = 3
+groups = { a = [0], b = [1, 2] }
+[link]
+latency = { dist = "constant", value = 5.0 }
+[writes]
+writers = 2
+total = 4
+rate = 2.0
+start = 0.2
+[[events]]
+at = 0.5
+kind = "partition"
+groups = ["a", "b"]
+[[events]]
+at = 1.5
+kind = "heal"
+"""
+
+
+def test_simnet_cli_process_backend(tmp_path: Path) -> None:
+    """``simnet run --backend process --json`` honours the §10 contract end to end."""
+    import json
+    import shlex
+    import subprocess
+
+    toml = tmp_path / "small.toml"
+    toml.write_text(SMALL_TOML)
+    out = tmp_path / "report"
+    env = {**os.environ, "SIMNET_MYCELIUM": shlex.join(FAKE)}
+    simnet = Path(sys.executable).parent / "simnet"
+    proc = subprocess.run(
+        [str(simnet), "run", str(toml), "--backend", "process", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["converged"] is True and data["nodes"] == 3
+    assert data["convergence_ratio"] == 1.0 and data["wall_s"] > 0
+    assert isinstance(data["trace_hash"], str)
+    for name in ("report.json", "report.md", "deltas.png", "bytes.png"):
+        assert (out / name).exists(), name
+    assert not Path(data["workdir"]).exists()  # a converged run cleans its homes
