@@ -350,6 +350,11 @@ class Soil:
             if not self._admit(work, mem, env, result):
                 continue
             delta_id = env.delta_id
+            slots = mem.pending.get(env.author)
+            if slots and env.seq in slots:  # also arrived earlier ahead of a gap
+                self._unpark(work, mem, slots, env)
+                if not slots:
+                    del mem.pending[env.author]
             work.envelopes.append((work.space, env.author, env.seq, delta_id, int(env.kind),
                                    env.epoch.to_bytes(8, "big"), env.raw))
             mem.heads[env.author] = (env.seq, delta_id)
@@ -440,7 +445,7 @@ class Soil:
         before = len(result.accepted)
         self._append(work, ready, result)
         if not slots:
-            del mem.pending[author]
+            mem.pending.pop(author, None)
         return len(result.accepted) > before or bool(broken)
 
     def _unpark(self, work: _Work, mem: _SpaceMem, slots: dict[int, tuple[str, bytes]],
