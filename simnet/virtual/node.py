@@ -10,12 +10,33 @@ simulation (:mod:`simnet.virtual.sim`) moves bytes between nodes; this module ho
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mycelium.sync import AntiEntropyScheduler, GossipOutbox, GossipTracker, MemoryStore
+from mycelium.sync.ports import IngestResult
 from mycelium.sync.session import SyncSession
 
 INF = math.inf
+
+
+class InterningStore(MemoryStore):
+    """A ``MemoryStore`` that keeps one shared ``bytes`` object per distinct envelope.
+
+    Decoding a frame creates fresh copies of the envelopes it carries; stored as is,
+    1000 nodes would each keep their own copy of every envelope (~400 B each). Swapping
+    each received envelope for the run's canonical object with equal bytes (one dict
+    lookup) changes nothing the store or the sessions can observe, and cuts memory to a
+    pointer per (node, envelope). Unknown envelopes (forged, say) are kept as received.
+    """
+
+    def __init__(self, *, intern: dict[bytes, bytes], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._intern = intern
+
+    def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
+        get = self._intern.get
+        return super().ingest(space, [get(e, e) for e in envelopes])
 
 
 class Conn:

@@ -46,7 +46,7 @@ from mycelium.sync.session import (
 from simnet.scenario import Event, Scenario
 from simnet.virtual.engine import EventQueue, Trace
 from simnet.virtual.network import Network, build_overlay, diameter
-from simnet.virtual.node import INF, Conn, SimNode
+from simnet.virtual.node import INF, Conn, InterningStore, SimNode
 from simnet.virtual.workload import Workload, Write, generate
 
 # event kinds (also the trace record kinds)
@@ -127,13 +127,14 @@ class Simulation:
         self.trace = Trace()
         self.net = Network(scenario.link, self.rng)
         self.cache = VerifyCache(max_entries=max(1_000_000, 2 * scenario.writes.total))
-        self.store_factory = store_factory or (lambda cache: MemoryStore(cache=cache))
+        self.store_factory = store_factory or self._interning_store
         self.session_factory: SessionFactory = session_factory or SyncSession
         self.progress = progress
         self.gossip = scenario.sync.mode == "gossip"
         self.flush_interval = scenario.sync.flush_interval
         self.adj = build_overlay(scenario, self.rng)
         self.workload = generate(scenario, self.rng)
+        self._intern = {w.raw: w.raw for w in self.workload.writes}
         self.space = self.workload.space
         self.removed_pids: set[bytes] = set()
         self.removed_at: dict[int, float] = {}
@@ -161,6 +162,9 @@ class Simulation:
         if i in sc.late_joiners():
             node.up = node.joined = False
         return node
+
+    def _interning_store(self, cache: VerifyCache) -> MemoryStore:
+        return InterningStore(cache=cache, intern=self._intern)
 
     def _tracker(self, store: MemoryStore) -> GossipTracker:
         return GossipTracker(store, cache=self.cache, known_seq=store.known_seq,
@@ -460,6 +464,8 @@ class Simulation:
     # -- timers ---------------------------------------------------------------------
     def _arm(self, node: SimNode) -> None:
         """Schedule the node's next wake-up (anti-entropy, gossip pacing)."""
+        if not node.member:
+            return
         when = node.sched.next_deadline()
         if node.outbox is not None:
             ob = node.outbox.next_deadline()
@@ -473,15 +479,14 @@ class Simulation:
             self.q.push(when, WAKE, node.idx)
 
     def _wake(self, node: SimNode, t: float) -> None:
-        if not (node.up and node.joined):
-            return
-        if node.member:
-            peer = node.sched.due(t)
-            if peer is not None:
-                assert isinstance(peer, int)
-                self._connect(node.idx, peer, ae=True)
-            if node.outbox is not None:
-                self._send_gossip(node, t)
+        if not (node.up and node.joined and node.member):
+            return  # re-armed by restart/join; a removed member syncs nothing any more
+        peer = node.sched.due(t)
+        if peer is not None:
+            assert isinstance(peer, int)
+            self._connect(node.idx, peer, ae=True)
+        if node.outbox is not None:
+            self._send_gossip(node, t)
         self._arm(node)
 
     # -- writes and scenario events -------------------------------------------------

@@ -1,0 +1,144 @@
+"""The virtual backend: determinism, convergence, and that broken sync is caught."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from mycelium.sync import MemoryStore, VerifyCache
+from mycelium.sync.messages import Envelopes, decode_message
+from mycelium.sync.ports import IngestResult
+from mycelium.sync.session import SyncSession
+from simnet import report
+from simnet.scenario import Scenario, parse, resolve
+from simnet.virtual import run
+from simnet.virtual.network import build_overlay, diameter
+from simnet.virtual.sim import Simulation
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def small(mode: str = "sessions", **extra: Any) -> Scenario:
+    data: dict[str, Any] = {
+        "name": "small", "duration": 60.0,
+        "nodes": {"count": 12, "groups": {"a": "0-5", "b": "6-11"}},
+        "topology": {"kind": "random", "degree": 3},
+        "link": {"latency": {"dist": "lognormal", "median": 10.0, "sigma": 0.5},
+                 "bandwidth": 1_000_000},
+        "sync": {"mode": mode, "anti_entropy_interval": 3.0},
+        "writes": {"writers": [0, 7], "rate": 10.0, "total": 60},
+        "events": [{"at": 2.0, "kind": "partition", "groups": ["a", "b"]},
+                   {"at": 8.0, "kind": "heal"}],
+    }
+    data.update(extra)
+    return parse(data)
+
+
+def test_same_seed_same_trace_different_seed_different_trace() -> None:
+    sc = small()
+    a, b, c = run(sc, 7), run(sc, 7), run(sc, 8)
+    assert a.trace_hash == b.trace_hash
+    assert a.events == b.events
+    assert a.trace_hash != c.trace_hash
+
+
+def test_gossip_mode_is_deterministic_too() -> None:
+    sc = small("gossip", link={"latency": {"dist": "constant", "value": 5.0}, "loss": 0.1})
+    assert run(sc, 3).trace_hash == run(sc, 3).trace_hash
+
+
+@pytest.mark.parametrize("mode", ["sessions", "gossip"])
+def test_partition_heal_converges_with_finite_ratio(mode: str) -> None:
+    res = run(small(mode), 1)
+    conv = report.check(res)
+    assert conv.converged, conv.problems
+    assert conv.written == 60
+    assert conv.t_ref == 8.0  # the heal comes after the last write
+    assert conv.convergence_time is not None and conv.lower_bound > 0
+    assert 0 < conv.ratio < 100
+
+
+def test_builtin_partition_heal_converges() -> None:
+    res = run(resolve("partition-heal"), 1)
+    conv = report.check(res)
+    assert conv.converged and conv.ratio > 0 and res.written == 400
+
+
+class LossyStore(MemoryStore):
+    """Silently loses some envelopes it receives from peers, yet claims it stored them."""
+
+    def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
+        kept = [e for e in envelopes if hashlib.sha256(e).digest()[0] % 7 != 0]
+        result = super().ingest(space, kept)
+        result.duplicates += len(envelopes) - len(kept)
+        return result
+
+
+class NoEnvelopesSession(SyncSession):
+    """Drops every reconciliation batch (ENVELOPES frames); live pushes still work."""
+
+    def receive_frame(self, payload: bytes, now: float) -> None:
+        if isinstance(decode_message(payload), Envelopes):
+            return
+        super().receive_frame(payload, now)
+
+
+def test_store_that_loses_envelopes_is_detected() -> None:
+    def factory(cache: VerifyCache) -> MemoryStore:
+        return LossyStore(cache=cache)
+
+    res = Simulation(small(), 1, store_factory=factory).run()
+    conv = report.check(res)
+    assert not conv.converged
+    assert conv.set_mismatches > 0 and conv.ratio == -1.0
+    assert conv.problems
+
+
+def test_sync_that_drops_envelope_batches_is_detected() -> None:
+    res = Simulation(small(), 1, session_factory=NoEnvelopesSession).run()
+    conv = report.check(res)
+    assert not conv.converged
+    assert conv.set_mismatches > 0 or conv.vv_mismatches > 0
+
+
+@pytest.mark.parametrize("name", ["late-joiner", "churn", "lossy-wifi", "member-removal",
+                                  "relay-only"])
+def test_builtin_scenarios_converge(name: str) -> None:
+    res = run(resolve(name))
+    conv = report.check(res)
+    assert conv.converged, conv.problems
+    if name == "member-removal":
+        assert conv.live_nodes == 19 and conv.removed_leaks == 0
+        assert res.nodes[19].held < res.written  # it missed what came after its removal
+
+
+def test_crashed_node_is_excluded_until_restart() -> None:
+    sc = small(events=[{"at": 1.0, "kind": "crash", "node": 3}])
+    res = run(sc, 2)
+    conv = report.check(res)
+    assert conv.converged and conv.live_nodes == 11
+    assert res.nodes[3].held < 60
+
+
+def test_overlays_are_connected_and_symmetric() -> None:
+    import random
+
+    for kind, extra in [("full", {}), ("random", {"degree": 3}),
+                        ("lan_relay", {"lans": ["a", "b"], "relays": "r", "lan_links": "none"})]:
+        sc = parse({"duration": 1.0, "nodes": {"count": 30, "groups": {
+            "a": "1-14", "b": "15-29", "r": [0]}}, "topology": {"kind": kind, **extra}})
+        adj = build_overlay(sc, random.Random(1))
+        assert all(v in adj[w] for v in range(30) for w in adj[v])
+        hops, exact = diameter(adj, [True] * 30, random.Random(1))
+        assert exact and hops >= 1
+        if kind == "lan_relay":
+            assert hops == 2 and adj[5] == [0]
+
+
+@pytest.mark.slow
+def test_large_community_converges() -> None:
+    res = run(resolve("large-community"))
+    assert report.check(res).converged
