@@ -258,3 +258,13 @@ def test_removed_members_writes_up_to_keep_stay_valid() -> None:
     state.apply(ca.control(control.op_add_member(lc=state.next_lc(), member=C.public_key)))
     assert state.kept_seq(C.public_key) == 0
     state.check_data_author(late)
+
+
+def test_check_control_author_filters() -> None:
+    state, ca, key = setup_abc()
+    state.check_control_author(ca.control(control.op_add_member(lc=99, member=D.public_key)))
+    with pytest.raises(WrongSpace):
+        state.check_control_author(Chain(A, b"\x02" * 32).control(
+            control.op_add_member(lc=1, member=D.public_key)))
+    with pytest.raises(BadControlOp):
+        state.check_control_author(ca.data(b"x", state.current_epoch, key))

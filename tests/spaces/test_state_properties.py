@@ -38,7 +38,7 @@ def build(actions: list[tuple[Any, ...]]) -> list[Envelope]:
         if kind == "add":
             payload = control.op_add_member(lc=lc, member=member, role=role)
         elif kind == "remove":
-            payload = control.op_remove_member(lc=lc, member=member)
+            payload = control.op_remove_member(lc=lc, member=member, keep=len(recips))
         elif kind == "role":
             payload = control.op_set_role(lc=lc, member=member, role=role)
         elif kind == "epoch":
@@ -55,6 +55,7 @@ def build(actions: list[tuple[Any, ...]]) -> list[Envelope]:
 def snapshot(state: SpaceState) -> tuple[Any, ...]:
     return (
         state.members, state.former_members, state.current_epoch, state.needs_rotation(),
+        {p.public_key: state.kept_seq(p.public_key) for p in PEOPLE},
         state.members_missing_key(), state.ignored, state.next_lc(),
         {i: (e.author, e.position, e.recipients) for i, e in state.epochs.items()},
     )
