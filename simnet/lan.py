@@ -13,11 +13,11 @@ Faults, all on the LAN side so the node sees what a Wi-Fi client would see:
 * :meth:`Lan.block`: nft bridge rule dropping one pair, silently (optionally one-way);
 * :meth:`Lan.set_loss`: nft ``numgen random`` drop of a fraction of the node's frames;
 * :meth:`Lan.set_bandwidth`: ``tc tbf`` on both ends of the node's veth;
-* delay: **not available** here. This kernel has no ``tc netem``; the alternatives (an
-  NFQUEUE delaying daemon, needing the ``NetfilterQueue`` package and
-  ``libnetfilter-queue-dev``, or a transparent proxy per namespace) are not implemented;
-  :meth:`Lan.set_delay` raises :class:`SimnetError` saying so. Use the process backend
-  (userspace proxy) for latency experiments.
+* :meth:`Lan.set_delay`: this kernel has no ``tc netem``, so delay is done in userspace:
+  a transparent :mod:`simnet.proxy` in the node's namespace, fed by an nft ``redirect``
+  of the node's outgoing TCP. TCP only (mDNS/UDP is not delayed); packet-level delay
+  would need an NFQUEUE daemon (``NetfilterQueue`` + ``libnetfilter-queue-dev``), which
+  is not implemented.
 
 Teardown deletes every namespace by name (veths and bridges go with them) after killing
 the processes inside; :func:`cleanup_leftovers` removes what a crashed run left behind.
@@ -26,18 +26,22 @@ the processes inside; :func:`cleanup_leftovers` removes what a crashed run left 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import re
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 
 import trio
 
-from simnet.faults import SimnetError
+from simnet.faults import LinkParams, SimnetError
+from simnet.proxy import PROXY_MARK
 
 NS_PREFIX = "msim-"
 SUBNET = "10.231.0"
@@ -45,6 +49,9 @@ MAX_NODES = 250
 _RUN_ID = re.compile(r"^[a-z0-9]{1,16}$")
 _BRIDGE_OPTS = ("type", "bridge", "mcast_snooping", "0", "stp_state", "0", "forward_delay", "0")
 _NFT_TABLE = "msim"
+_NFT_NAT_TABLE = "msim_delay"
+#: Port of the per-namespace delay proxy (on the namespace's own loopback).
+DELAY_PROXY_PORT = 15001
 
 
 def require_root() -> None:
@@ -147,6 +154,7 @@ class Lan:
         self._blocked: set[tuple[int, int]] = set()
         self._loss: dict[int, float] = {}
         self._procs: list[trio.Process] = []
+        self._delay_procs: dict[int, trio.Process] = {}
         self._up = False
 
     # -- names ----------------------------------------------------------------------------
@@ -377,14 +385,61 @@ class Lan:
                 "rate", f"{bits}bit", "burst", str(burst), "latency", "200ms",
             ])
 
-    async def set_delay(self, i: int, delay_s: float) -> None:
-        """Always raises: no ``tc netem`` in this kernel (see the module docstring)."""
-        raise SimnetError(
-            "per-node delay is not available in the netns backend: this kernel has no "
-            "`tc netem` and no NFQUEUE delayer is implemented; use --backend process "
-            "(userspace proxy) for latency",
-            reason="unsupported",
+    async def set_delay(self, i: int, params: LinkParams | None, *, seed: int = 0) -> None:
+        """Delay (latency, jitter, RTO stalls, bandwidth) on TCP connections node ``i``
+        dials, both directions, by a transparent userspace proxy in its namespace.
+
+        There is no ``tc netem`` here, so: an nft ``redirect`` in the node's namespace
+        sends its outgoing TCP to 10.231.0.0/24 to ``python -m simnet.proxy transparent``
+        on the namespace's loopback, which forwards to the original destination (its own
+        sockets carry SO_MARK 0x231 and skip the rule). Each connection crosses exactly
+        one proxy, the dialer's. UDP (mDNS) is not delayed. ``None`` removes the delay.
+        """
+        self._check(i)
+        old = self._delay_procs.pop(i, None)
+        if old is not None and old.returncode is None:
+            old.kill()
+            with trio.move_on_after(5):
+                await old.wait()
+        ns = self.namespace(i)
+        if params is None:
+            await run_admin(["ip", "netns", "exec", ns, "nft", "delete", "table", "ip",
+                             _NFT_NAT_TABLE], check=False)
+            return
+        fields = dataclasses.asdict(params)
+        names = [f"--name={self.address(j)}={j}" for j in range(self.n)]
+        proc = await self.exec(
+            i,
+            [sys.executable, "-m", "simnet.proxy", "transparent", "--src", str(i),
+             "--port", str(DELAY_PROXY_PORT), "--params", json.dumps(fields),
+             "--seed", str(seed), *names],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
+        self._delay_procs[i] = proc
+        assert proc.stdout is not None
+        out = b""
+        with trio.move_on_after(15):
+            while b"\n" not in out:
+                chunk = await proc.stdout.receive_some(4096)
+                if not chunk:
+                    break
+                out += chunk
+        if not out.startswith(b"ready"):
+            raise SimnetError(f"delay proxy for node {i} did not start: "
+                              f"{out.decode(errors='replace').strip() or 'no output'}")
+        rule = (
+            f"add table ip {_NFT_NAT_TABLE}\n"
+            f"delete table ip {_NFT_NAT_TABLE}\n"
+            f"table ip {_NFT_NAT_TABLE} {{\n"
+            "  chain out {\n"
+            "    type nat hook output priority -100; policy accept;\n"
+            f"    ip daddr {SUBNET}.0/24 meta l4proto tcp meta mark != {PROXY_MARK:#x} "
+            f"redirect to :{DELAY_PROXY_PORT}\n"
+            "  }\n"
+            "}\n"
+        )
+        await run_admin(["ip", "netns", "exec", ns, "nft", "-f", "-"], stdin=rule.encode())
 
     async def heal(self) -> None:
         """Undo partitions: every port up, back on br0, pair blocks removed (loss stays)."""

@@ -29,7 +29,7 @@ import contextlib
 import random
 import socket
 import struct
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -47,6 +47,12 @@ from simnet.faults import (
 
 #: Bytes read per chunk; the unit at which latency, loss and resets are applied.
 CHUNK = 16 * 1024
+#: SO_MARK of the transparent proxy's outgoing sockets (its redirect rule skips them).
+PROXY_MARK = 0x231
+#: getsockopt(SOL_IP, SO_ORIGINAL_DST): where a redirected connection was going.
+SO_ORIGINAL_DST = 80
+#: Transparent mode only forwards inside simnet's namespace LAN (or loopback).
+TRANSPARENT_NETS = ("10.231.0.", "127.")
 #: Chunks queued per direction before the proxy stops reading (back-pressure to sender).
 MAX_QUEUED = 256
 
@@ -109,6 +115,7 @@ class FaultProxy:
         self._buckets: dict[Link, tuple[LinkParams, TokenBucket]] = {}
         self._stats: dict[Link, LinkStats] = {}
         self._routes: dict[Link, int] = {}
+        self._names: dict[str, str] = {}
         self._cuts: set[frozenset[str]] = set()
         self._conns: set[_Conn] = set()
         self._nursery: trio.Nursery | None = None
@@ -164,6 +171,32 @@ class FaultProxy:
         self._routes[(src, dst)] = port
         self._nursery.start_soon(self._serve, src, dst, listener)
         return port
+
+    async def open_transparent(
+        self,
+        src: str,
+        port: int = 0,
+        *,
+        names: Mapping[str, str] | None = None,
+        mark: int = PROXY_MARK,
+    ) -> int:
+        """Listen on 127.0.0.1:``port`` for connections redirected by the kernel (nft
+        ``redirect``) from node ``src``; each goes to its original destination, with
+        the proxy's own socket marked ``mark`` so the redirect rule skips it. ``names``
+        maps destination IPs to node names (for link parameters and counters).
+
+        For use inside a network namespace simnet created (the netns backend); needs
+        CAP_NET_ADMIN for SO_MARK.
+        """
+        if self._nursery is None:
+            raise SimnetError("FaultProxy is not running: use it as `async with FaultProxy()`")
+        self._names.update(names or {})
+        listeners = await trio.open_tcp_listeners(port, host=self._host)
+        listener = listeners[0]
+        for extra in listeners[1:]:
+            await extra.aclose()
+        self._nursery.start_soon(self._serve, src, None, listener, mark)
+        return int(listener.socket.getsockname()[1])
 
     def route_port(self, src: str, dst: str) -> int:
         """The port of an already opened route."""
@@ -243,7 +276,10 @@ class FaultProxy:
             self._buckets[(src, dst)] = cached
         return cached[1]
 
-    async def _serve(self, src: str, dst: str, listener: trio.SocketListener) -> None:
+    async def _serve(
+        self, src: str, dst: str | None, listener: trio.SocketListener, mark: int | None = None
+    ) -> None:
+        """Accept loop; ``dst`` None means transparent (target from SO_ORIGINAL_DST)."""
         async with listener, trio.open_nursery() as nursery:
             while True:
                 try:
@@ -252,19 +288,30 @@ class FaultProxy:
                     # EMFILE and friends: back off instead of spinning.
                     await trio.sleep(0.05)
                     continue
-                nursery.start_soon(self._handle, src, dst, client)
+                nursery.start_soon(self._handle, src, dst, client, mark)
 
-    async def _handle(self, src: str, dst: str, client: trio.SocketStream) -> None:
+    async def _handle(
+        self, src: str, dst: str | None, client: trio.SocketStream, mark: int | None = None
+    ) -> None:
+        target: tuple[str, int] | None
+        if dst is None:
+            try:
+                target = original_destination(client.socket)
+            except (OSError, SimnetError):
+                await _close(client, reset=True)
+                return
+            dst = self._names.get(target[0], target[0])
+        else:
+            target = self._targets.get(dst)
         stats = self.stats(src, dst)
         stats.connections += 1
-        target = self._targets.get(dst)
         if target is None or self.is_cut(src, dst):
             stats.refused += 1
             await _close(client, reset=True)
             return
         try:
             with trio.fail_after(self._connect_timeout):
-                server = await trio.open_tcp_stream(*target)
+                server = await _connect(target, mark)
         except (OSError, trio.TooSlowError):
             stats.refused += 1
             await _close(client, reset=True)
@@ -356,9 +403,75 @@ class FaultProxy:
             conn.abort()
 
 
+def original_destination(sock: Any) -> tuple[str, int]:
+    """(ip, port) a connection redirected by nft/iptables was originally sent to."""
+    raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    port, packed = struct.unpack("!2xH4s8x", raw)
+    ip = socket.inet_ntoa(packed)
+    if not ip.startswith(TRANSPARENT_NETS):
+        raise SimnetError(f"refusing to forward to {ip}: outside simnet's networks")
+    return ip, int(port)
+
+
+async def _connect(target: tuple[str, int], mark: int | None) -> trio.SocketStream:
+    """Connect to ``target``; with ``mark``, set SO_MARK before connecting."""
+    if mark is None:
+        return await trio.open_tcp_stream(*target)
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        await sock.connect(target)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 async def _close(stream: trio.SocketStream, *, reset: bool) -> None:
     """Close ``stream``; with ``reset`` the peer gets an RST instead of a FIN."""
     if reset:
         with contextlib.suppress(OSError):
             stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await stream.aclose()
+
+
+async def serve_transparent(
+    src: str, port: int, params: LinkParams, *, seed: int = 0,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Run a transparent proxy for node ``src`` until cancelled; prints ``ready PORT``."""
+    async with FaultProxy(seed=seed) as proxy:
+        proxy.set_default(params)
+        bound = await proxy.open_transparent(src, port, names=names)
+        print(f"ready {bound}", flush=True)
+        await trio.sleep_forever()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m simnet.proxy transparent --src NAME --port P --params JSON [--seed N]
+    [--name IP=NAME]…``: the per-namespace delay proxy of the netns backend."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m simnet.proxy")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    tp = sub.add_parser("transparent", help="serve connections redirected by nft")
+    tp.add_argument("--src", required=True)
+    tp.add_argument("--port", type=int, default=15001)
+    tp.add_argument("--params", default="{}", help="LinkParams fields as a JSON object")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--name", action="append", default=[], help="IP=NODE (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        params = LinkParams(**json.loads(args.params))
+        names = dict(item.split("=", 1) for item in args.name)
+    except (TypeError, ValueError) as exc:
+        parser.error(f"bad --params/--name: {exc}")
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(lambda: serve_transparent(args.src, args.port, params, seed=args.seed,
+                                           names=names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,8 +14,9 @@ Fault mapping from the scenario's link model:
   each direction (nft ``numgen random``), so a frame crossing two ports is lost with
   probability ``p``. Real packet loss: TCP retransmits, mDNS datagrams are simply lost;
 * bandwidth: ``tc tbf`` on both ends of each node's veth (per node, not per link);
-* latency: **not applied** (no ``tc netem`` in this kernel); the result carries a note.
-  Use the process backend to study latency.
+* latency/jitter: no ``tc netem`` in this kernel, so each namespace runs a transparent
+  :mod:`simnet.proxy` that the node's outgoing TCP is redirected to (nft ``redirect``);
+  it delays both directions of the connections that node dials. mDNS is not delayed.
 
 Needs root (or a user namespace: ``unshare -rn --mount``); otherwise
 :class:`~simnet.errors.BackendUnavailable` with instructions.
@@ -23,6 +24,7 @@ Needs root (or a user namespace: ``unshare -rn --mount``); otherwise
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import secrets
@@ -30,6 +32,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from simnet.backends import link_params
 from simnet.backends.process import NodeProcess, RealBackendBase
 from simnet.errors import BackendUnavailable
 from simnet.faults import SimnetError
@@ -59,10 +62,13 @@ class NetnsBackend(RealBackendBase):
         super().__init__(scenario, **kwargs)
         self.run_id = run_id or secrets.token_hex(3)
         self.lan: Lan | None = None
+        self.delay = dataclasses.replace(link_params(scenario.link), loss=0.0,
+                                         bandwidth_bps=None)
         if scenario.link.latency.mean_ms() > 0:
             self.notes.append(
                 f"netns backend: link latency ({scenario.link.latency.mean_ms():.1f} ms mean) "
-                "not applied: this kernel has no tc netem; LAN latency is that of veths"
+                "applied to TCP by a transparent proxy per namespace (no tc netem here); "
+                "mDNS datagrams are not delayed"
             )
         if scenario.topology.kind != "full":
             self.notes.append(f"netns backend: topology {scenario.topology.kind!r} ignored; "
@@ -78,6 +84,8 @@ class NetnsBackend(RealBackendBase):
                     await lan.set_loss(i, per_port_loss(link.loss))
                 if link.bandwidth > 0:
                     await lan.set_bandwidth(i, link.bandwidth)
+                if link.latency.mean_ms() > 0:
+                    await lan.set_delay(i, self.delay, seed=self.seed * 1000 + i)
             try:
                 yield
             finally:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import trio
 
-from simnet.faults import SimnetError
+from simnet.faults import LinkParams, SimnetError
 from simnet.lan import Lan, leftover_namespaces
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60), pytest.mark.usefixtures("root_lan_tools")]
@@ -113,8 +113,54 @@ async def test_loss_and_bandwidth_rules_apply() -> None:
             await lan.set_bandwidth(1, 50_000)
             assert await ping(lan, 0, 1)
             await lan.set_bandwidth(1, None)
-            with pytest.raises(SimnetError, match="netem"):
-                await lan.set_delay(1, 0.05)
+
+
+ECHO_SERVER = r"""
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 4001))
+s.listen()
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    with c:
+        while data := c.recv(100):
+            c.sendall(data)
+"""
+
+ECHO_CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 4001), timeout=5)
+best = 9.0
+for _ in range(5):
+    t = time.monotonic()
+    s.sendall(b"ping")
+    assert s.recv(100) == b"ping"
+    best = min(best, time.monotonic() - t)
+print(best)
+"""
+
+
+async def test_delay_by_transparent_proxy() -> None:
+    with trio.fail_after(45):
+        async with Lan(2, RUN) as lan:
+            server = await lan.exec(1, [sys.executable, "-c", ECHO_SERVER, lan.address(1)],
+                                    stdout=-1)
+            assert server.stdout is not None
+            assert (await server.stdout.receive_some(100)).startswith(b"ready")
+
+            async def best_rtt() -> float:
+                out = await lan.run(0, [sys.executable, "-c", ECHO_CLIENT, lan.address(1)])
+                return float(out.stdout)
+
+            assert await best_rtt() < 0.05
+            await lan.set_delay(0, LinkParams(latency_s=0.06))
+            assert await best_rtt() >= 0.12
+            await lan.set_delay(0, LinkParams(latency_s=0.01))  # replaced, not stacked
+            assert 0.02 <= await best_rtt() < 0.1
+            await lan.set_delay(0, None)
+            assert await best_rtt() < 0.05
 
 
 async def test_teardown_on_error_and_processes_killed() -> None:

@@ -47,7 +47,7 @@ async def test_fake_nodes_discover_partition_heal(tmp_path: Path) -> None:
         result = await backend.run()
     assert result.converged, result.events
     assert result.writes["ok"] == 6
-    assert any("netem" in note for note in result.notes)
+    assert any("transparent proxy" in note for note in result.notes)
     assert result.bytes_per_link["0->lan"] > 0 and result.bytes_per_link["lan->2"] > 0
     assert leftover_namespaces(RUN) == []
 
