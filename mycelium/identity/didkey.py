@@ -20,10 +20,6 @@ bogus key simply never verifies a signature, and ``seal_to`` refuses it.
 
 from __future__ import annotations
 
-from libp2p.crypto.ed25519 import Ed25519PublicKey as Libp2pEd25519PublicKey
-from libp2p.crypto.keys import KeyType
-from libp2p.crypto.keys import PublicKey as Libp2pPublicKey
-from libp2p.peer.id import ID
 from multiformats import CID, multibase, multicodec, multihash
 
 from mycelium.errors import MyceliumError
@@ -127,6 +123,10 @@ def public_key_from_did(did: str) -> bytes:
 
 def peer_id_from_public_key(public_key: bytes) -> str:
     """The libp2p PeerID (``12D3KooW…``) of a raw Ed25519 public key, as py-libp2p computes it."""
+    # py-libp2p is imported lazily: it costs ~0.8 s, and most CLI commands never need it.
+    from libp2p.crypto.ed25519 import Ed25519PublicKey as Libp2pEd25519PublicKey
+    from libp2p.peer.id import ID
+
     _check_key(public_key)
     return ID.from_pubkey(Libp2pEd25519PublicKey.from_bytes(public_key)).to_base58()
 
@@ -199,6 +199,9 @@ def _key_from_multihash(mh: bytes) -> bytes:
         raise NotIdentityMultihash(
             "PeerID hashes its public key (not an identity multihash); the key cannot be recovered"
         )
+    from libp2p.crypto.keys import KeyType
+    from libp2p.crypto.keys import PublicKey as Libp2pPublicKey
+
     try:
         proto = Libp2pPublicKey.deserialize_from_protobuf(bytes(digest))
     except Exception as exc:  # protobuf raises its own DecodeError family
@@ -215,6 +218,8 @@ def _key_from_multihash(mh: bytes) -> bytes:
 
 
 def _key_type_name(value: int) -> str:
+    from libp2p.crypto.keys import KeyType
+
     try:
         return KeyType(value).name
     except ValueError:

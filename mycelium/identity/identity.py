@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.keys import KeyPair
 
 from mycelium.crypto.kdf import STORAGE_KEY_LABEL, derive_key
 from mycelium.crypto.sealed import x25519_keypair_from_seed
 from mycelium.errors import MyceliumError
 from mycelium.identity.didkey import did_from_public_key, peer_id_from_public_key
+
+if TYPE_CHECKING:
+    from libp2p.crypto.keys import KeyPair
 
 SEED_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -92,6 +94,8 @@ class Identity:
 
     def libp2p_key_pair(self) -> KeyPair:
         """A py-libp2p KeyPair for the host; its PeerID equals :attr:`peer_id`."""
+        from libp2p.crypto.ed25519 import create_new_key_pair
+
         return create_new_key_pair(self._seed)
 
     def __repr__(self) -> str:
