@@ -22,7 +22,9 @@ from mycelium.paths import NodePaths, resolve_home
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-HomeOption = typer.Option(None, "--home", envvar="MYCELIUM_HOME", help="Node data directory (default ~/.mycelium).")
+HomeOption = typer.Option(
+    None, "--home", envvar="MYCELIUM_HOME", help="Node data directory (default ~/.mycelium)."
+)
 JsonOption = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
 
 

@@ -223,17 +223,9 @@ def recover_finish(
 
 
 def _ops_call(paths: NodePaths, secret: str, name: str, **args: Any) -> dict[str, Any]:
-    """One node operation, through the running node if any (see mycelium.node.client)."""
-    from mycelium.node.client import open_ops
+    from mycelium.node.client import call_op
 
-    ops = open_ops(paths, lambda: secret)
-    try:
-        result: dict[str, Any] = ops.call(name, **args)
-        return result
-    finally:
-        soil = getattr(ops, "soil", None)
-        if soil is not None:
-            soil.close()
+    return call_op(paths, name, lambda: secret, **args)
 
 
 def _read_message(path: Path) -> bytes:

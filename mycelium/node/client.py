@@ -105,3 +105,15 @@ def open_ops(paths: NodePaths, get_passphrase: Any) -> Any:
     from mycelium.store.local import open_local_soil
 
     return LocalOps(open_local_soil(paths, get_passphrase()))
+
+
+def call_op(paths: NodePaths, name: str, get_passphrase: Any, **args: Any) -> dict[str, Any]:
+    """Run one operation on the running node, or on the local store (closed afterwards)."""
+    ops = open_ops(paths, get_passphrase)
+    try:
+        result: dict[str, Any] = ops.call(name, **args)
+        return result
+    finally:
+        soil = getattr(ops, "soil", None)
+        if soil is not None:
+            soil.close()
