@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = LinkParams(**json.loads(args.params))
         names = dict(item.split("=", 1) for item in args.name)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, SimnetError) as exc:
         parser.error(f"bad --params/--name: {exc}")
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(lambda: serve_transparent(args.src, args.port, params, seed=args.seed,

@@ -212,3 +212,11 @@ def test_simnet_cli_process_backend(tmp_path: Path) -> None:
     for name in ("report.json", "report.md", "deltas.png", "bytes.png"):
         assert (out / name).exists(), name
     assert not Path(data["workdir"]).exists()  # a converged run cleans its homes
+
+
+def test_module_entry_points() -> None:
+    from simnet import lan, proxy
+
+    assert lan.main([]) == 2  # usage
+    with pytest.raises(SystemExit):
+        proxy.main(["transparent", "--src", "0", "--params", "{\"loss\": 2}"])
