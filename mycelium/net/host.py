@@ -1,0 +1,364 @@
+"""The py-libp2p host, configured for Mycelium (DESIGN.md §5, ``docs/py-libp2p-notes.md``).
+
+:func:`open_host` builds a host whose key is the identity key (so the PeerID is the
+user's DID), with exactly TCP + Noise + Yamux: py-libp2p offers plaintext and SECIO
+beside Noise unless ``sec_opt`` is given (pitfall 2), and dials wait a fixed ~250 ms
+unless ``max_connections_per_peer=1`` (pitfall 1). Identify and ping are py-libp2p's
+defaults and stay on.
+
+:class:`MyceliumHost` is what the daemon sees: string peer ids (base58, never
+multibase: pitfall 5), typed errors with reasons, timeouts on every dial and stream
+open, and limits on inbound ``/mycelium/sync/1`` streams (total and per peer; excess
+streams are reset, logged and counted in :meth:`MyceliumHost.metrics`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from mycelium.identity.identity import Identity
+from mycelium.net.errors import ConnectError, StreamOpenError
+from mycelium.net.framing import (
+    DEFAULT_BURST_BYTES,
+    DEFAULT_RATE_BYTES_S,
+    DEFAULT_READ_TIMEOUT,
+    FramedStream,
+    TokenBucket,
+)
+from mycelium.sync.messages import PROTOCOL_ID
+
+log = logging.getLogger("mycelium.net")
+
+#: Called for each accepted inbound sync stream: (remote peer id, stream). The stream is
+#: closed (or reset) by the host once the handler returns.
+SyncHandler = Callable[[str, FramedStream], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimits:
+    """Limits and timeouts of one host (defaults fit a home node with tens of peers)."""
+
+    connect_timeout: float = 10.0
+    open_stream_timeout: float = 10.0
+    #: Concurrent inbound sync streams, all peers together and per peer. A peer needs one
+    #: session; a few more cover reconnect races.
+    max_sync_streams: int = 64
+    max_sync_streams_per_peer: int = 4
+    max_connections: int = 256
+    max_frame: int = 1 << 20
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    rate_bytes_s: float = DEFAULT_RATE_BYTES_S
+    burst_bytes: float = DEFAULT_BURST_BYTES
+
+
+class MyceliumHost:
+    """A running host; obtain one from :func:`open_host`."""
+
+    def __init__(self, libp2p_host: Any, limits: HostLimits) -> None:
+        self.libp2p = libp2p_host
+        self.limits = limits
+        self.peer_id: str = libp2p_host.get_id().to_base58()
+        self._sync_handler: SyncHandler | None = None
+        self._inbound: dict[str, int] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._metrics: dict[str, int] = {
+            "connects_ok": 0,
+            "connects_failed": 0,
+            "sync_streams_in": 0,
+            "sync_streams_out": 0,
+            "sync_streams_rejected": 0,
+            "sync_streams_rejected_per_peer": 0,
+            "sync_streams_no_handler": 0,
+            "sync_handler_errors": 0,
+            "rate_limited": 0,
+        }
+        from libp2p.custom_types import TProtocol
+
+        libp2p_host.set_stream_handler(TProtocol(PROTOCOL_ID), self._on_sync_stream)
+
+    # -- addresses and peers --------------------------------------------------------
+    def addrs(self) -> list[str]:
+        """Dialable listen multiaddrs ending in ``/p2p/<id>``.
+
+        A wildcard listen address (``0.0.0.0``) is expanded to one address per local IPv4
+        interface, non-loopback first, because ``0.0.0.0`` is not dialable by a peer.
+        """
+        out: list[str] = []
+        for maddr in self.libp2p.get_transport_addrs():
+            text = str(maddr)
+            if text.startswith("/ip4/0.0.0.0/"):
+                rest = text[len("/ip4/0.0.0.0"):]
+                out.extend(f"/ip4/{ip}{rest}" for ip in local_ipv4_addresses())
+            else:
+                out.append(text)
+        suffix = f"/p2p/{self.peer_id}"
+        return [a if a.endswith(suffix) else a + suffix for a in dict.fromkeys(out)]
+
+    def connected_peers(self) -> list[str]:
+        return [p.to_base58() for p in self.libp2p.get_connected_peers()]
+
+    def metrics(self) -> dict[str, int]:
+        """Counters (and the ``sync_streams_active`` gauge) for status output."""
+        return {**self._metrics, "sync_streams_active": sum(self._inbound.values()),
+                "peers_connected": len(self.libp2p.get_connected_peers())}
+
+    async def connect(self, maddr: str) -> str:
+        """Dial ``maddr`` (must end in ``/p2p/<id>``); return the peer id.
+
+        Raises :class:`ConnectError` with reason ``bad_address``, ``no_peer_id``,
+        ``self_dial``, ``timeout`` or ``dial_failed`` (refused, unreachable, or the
+        remote key does not match the ``/p2p/`` id: Noise checks it).
+        """
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+        from multiaddr import Multiaddr
+
+        try:
+            info = info_from_p2p_addr(Multiaddr(maddr))
+        except Exception as exc:
+            self._metrics["connects_failed"] += 1
+            reason = "no_peer_id" if "/p2p/" not in maddr else "bad_address"
+            raise ConnectError(f"cannot dial {maddr!r}: {exc}", reason=reason) from exc
+        peer_id = info.peer_id.to_base58()
+        if peer_id == self.peer_id:
+            self._metrics["connects_failed"] += 1
+            raise ConnectError("refusing to dial ourselves", reason="self_dial")
+        try:
+            with trio.fail_after(self.limits.connect_timeout):
+                await self.libp2p.connect(info)
+        except trio.TooSlowError as exc:
+            self._metrics["connects_failed"] += 1
+            raise ConnectError(
+                f"no connection to {maddr} within {self.limits.connect_timeout} s",
+                reason="timeout",
+            ) from exc
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            self._metrics["connects_failed"] += 1
+            raise ConnectError(f"dial {maddr} failed: {exc}", reason="dial_failed") from exc
+        self._metrics["connects_ok"] += 1
+        return peer_id
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close every connection to ``peer_id`` (no-op if none)."""
+        from libp2p.peer.id import ID
+
+        with trio.move_on_after(self.limits.connect_timeout):
+            with contextlib.suppress(Exception):
+                await self.libp2p.disconnect(ID.from_base58(peer_id))
+
+    # -- sync streams ---------------------------------------------------------------
+    def set_sync_handler(self, handler: SyncHandler) -> None:
+        """Serve inbound ``/mycelium/sync/1`` streams with ``handler``."""
+        self._sync_handler = handler
+
+    async def open_sync_stream(self, peer_id: str) -> FramedStream:
+        """Open a sync stream to a connected (or peer-store known) peer.
+
+        Raises :class:`StreamOpenError` (``bad_peer_id``, ``timeout``, ``open_failed``).
+        """
+        from libp2p.custom_types import TProtocol
+        from libp2p.peer.id import ID
+
+        try:
+            pid = ID.from_base58(peer_id)
+        except Exception as exc:
+            raise StreamOpenError(f"bad peer id {peer_id!r}", reason="bad_peer_id") from exc
+        try:
+            with trio.fail_after(self.limits.open_stream_timeout):
+                stream = await self.libp2p.new_stream(pid, [TProtocol(PROTOCOL_ID)])
+        except trio.TooSlowError as exc:
+            raise StreamOpenError(
+                f"no sync stream to {peer_id[-8:]} within {self.limits.open_stream_timeout} s",
+                reason="timeout",
+            ) from exc
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            raise StreamOpenError(f"sync stream to {peer_id[-8:]}: {exc}") from exc
+        self._metrics["sync_streams_out"] += 1
+        return self._framed(stream, peer_id)
+
+    def _framed(self, stream: Any, peer_id: str) -> FramedStream:
+        return FramedStream(
+            stream,
+            max_frame=self.limits.max_frame,
+            read_timeout=self.limits.read_timeout,
+            bucket=self._bucket(peer_id),
+            remote_peer_id=peer_id,
+            on_rate_limited=self._count_rate_limited,
+        )
+
+    def _bucket(self, peer_id: str) -> TokenBucket:
+        bucket = self._buckets.get(peer_id)
+        if bucket is None:
+            if len(self._buckets) > 4 * self.limits.max_connections:
+                # Forget peers whose buckets are full again: they cost nothing to recreate.
+                self._buckets = {
+                    p: b for p, b in self._buckets.items() if b.tokens < b.burst
+                }
+            bucket = self._buckets[peer_id] = TokenBucket(
+                self.limits.rate_bytes_s, self.limits.burst_bytes
+            )
+        return bucket
+
+    def _count_rate_limited(self, peer_id: str) -> None:
+        self._metrics["rate_limited"] += 1
+
+    async def _on_sync_stream(self, stream: Any) -> None:
+        """py-libp2p calls this in its own per-stream task after protocol negotiation."""
+        peer_id = stream.muxed_conn.peer_id.to_base58()
+        framed = self._framed(stream, peer_id)
+        handler = self._sync_handler
+        active = sum(self._inbound.values())
+        mine = self._inbound.get(peer_id, 0)
+        if handler is None:
+            self._metrics["sync_streams_no_handler"] += 1
+            log.info("sync stream from %s reset: no handler yet", peer_id[-8:])
+            await framed.reset()
+            return
+        if active >= self.limits.max_sync_streams:
+            self._metrics["sync_streams_rejected"] += 1
+            log.warning(
+                "sync stream from %s reset: %d streams open (limit %d)",
+                peer_id[-8:], active, self.limits.max_sync_streams,
+            )
+            await framed.reset()
+            return
+        if mine >= self.limits.max_sync_streams_per_peer:
+            self._metrics["sync_streams_rejected_per_peer"] += 1
+            log.warning(
+                "sync stream from %s reset: peer has %d streams open (limit %d)",
+                peer_id[-8:], mine, self.limits.max_sync_streams_per_peer,
+            )
+            await framed.reset()
+            return
+        self._inbound[peer_id] = mine + 1
+        self._metrics["sync_streams_in"] += 1
+        try:
+            await handler(peer_id, framed)
+        except Exception as exc:  # one peer's failure must not reach py-libp2p's tasks
+            self._metrics["sync_handler_errors"] += 1
+            log.warning(
+                "sync handler for %s failed: %s", peer_id[-8:],
+                getattr(exc, "reason", None) or repr(exc),
+            )
+            await framed.reset()
+        finally:
+            left = self._inbound[peer_id] - 1
+            if left:
+                self._inbound[peer_id] = left
+            else:
+                del self._inbound[peer_id]
+            await framed.close()
+
+
+def build_libp2p_host(identity: Identity, limits: HostLimits) -> Any:
+    """A py-libp2p host with our key and exactly TCP + Noise + Yamux (pitfalls 1, 2)."""
+    from libp2p import new_host
+    from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    key_pair = identity.libp2p_key_pair()
+    # The Noise static key is a fresh X25519 key per run; the identity key signs it
+    # in the handshake payload, which is what binds the connection to the PeerID.
+    security = {
+        TProtocol(NOISE_PROTOCOL_ID): NoiseTransport(
+            key_pair, noise_privkey=new_x25519_key_pair().private_key
+        )
+    }
+    muxers = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
+    config = ConnectionConfig(
+        max_connections_per_peer=1,
+        max_connections=limits.max_connections,
+        high_watermark=limits.max_connections,
+        # No auto-dialling of peer-store entries: whom to talk to is the daemon's policy.
+        min_connections=0,
+        low_watermark=0,
+        dial_timeout=limits.connect_timeout,
+    )
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt=security,
+        muxer_opt=muxers,
+        connection_config=config,
+        enable_mDNS=False,  # we drive zeroconf ourselves (mycelium.net.mdns, pitfall 6)
+    )
+    # Pitfall 10: the swarm's AutoConnector dials peer-store entries (every address that
+    # identify or a past connect() taught it) until it holds (low+high watermark)/2
+    # connections, and again after every disconnect. Whom to dial is the daemon's policy.
+    network: Any = host.get_network()
+    network.auto_connector.maybe_connect = _no_auto_dial
+    return host
+
+
+async def _no_auto_dial() -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def open_host(
+    identity: Identity, listen: list[str], *, limits: HostLimits | None = None
+) -> AsyncIterator[MyceliumHost]:
+    """Run a host listening on ``listen`` (e.g. ``["/ip4/0.0.0.0/tcp/0"]``) until exit.
+
+    Raises :class:`~mycelium.net.errors.NetError` (``bad_address``) for an unparsable
+    listen address; bind errors surface from py-libp2p as they are.
+    """
+    from multiaddr import Multiaddr
+
+    from mycelium.net.errors import NetError
+
+    try:
+        maddrs = [Multiaddr(a) for a in listen]
+    except Exception as exc:
+        raise NetError(f"bad listen address in {listen!r}: {exc}", reason="bad_address") from exc
+    limits = limits if limits is not None else HostLimits()
+    libp2p_host = build_libp2p_host(identity, limits)
+    host = MyceliumHost(libp2p_host, limits)
+    if host.peer_id != identity.peer_id:  # pitfalls 5 and 9 would show up here
+        raise AssertionError("libp2p PeerID differs from the identity's peer id")
+    try:
+        async with libp2p_host.run(listen_addrs=maddrs):
+            log.info("libp2p host %s listening on %s", host.peer_id, ", ".join(host.addrs()))
+            yield host
+    except BaseExceptionGroup as group:
+        # py-libp2p nests the body in three nurseries; a single error (including the
+        # caller's own) would come out wrapped three deep. Hand it back as it was raised.
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def local_ipv4_addresses() -> list[str]:
+    """IPv4 addresses of the up interfaces, non-loopback first (via ``ifaddr``, which
+    zeroconf already depends on)."""
+    import ifaddr
+
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                found.append(ip.ip)
+    unique = list(dict.fromkeys(found))
+    return sorted(unique, key=lambda a: ipaddress.IPv4Address(a).is_loopback)
