@@ -5,9 +5,12 @@
        / {"field": tstr, "del": true}    ; field tombstone
        / {"del": true}                   ; document tombstone (only op of its delta)
 
-Canonical CBOR, decoded strictly: exact key sets, types and the limits of
-:mod:`mycelium.log.limits`. Field *values* are checked against the collection schema
-separately (:mod:`mycelium.crdt.schema`).
+Writers encode canonical CBOR. Readers decode strictly (exact key sets, types, the limits
+of :mod:`mycelium.log.limits`) but do not re-check canonical form: the payload sits inside
+the signed AEAD ciphertext, so nobody but its author can change its bytes, and every
+reader decodes the same bytes to the same value. Skipping the re-encode halves decode
+cost. Field *values* are checked against the collection schema separately
+(:mod:`mycelium.crdt.schema`).
 """
 
 from __future__ import annotations
@@ -86,9 +89,9 @@ def delete_doc(coll: str, doc: str, hlc: Timestamp) -> Payload:
 def decode_payload(data: bytes) -> Payload:
     """Parse payload bytes; raises :class:`PayloadError` (or ``CodecError``) precisely."""
     try:
-        m = cbor.decode_canonical(data, max_bytes=MAX_PAYLOAD_BYTES)
+        m = cbor.decode(data, max_bytes=MAX_PAYLOAD_BYTES)
     except MyceliumError as exc:
-        raise PayloadError(f"payload is not canonical CBOR: {exc}") from exc
+        raise PayloadError(f"payload is not CBOR: {exc}") from exc
     if not isinstance(m, dict) or set(m) != _PAYLOAD_KEYS:
         raise PayloadError(f"payload must be a map with exactly {sorted(_PAYLOAD_KEYS)}")
     coll, doc, raw_ops = m["coll"], m["doc"], m["ops"]

@@ -460,31 +460,54 @@ class Soil:
         """Decrypt, check and merge the DATA envelopes appended in this transaction."""
         mem = self._spaces[work.space]
         now = self.wall()
-        for env in work.data:
-            self._apply_data(work, mem, env, now, fresh=True)
+        opened = [(env, p) for env in work.data
+                  if (p := self._open_data(work, mem, env, now, fresh=True)[0]) is not None]
         work.data = []
+        self._prefetch(work, mem, {(p.coll, p.doc) for _, p in opened})
+        for env, p in opened:
+            self._merge(work, mem, env, p)
 
-    def _apply_data(self, work: _Work, mem: _SpaceMem, env: Envelope, now: int,
-                    *, fresh: bool) -> str | None:
-        """Apply one DATA envelope; returns the deferral reason if it must wait."""
+    def _open_data(self, work: _Work, mem: _SpaceMem, env: Envelope, now: int,
+                   *, fresh: bool) -> tuple[payloads.Payload | None, str | None]:
+        """Decrypt and check one DATA envelope: ``(payload, None)`` if usable,
+        ``(None, reason)`` if deferred, ``(None, None)`` if unusable for good (counted)."""
         key = mem.state.epoch_key(env.epoch, self.identity)
         if key is None:
-            return self._defer(work, mem, env, "no_key", fresh)
+            return None, self._defer(work, mem, env, "no_key", fresh)
         try:
-            plain = env.open(key)
-            payload = payloads.decode_payload(plain)
+            payload = payloads.decode_payload(env.open(key))
             self.registry.check(payload, mem.state.kind)
             self.hlc.recv(payload.hlc, now)
         except ClockDrift:
-            return self._defer(work, mem, env, "clock_drift", fresh)
+            return None, self._defer(work, mem, env, "clock_drift", fresh)
         except MyceliumError as exc:  # authentic but unusable content: kept, counted
             self._count(f"unapplied.{exc.reason}")
-            return None
+            return None, None
+        return payload, None
+
+    def _merge(self, work: _Work, mem: _SpaceMem, env: Envelope, payload: payloads.Payload) -> None:
         doc_key = (payload.coll, payload.doc)
-        state = self._doc_state(work, mem, *doc_key)
-        if state.apply(payload, env.author):
+        if self._doc_state(work, mem, *doc_key).apply(payload, env.author):
             work.dirty[doc_key] = env.delta_id
-        return None
+
+    def _prefetch(self, work: _Work, mem: _SpaceMem, keys: set[tuple[str, str]]) -> None:
+        """Load the stored state of many documents with a few IN queries (not one each)."""
+        codec = mem.codec
+        by_row: dict[tuple[str, str], tuple[str, str]] = {}
+        for coll, doc in keys - work.docs.keys():
+            by_row[(codec.coll_key(coll), codec.doc_key(coll, doc))] = (coll, doc)
+        rows = list(by_row)
+        for i in range(0, len(rows), 400):
+            chunk = rows[i:i + 400]
+            marks = ",".join("(?, ?)" for _ in chunk)
+            args = [x for pair in chunk for x in pair]
+            for ck, dk, body in self.conn.execute(
+                    f"SELECT coll, doc, body FROM docs WHERE space=? AND (coll, doc) IN "
+                    f"(VALUES {marks})", (work.space, *args)):
+                coll, doc = by_row[(ck, dk)]
+                work.docs[(coll, doc)] = codec.open(coll, doc, bytes(body))
+        for key in by_row.values():
+            work.docs.setdefault(key, DocState())
 
     def _defer(self, work: _Work, mem: _SpaceMem, env: Envelope, reason: str,
                fresh: bool) -> str:
@@ -509,9 +532,12 @@ class Soil:
             f"WHERE d.space=? AND d.reason IN ({marks})", (work.space, *reasons)).fetchall()
         for author, seq, reason, raw in rows:
             env = envelope_mod.decode(bytes(raw))
-            if self._apply_data(work, mem, env, now, fresh=False) is None:
+            payload, again = self._open_data(work, mem, env, now, fresh=False)
+            if again is None:
                 work.undeferred.append((work.space, bytes(author), seq))
                 mem.deferred[reason] -= 1
+            if payload is not None:
+                self._merge(work, mem, env, payload)
 
     def _doc_state(self, work: _Work, mem: _SpaceMem, coll: str, doc: str) -> DocState:
         state = work.docs.get((coll, doc))

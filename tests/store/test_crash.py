@@ -97,7 +97,8 @@ def test_sigkill_at_many_points_keeps_an_acknowledged_prefix(tmp_path: Path) -> 
     db, env_file, space = prepare(tmp_path)
     rnd = random.Random(42)
     progress = []
+    acked: dict[str, int] = {}  # every acknowledgement so far, across runs
     for _ in range(KILL_POINTS):
-        acked = run_and_kill(db, env_file, space, rnd)
+        acked.update(run_and_kill(db, env_file, space, rnd))
         progress.append(check(db, space, acked))
     assert progress[-1]["B"] > progress[0]["B"] > 0  # the writer really made progress

@@ -1,0 +1,1 @@
+"""Benchmarks. ``python -m bench [--quick]`` runs every ``bench/*.py`` that defines ``run``."""
