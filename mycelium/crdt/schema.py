@@ -111,6 +111,11 @@ class Registry:
 
     def __init__(self, collections: list[Collection]) -> None:
         self._by_name = {c.name: c for c in collections}
+        self._indexed = {c.name: c.indexed for c in collections}
+
+    def indexed(self, name: str) -> frozenset[str]:
+        """Indexed fields of a collection (empty for unknown ones); precomputed."""
+        return self._indexed.get(name, frozenset())
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name

@@ -88,6 +88,7 @@ class _Work:
     control_changed: bool = False
     docs: dict[tuple[str, str], DocState] = field(default_factory=dict)
     dirty: dict[tuple[str, str], bytes] = field(default_factory=dict)  # -> last delta id
+    new_docs: set[tuple[str, str]] = field(default_factory=set)  # not in the table before
     deferred: list[tuple[Any, ...]] = field(default_factory=list)
     undeferred: list[tuple[Any, ...]] = field(default_factory=list)
     control_any: bool = False
@@ -507,7 +508,9 @@ class Soil:
                 coll, doc = by_row[(ck, dk)]
                 work.docs[(coll, doc)] = codec.open(coll, doc, bytes(body))
         for key in by_row.values():
-            work.docs.setdefault(key, DocState())
+            if key not in work.docs:
+                work.docs[key] = DocState()
+                work.new_docs.add(key)
 
     def _defer(self, work: _Work, mem: _SpaceMem, env: Envelope, reason: str,
                fresh: bool) -> str:
@@ -572,16 +575,18 @@ class Soil:
     def _write_docs(self, work: _Work, mem: _SpaceMem) -> None:
         codec = mem.codec
         rows, index_rows, keys = [], [], []
+        indexed = self.registry.indexed
         for (coll, doc), delta_id in work.dirty.items():
             state = work.docs[(coll, doc)]
             visible = state.visible()
             ck, dk = codec.coll_key(coll), codec.doc_key(coll, doc)
             live = int(visible is not None)
             rows.append((work.space, ck, dk, live, codec.seal(coll, doc, state)))
-            keys.append((work.space, ck, dk))
+            if (coll, doc) not in work.new_docs:
+                keys.append((work.space, ck, dk))
             work.changes.append(Change(work.space, coll, doc, delta_id, visible is None))
-            if not codec.sealed and visible is not None and coll in self.registry:
-                for name in self.registry.get(coll).indexed & visible.keys():
+            if not codec.sealed and visible is not None:
+                for name in indexed(coll) & visible.keys():
                     index_rows.append((work.space, coll, name, visible[name], doc))
         self.conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)", rows)
         if not codec.sealed:
