@@ -22,7 +22,7 @@ def test_quick_bench_writes_report(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     ingest = report["benchmarks"]["ingest"]
-    assert FIELDS <= ingest.keys()
+    assert ingest.keys() >= FIELDS
     assert ingest["deltas"] == 10_000 and ingest["quick"] is True
     assert ingest["deltas_per_s"] > 0 and ingest["raw_rows_per_s"] > 0
     assert ingest["documents"] > 0
