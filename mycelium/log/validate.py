@@ -30,6 +30,7 @@ from mycelium.spaces.errors import NotMember, RemovedAuthor, UnknownEpoch
 __all__ = [
     "BadSignature", "BrokenChain", "ChainError", "CodecError", "DecryptError", "Duplicate",
     "EnvelopeError", "Fork", "Head", "LimitExceeded", "NotMember", "RemovedAuthor", "SeqGap",
+    "StoredId",
     "UnknownEpoch", "UnknownVersion", "Verdict", "WrongSpace", "decode_for_space",
     "link_pending", "validate_batch", "verify_run",
 ]

@@ -15,6 +15,8 @@ from mycelium.log.envelope import Envelope, Kind, seal
 from mycelium.log.validate import (
     BadSignature,
     Head,
+    StoredId,
+    Verdict,
     WrongSpace,
     decode_for_space,
     link_pending,
@@ -44,7 +46,7 @@ def nothing_stored(author: bytes, seq: int) -> bytes | None:
 
 
 def run_batch(envs: list[Envelope] | list[bytes], heads: dict[bytes, Head] | None = None,
-              stored=nothing_stored):  # type: ignore[no-untyped-def]
+              stored: StoredId = nothing_stored) -> Verdict:
     raws = [e.raw if isinstance(e, Envelope) else e for e in envs]
     return validate_batch(SPACE, raws, heads or {}, stored)
 
