@@ -56,7 +56,6 @@ CREATE TABLE IF NOT EXISTS doc_index (
   space BLOB NOT NULL, coll TEXT NOT NULL, field TEXT NOT NULL, value ANY, doc TEXT NOT NULL,
   PRIMARY KEY (space, coll, field, value, doc)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS doc_index_by_doc ON doc_index (space, coll, doc);
 CREATE TABLE IF NOT EXISTS metrics (
   name TEXT PRIMARY KEY, value INTEGER NOT NULL
 ) WITHOUT ROWID;

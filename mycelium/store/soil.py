@@ -88,7 +88,7 @@ class _Work:
     control_changed: bool = False
     docs: dict[tuple[str, str], DocState] = field(default_factory=dict)
     dirty: dict[tuple[str, str], bytes] = field(default_factory=dict)  # -> last delta id
-    new_docs: set[tuple[str, str]] = field(default_factory=set)  # not in the table before
+    indexed_before: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deferred: list[tuple[Any, ...]] = field(default_factory=list)
     undeferred: list[tuple[Any, ...]] = field(default_factory=list)
     control_any: bool = False
@@ -492,25 +492,38 @@ class Soil:
             work.dirty[doc_key] = env.delta_id
 
     def _prefetch(self, work: _Work, mem: _SpaceMem, keys: set[tuple[str, str]]) -> None:
-        """Load the stored state of many documents with a few IN queries (not one each)."""
+        """Load the stored state of many documents with a few ``IN`` queries (not one each)."""
         codec = mem.codec
-        by_row: dict[tuple[str, str], tuple[str, str]] = {}
+        by_coll: dict[str, dict[str, tuple[str, str]]] = {}
         for coll, doc in keys - work.docs.keys():
-            by_row[(codec.coll_key(coll), codec.doc_key(coll, doc))] = (coll, doc)
-        rows = list(by_row)
-        for i in range(0, len(rows), 400):
-            chunk = rows[i:i + 400]
-            marks = ",".join("(?, ?)" for _ in chunk)
-            args = [x for pair in chunk for x in pair]
-            for ck, dk, body in self.conn.execute(
-                    f"SELECT coll, doc, body FROM docs WHERE space=? AND (coll, doc) IN "
-                    f"(VALUES {marks})", (work.space, *args)):
-                coll, doc = by_row[(ck, dk)]
-                work.docs[(coll, doc)] = codec.open(coll, doc, bytes(body))
-        for key in by_row.values():
-            if key not in work.docs:
-                work.docs[key] = DocState()
-                work.new_docs.add(key)
+            by_coll.setdefault(codec.coll_key(coll), {})[codec.doc_key(coll, doc)] = (coll, doc)
+        for ck, wanted in by_coll.items():
+            doc_keys = list(wanted)
+            for i in range(0, len(doc_keys), 500):
+                chunk = doc_keys[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for dk, body in self.conn.execute(
+                        f"SELECT doc, body FROM docs WHERE space=? AND coll=? AND doc IN ({marks})",
+                        (work.space, ck, *chunk)):
+                    coll, doc = wanted[dk]
+                    self._loaded(work, mem, coll, doc, codec.open(coll, doc, bytes(body)))
+            for coll, doc in wanted.values():
+                if (coll, doc) not in work.docs:
+                    self._loaded(work, mem, coll, doc, DocState())
+
+    def _loaded(self, work: _Work, mem: _SpaceMem, coll: str, doc: str, state: DocState) -> None:
+        """Register a document state read in this transaction (and its indexed values)."""
+        work.docs[(coll, doc)] = state
+        if not mem.codec.sealed:
+            work.indexed_before[(coll, doc)] = self._index_values(coll, state)
+
+    def _index_values(self, coll: str, state: DocState,
+                      visible: dict[str, Any] | None = None) -> dict[str, Any]:
+        fields = self.registry.indexed(coll)
+        if not fields:
+            return {}
+        shown = (state.visible() if visible is None else visible) or {}
+        return {name: shown[name] for name in fields & shown.keys()}
 
     def _defer(self, work: _Work, mem: _SpaceMem, env: Envelope, reason: str,
                fresh: bool) -> str:
@@ -550,7 +563,7 @@ class Soil:
                 "SELECT body FROM docs WHERE space=? AND coll=? AND doc=?",
                 (work.space, codec.coll_key(coll), codec.doc_key(coll, doc))).fetchone()
             state = codec.open(coll, doc, bytes(row[0])) if row is not None else DocState()
-            work.docs[(coll, doc)] = state
+            self._loaded(work, mem, coll, doc, state)
         return state
 
     # -- writing a transaction ------------------------------------------------------
@@ -574,25 +587,30 @@ class Soil:
 
     def _write_docs(self, work: _Work, mem: _SpaceMem) -> None:
         codec = mem.codec
-        rows, index_rows, keys = [], [], []
-        indexed = self.registry.indexed
+        rows: list[tuple[Any, ...]] = []
+        stale: list[tuple[Any, ...]] = []
+        fresh: list[tuple[Any, ...]] = []
         for (coll, doc), delta_id in work.dirty.items():
             state = work.docs[(coll, doc)]
             visible = state.visible()
-            ck, dk = codec.coll_key(coll), codec.doc_key(coll, doc)
-            live = int(visible is not None)
-            rows.append((work.space, ck, dk, live, codec.seal(coll, doc, state)))
-            if (coll, doc) not in work.new_docs:
-                keys.append((work.space, ck, dk))
-            work.changes.append(Change(work.space, coll, doc, delta_id, visible is None))
-            if not codec.sealed and visible is not None:
-                for name in indexed(coll) & visible.keys():
-                    index_rows.append((work.space, coll, name, visible[name], doc))
+            live = visible is not None
+            rows.append((work.space, codec.coll_key(coll), codec.doc_key(coll, doc), int(live),
+                         codec.seal(coll, doc, state)))
+            work.changes.append(Change(work.space, coll, doc, delta_id, not live))
+            if not codec.sealed:  # index rows change only where an indexed value changed
+                old = work.indexed_before.get((coll, doc), {})
+                new = self._index_values(coll, state, visible or {})
+                stale += [(work.space, coll, k, v, doc) for k, v in old.items()
+                          if k not in new or new[k] != v]
+                fresh += [(work.space, coll, k, v, doc) for k, v in new.items()
+                          if k not in old or old[k] != v]
+                work.indexed_before[(coll, doc)] = new
         self.conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)", rows)
-        if not codec.sealed:
-            self.conn.executemany("DELETE FROM doc_index WHERE space=? AND coll=? AND doc=?", keys)
-            self.conn.executemany("INSERT OR IGNORE INTO doc_index VALUES (?, ?, ?, ?, ?)",
-                                  index_rows)
+        if stale:
+            self.conn.executemany("DELETE FROM doc_index WHERE space=? AND coll=? AND field=? "
+                                  "AND value=? AND doc=?", stale)
+        if fresh:
+            self.conn.executemany("INSERT OR IGNORE INTO doc_index VALUES (?, ?, ?, ?, ?)", fresh)
 
     # -- local writes ---------------------------------------------------------------
     def append(self, space_id: bytes, kind: Kind, payload: bytes) -> Envelope:
