@@ -154,6 +154,7 @@ class Soil:
         row = self.conn.execute("SELECT value FROM meta WHERE key='hlc'").fetchone()
         if row is not None:
             self.hlc.last = Timestamp.from_wire(cbor.decode(row[0]))
+        self._hlc_saved = self.hlc.last
 
     def _load_space(self, space: bytes, genesis: Any) -> None:
         state = SpaceState(genesis)
@@ -290,6 +291,9 @@ class Soil:
                 self._reject(result, None, "unknown_space")
             self._flush_standalone_metrics()
             return result
+        if not envelopes:
+            self.retry_deferred(space)
+            return result
         for start in range(0, len(envelopes), MAX_INGEST_BATCH):
             chunk = envelopes[start:start + MAX_INGEST_BATCH]
             part = IngestResult()
@@ -308,6 +312,18 @@ class Soil:
             result.merge(part)
             self._hub.publish(work.changes)
         return result
+
+    def retry_deferred(self, space: bytes) -> None:
+        """Apply deferred deltas whose time has come (call now and then on a quiet node;
+        every ingest and local write also does it)."""
+        mem = self._mem(space)
+        if not mem.deferred.get("clock_drift"):
+            return
+        work = _Work(space)
+        with self._tx():
+            self._retry_deferred(work)
+            self._flush(work)
+        self._hub.publish(work.changes)
 
     def _reject(self, result: IngestResult, delta_id: bytes | None, reason: str) -> None:
         result.rejected.append((delta_id, reason))
@@ -582,8 +598,10 @@ class Soil:
             c.executemany("INSERT OR REPLACE INTO deferred VALUES (?, ?, ?, ?)", work.deferred)
         if work.dirty:
             self._write_docs(work, mem)
-        c.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)",
-                  (cbor.encode(self.hlc.last.to_wire()),))
+        if self.hlc.last != self._hlc_saved:
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)",
+                      (cbor.encode(self.hlc.last.to_wire()),))
+            self._hlc_saved = self.hlc.last
 
     def _write_docs(self, work: _Work, mem: _SpaceMem) -> None:
         codec = mem.codec

@@ -99,6 +99,9 @@ def test_any_order_and_duplication_gives_the_same_documents(r1: random.Random,
             assert tuple(sorted(soil.version_vector(w.space).items())) == w.vv
             assert tuple(soil.list_docs(w.space, "products")) == w.docs
             assert soil.pending_count(w.space) == 0
+            for status in ("available", "sold"):  # the SQL index agrees with the documents
+                assert soil.list_docs(w.space, "products", status=status) == [
+                    d for d in w.docs if d.get("status") == status]
             soil.close()
 
 

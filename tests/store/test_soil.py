@@ -191,3 +191,82 @@ def test_unknown_space_errors(market: Market) -> None:
     assert market.a.version_vector(b"\x01" * 32) == {}
     assert market.a.envelopes_since(b"\x01" * 32, {}, limit=5, max_bytes=100) == []
     assert B.public_key in market.a.space_state(market.space).members
+
+
+def test_far_future_delta_waits_for_the_clock(tmp_path: Path) -> None:
+    from mycelium.crdt.hlc import Timestamp
+    from mycelium.crdt.payload import set_fields
+    from mycelium.log.limits import MAX_CLOCK_DRIFT_MS
+
+    from .conftest import Clock
+
+    clock = Clock()
+    a = open_soil(tmp_path / "a.db", A, clock)
+    space = service.create_space(a, "market")
+    state = a.space_state(space)
+    key = state.epoch_key(state.current_epoch, A)
+    b_clock = Clock()
+    b = open_soil(tmp_path / "b.db", B, b_clock)
+    service.join(b, service.invite(a, space, did(B)))
+    future = Timestamp(clock.now + MAX_CLOCK_DRIFT_MS + 60_000, 0, b"x")
+    payload = set_fields("products", "f", {"title": "from the future"}, future).encode()
+    env = seal(signer=B.signing_key, space=space, seq=1, prev=None, epoch=state.current_epoch,
+               payload=payload, group_key=key)
+    r = a.ingest(space, [env.raw])
+    assert r.accepted == [env.delta_id]  # stored: the chain is intact
+    assert a.get_doc(space, "products", "f") is None
+    assert a.metrics()["deferred.clock_drift"] == 1
+    assert a.hlc.last.wall_ms < future.wall_ms  # the local clock was not dragged forward
+    clock.now += 2 * MAX_CLOCK_DRIFT_MS
+    a.ingest(space, [])
+    assert a.get_doc(space, "products", "f") == {"_id": "f", "title": "from the future"}
+    assert a.metrics()["deferred_now"] == 0
+    a.close()
+    b.close()
+
+
+def test_data_ahead_of_control_ops_is_held_then_applied(tmp_path: Path) -> None:
+    a = open_soil(tmp_path / "a.db", A)
+    space = service.create_space(a, "market")
+    a.put_doc(space, "products", "p", {"title": "early"})
+    b = open_soil(tmp_path / "b.db", B)
+    b.add_space(a.genesis(space))
+    everything = a.envelopes_since(space, {}, limit=100, max_bytes=1 << 20)
+    controls = set(a.control_envelopes(space))
+    data = [e for e in everything if e not in controls]
+    r = b.ingest(space, data)  # A's chain starts with control ops: held as a gap
+    assert r.pending == len(data)
+    service.join(b, service.invite(a, space, did(B)))  # control ops fill the gap
+    assert b.get_doc(space, "products", "p") == {"_id": "p", "title": "early"}
+    sync(a, b, space)
+    assert b.version_vector(space) == a.version_vector(space)
+    assert b.pending_count(space) == 0
+    a.close()
+    b.close()
+
+
+def test_data_under_an_unknown_epoch_is_deferred_until_the_key_arrives(tmp_path: Path) -> None:
+    a = open_soil(tmp_path / "a.db", A)
+    space = service.create_space(a, "market")
+    b, c = open_soil(tmp_path / "b.db", B), open_soil(tmp_path / "c.db", C)
+    service.join(b, service.invite(a, space, did(B)))
+    service.join(c, service.invite(a, space, did(C)))
+    service.set_role(a, space, did(C), "admin")
+    for x, y in ((a, b), (a, c)):
+        sync(x, y, space)
+    new_epoch = service.rotate(c, space)  # an epoch op in C's chain only
+    sync(c, a, space)
+    assert a.space_state(space).current_epoch == new_epoch
+    env = a.put_doc(space, "products", "p", {"title": "under the new epoch"})
+    assert env.epoch == new_epoch
+    from_a = a.envelopes_since(space, b.version_vector(space), limit=100, max_bytes=1 << 20)
+    only_a = [e for e in from_a if e not in set(c.control_envelopes(space))]
+    r = b.ingest(space, only_a)
+    assert env.delta_id in r.accepted  # stored, chain advanced ...
+    assert b.get_doc(space, "products", "p") is None  # ... but not readable yet
+    assert b.metrics()["deferred.no_key"] == 1
+    sync(c, b, space)  # the epoch op arrives
+    assert b.get_doc(space, "products", "p") == {"_id": "p", "title": "under the new epoch"}
+    assert b.metrics()["deferred_now"] == 0
+    for s in (a, b, c):
+        s.close()
