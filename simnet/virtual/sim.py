@@ -525,8 +525,9 @@ class Simulation:
                         if not self.net.reachable(conn.a, conn.b):
                             self._kill(conn)
             case "heal":
+                cut = self.net.component
                 self.net.heal()
-                self._reconnect_all()
+                self._reconnect_all(cut)
             case "crash":
                 assert e.node is not None
                 node = self.nodes[e.node]
@@ -562,10 +563,12 @@ class Simulation:
             if w not in self.nodes[v].conns and self._can_talk(v, w):
                 self._connect(v, w, ae=self.gossip)
 
-    def _reconnect_all(self) -> None:
+    def _reconnect_all(self, cut: list[int] | None) -> None:
+        """After a heal: reconnect the overlay links the partition had cut."""
         for v in range(self.sc.nodes):
             for w in self.adj[v]:
-                if v < w and w not in self.nodes[v].conns and self._can_talk(v, w):
+                if (v < w and (cut is None or cut[v] != cut[w])
+                        and w not in self.nodes[v].conns and self._can_talk(v, w)):
                     self._connect(v, w, ae=self.gossip)
 
     # -- sampling and the end -------------------------------------------------------
