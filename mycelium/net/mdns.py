@@ -94,13 +94,17 @@ def peer_from_addrs(addrs: list[str]) -> DiscoveredPeer | None:
         return None
     (peer_id,) = ids
     good = [a for a in addrs if a.endswith("/p2p/" + peer_id)][:MAX_ADDRS_PER_PEER]
-    return DiscoveredPeer(peer_id, tuple(sorted(good)))
+    # Announced order, loopback last: callers dial the first address first.
+    good.sort(key=_is_loopback)
+    return DiscoveredPeer(peer_id, tuple(dict.fromkeys(good)))
 
 
 class MdnsDiscovery:
     """Announce ``addrs`` for ``peer_id`` and browse for others; an async context manager.
 
-    ``interfaces``: IPv4 addresses of the interfaces to use (None: all of them).
+    ``interfaces``: IPv4 addresses of the interfaces to use (None: those of ``addrs``,
+    or every interface if ``addrs`` name none). Loopback addresses are announced only
+    when there is nothing else.
     """
 
     def __init__(
@@ -112,7 +116,16 @@ class MdnsDiscovery:
         quiet_after: float = QUIET_AFTER_S,
     ) -> None:
         self.peer_id = peer_id
-        self.addrs = [a if "/p2p/" in a else f"{a}/p2p/{peer_id}" for a in addrs]
+        full = [a if "/p2p/" in a else f"{a}/p2p/{peer_id}" for a in addrs]
+        # Loopback addresses mean nothing to another machine (a peer dialling them would
+        # reach itself): announce them only when they are all we have.
+        routable = [a for a in full if not _is_loopback(a)]
+        self.addrs = routable or full
+        if interfaces is None:
+            # The interfaces that carry our addresses, so a node listening on one
+            # interface (or on loopback only) does not multicast on the others.
+            ips = list(dict.fromkeys(_ip4(a) for a in self.addrs if _ip4(a)))
+            interfaces = [ip for ip in ips if ip != "0.0.0.0"] or None
         self.interfaces = interfaces
         self.quiet_after = quiet_after
         self.name = f"{instance_name()}.{SERVICE_TYPE}"
@@ -253,6 +266,15 @@ class MdnsDiscovery:
             f"mDNS sees nobody after {elapsed:.0f} s: multicast may be blocked on this "
             "network; use --peer or a relay"
         )
+
+
+def _ip4(addr: str) -> str:
+    parts = addr.split("/")
+    return parts[2] if len(parts) > 2 and parts[1] == "ip4" else ""
+
+
+def _is_loopback(addr: str) -> bool:
+    return _ip4(addr).startswith("127.") or addr.startswith("/ip6/::1/")
 
 
 def _first_port(addrs: list[str]) -> int:

@@ -37,13 +37,23 @@ def test_instance_names_follow_the_spec() -> None:
     assert len(set(names)) == 200
 
 
+def test_announcement_skips_loopback_and_picks_interfaces() -> None:
+    pid = Identity.generate().peer_id
+    lan = MdnsDiscovery(pid, ["/ip4/10.231.0.1/tcp/1", "/ip4/127.0.0.1/tcp/1"])
+    assert lan.addrs == [f"/ip4/10.231.0.1/tcp/1/p2p/{pid}"]
+    assert lan.interfaces == ["10.231.0.1"]
+    local = MdnsDiscovery(pid, ["/ip4/127.0.0.1/tcp/1"])
+    assert local.addrs == [f"/ip4/127.0.0.1/tcp/1/p2p/{pid}"] and local.interfaces == ["127.0.0.1"]
+    assert MdnsDiscovery(pid, ["/ip6/::1/tcp/1"]).interfaces is None
+
+
 def test_txt_records_round_trip_and_group_by_peer() -> None:
     pid = Identity.generate().peer_id
     addrs = [f"/ip4/10.231.0.1/tcp/4001/p2p/{pid}", f"/ip4/127.0.0.1/tcp/4001/p2p/{pid}"]
     raw = encode_txt(addrs)
     assert raw[0] == len(b"dnsaddr=" + addrs[0].encode())
     assert decode_txt(raw + b"\x03foo" + b"\x05dnsad") == addrs
-    assert peer_from_addrs(decode_txt(raw)) == DiscoveredPeer(pid, tuple(sorted(addrs)))
+    assert peer_from_addrs(decode_txt(raw)[::-1]) == DiscoveredPeer(pid, tuple(addrs))
     other = Identity.generate().peer_id
     assert peer_from_addrs([addrs[0], f"/ip4/1.2.3.4/tcp/1/p2p/{other}"]) is None
     assert peer_from_addrs(["/ip4/1.2.3.4/tcp/1"]) is None
