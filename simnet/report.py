@@ -132,6 +132,7 @@ def summary(res: RunResult, conv: Convergence) -> dict[str, Any]:
             "stream_stalls": res.stalls,
             "sessions_opened": sum(n.sessions_opened for n in nodes),
             "session_errors": sum(n.session_errors for n in nodes),
+            "session_resets": sum(n.session_resets for n in nodes),
         },
         "verify_cache": res.verify_stats,
         "timeline": [asdict(s) for s in res.samples],
@@ -201,7 +202,8 @@ def markdown(res: RunResult, data: dict[str, Any]) -> str:
         f"({tr['duplicate_ratio']:.2f} per useful reception) |",
         f"| gossip messages lost / stream stalls | {tr['gossip_lost']} / "
         f"{tr['stream_stalls']} |",
-        f"| sessions opened / errors | {tr['sessions_opened']} / {tr['session_errors']} |",
+        f"| sessions opened / protocol errors / resets | {tr['sessions_opened']} / "
+        f"{tr['session_errors']} / {tr['session_resets']} |",
         "",
         "## Plots",
         "",

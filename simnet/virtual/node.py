@@ -89,7 +89,8 @@ class SimNode:
     frames_in: int = 0
     frames_out: int = 0
     sessions_opened: int = 0
-    session_errors: int = 0
+    session_errors: int = 0  # protocol errors (ERR sent or received)
+    session_resets: int = 0  # connections broken by partitions, crashes, removals
     last_accept: float = 0.0
     flush_at: float = INF
     wake_at: float = INF

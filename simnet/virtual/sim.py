@@ -286,7 +286,7 @@ class Simulation:
         conn.open = False
         self._detach(conn, success=False)
         for v in (conn.a, conn.b):
-            self.nodes[v].session_errors += 1
+            self.nodes[v].session_resets += 1
 
     def _detach(self, conn: Conn, *, success: bool) -> None:
         now = self.q.now
