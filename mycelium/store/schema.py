@@ -70,6 +70,7 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: documents are updated in place
     conn.executescript(DDL)
     row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     if row is None:
