@@ -52,9 +52,12 @@ def _render_status(data: dict[str, Any]) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(record=True, width=110)
+    import io
+
+    # emoji=False: rich would turn the ":key:" of "did:key:" into an emoji.
+    console = Console(record=True, width=110, file=io.StringIO(), emoji=False, markup=False)
     state = "running" if data.get("running") else "not running (local store)"
-    console.print(f"[bold]{data['did']}[/bold]\npeer id {data['peer_id']}  node {state}")
+    console.print(f"{data['did']}\npeer id {data['peer_id']}  node {state}")
     if data.get("listen"):
         console.print("listening " + "  ".join(data["listen"]))
     if data.get("mdns"):

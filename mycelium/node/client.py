@@ -107,7 +107,7 @@ def open_ops(paths: NodePaths, get_passphrase: Any) -> Any:
     return LocalOps(open_local_soil(paths, get_passphrase()))
 
 
-def call_op(paths: NodePaths, name: str, get_passphrase: Any, **args: Any) -> dict[str, Any]:
+def call_op(paths: NodePaths, name: str, get_passphrase: Any, /, **args: Any) -> dict[str, Any]:
     """Run one operation on the running node, or on the local store (closed afterwards)."""
     ops = open_ops(paths, get_passphrase)
     try:

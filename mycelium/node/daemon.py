@@ -535,8 +535,8 @@ def configure_logging() -> None:
 def _print_banner(node: Node) -> None:
     from rich.console import Console
 
-    console = Console(stderr=True)
-    console.print(f"[bold green]mycelium node running[/] {node.identity.did}")
+    console = Console(stderr=True, emoji=False, soft_wrap=True)
+    console.print("[bold green]mycelium node running[/]", node.identity.did, markup=True)
     for addr in node.listen_addrs:
         console.print(f"  listening {addr}")
     console.print(f"  control API {node.api_url}  (mycelium status --home {node.paths.home})")
