@@ -49,10 +49,10 @@ def run(
 
 
 def _render_status(data: dict[str, Any]) -> str:
+    import io
+
     from rich.console import Console
     from rich.table import Table
-
-    import io
 
     # emoji=False: rich would turn the ":key:" of "did:key:" into an emoji.
     console = Console(record=True, width=110, file=io.StringIO(), emoji=False, markup=False)
