@@ -171,6 +171,12 @@ def markdown(res: RunResult, data: dict[str, Any]) -> str:
         f"- Backend: virtual, seed {data['seed']}, trace hash `{data['trace_hash']}`",
         f"- Simulated {data['sim_time_s']:.2f} s in {data['wall_s']:.2f} s wall "
         f"({data['events_processed']} events)",
+        f"- Model: {sc.topology.kind} overlay"
+        f"{f' (degree {sc.topology.degree})' if sc.topology.kind == 'random' else ''}, "
+        f"{sc.link.latency.dist} latency (mean {sc.link.latency.mean_ms():.1f} ms), "
+        f"loss {sc.link.loss:g}, bandwidth "
+        f"{f'{sc.link.bandwidth:g} B/s' if sc.link.bandwidth else 'unlimited'}; "
+        f"{sc.sync.mode} mode, anti-entropy every {sc.sync.anti_entropy_interval:g} s",
         "",
         "## Convergence",
         "",
