@@ -8,7 +8,8 @@ py-libp2p's GossipSub drops messages silently in three places (pitfall 3,
   (:attr:`GossipConfig.max_received_per_topic_s`) while keeping the protection on;
 - send side: each peer has a 32-RPC outbound queue (fixed in ``Pubsub``, not
   configurable) that overflows on bursts. We pace :meth:`GossipService.publish` with a
-  token bucket whose burst stays below that queue;
+  token bucket whose burst stays below that queue, and before each publish wait until
+  every peer's queue is short again (when the CPU is busy the sending tasks lag);
 - subscriptions: a 32-message channel that drops when nobody reads. An internal task per
   topic drains it at once into our own larger channel, and counts what *that* drops.
 
@@ -45,6 +46,11 @@ class GossipConfig:
     #: burst stays well below py-libp2p's 32-RPC per-peer outbound queue.
     publish_rate: float = 50.0
     publish_burst: int = 16
+    #: Before each publish, wait (up to ``queue_wait_s``) until every peer's outbound
+    #: queue holds fewer than this many RPCs: closes the loop when the sending tasks are
+    #: starved (a busy CPU), which open-loop pacing alone does not see.
+    max_queued: int = 8
+    queue_wait_s: float = 2.0
     #: What we accept from one peer on one topic per second before GossipSub drops.
     max_received_per_topic_s: float = 200.0
     #: Our per-subscription buffer (drained by the consumer); overflow is dropped.
@@ -70,7 +76,9 @@ class GossipService:
             "received": 0,
             "dropped_buffer_full": 0,
             "dropped_oversized": 0,
+            "dropped_banned": 0,
             "publish_paced": 0,
+            "publish_waited_queue": 0,
         }
 
     async def __aenter__(self) -> GossipService:
@@ -151,8 +159,12 @@ class GossipService:
                 if len(msg.data) > limit:
                     self._metrics["dropped_oversized"] += 1
                     continue
+                sender = ID(msg.from_id).to_base58()
+                if self.host.is_banned(sender):  # the origin, whoever relayed it
+                    self._metrics["dropped_banned"] += 1
+                    continue
                 self._metrics["received"] += 1
-                item = (ID(msg.from_id).to_base58(), bytes(msg.data))
+                item = (sender, bytes(msg.data))
                 for send in list(self._outputs[topic]):
                     try:
                         send.send_nowait(item)
@@ -185,6 +197,7 @@ class GossipService:
             )
         async with self._publish_lock:
             await self._pace()
+            await self._wait_for_queue_room()
             try:
                 await self._pubsub.publish(topic, data)
             except trio.Cancelled:
@@ -194,6 +207,17 @@ class GossipService:
                     f"publish on {topic} failed: {exc}", reason="publish_failed"
                 ) from exc
         self._metrics["published"] += 1
+
+    async def _wait_for_queue_room(self) -> None:
+        """Let py-libp2p's per-peer 32-RPC outbound queues drain below ``max_queued``."""
+        cfg = self.config
+        queues = getattr(self._pubsub, "peer_queues", None)
+        if not isinstance(queues, dict):
+            return
+        with trio.move_on_after(cfg.queue_wait_s):
+            while any(len(q) >= cfg.max_queued for q in queues.values()):
+                self._metrics["publish_waited_queue"] += 1
+                await trio.sleep(0.005)
 
     async def _pace(self) -> None:
         cfg = self.config

@@ -19,7 +19,7 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -39,6 +39,14 @@ log = logging.getLogger("mycelium.net")
 #: Called for each accepted inbound sync stream: (remote peer id, stream). The stream is
 #: closed (or reset) by the host once the handler returns.
 SyncHandler = Callable[[str, FramedStream], Awaitable[None]]
+
+
+class PeerGate(Protocol):
+    """Per-peer policy the host consults (:class:`~mycelium.net.peers.PeerManager`)."""
+
+    def is_banned(self, peer_id: str) -> bool: ...
+
+    def report(self, peer_id: str, reason: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,7 @@ class MyceliumHost:
         self.limits = limits
         self.peer_id: str = libp2p_host.get_id().to_base58()
         self._sync_handler: SyncHandler | None = None
+        self._gate: PeerGate | None = None
         self._inbound: dict[str, int] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._metrics: dict[str, int] = {
@@ -76,6 +85,7 @@ class MyceliumHost:
             "sync_streams_rejected": 0,
             "sync_streams_rejected_per_peer": 0,
             "sync_streams_no_handler": 0,
+            "sync_streams_banned": 0,
             "sync_handler_errors": 0,
             "rate_limited": 0,
         }
@@ -129,6 +139,9 @@ class MyceliumHost:
         if peer_id == self.peer_id:
             self._metrics["connects_failed"] += 1
             raise ConnectError("refusing to dial ourselves", reason="self_dial")
+        if self.is_banned(peer_id):
+            self._metrics["connects_failed"] += 1
+            raise ConnectError(f"peer {peer_id[-8:]} is banned", reason="banned")
         try:
             with trio.fail_after(self.limits.connect_timeout):
                 await self.libp2p.connect(info)
@@ -153,6 +166,19 @@ class MyceliumHost:
         with trio.move_on_after(self.limits.connect_timeout):
             with contextlib.suppress(Exception):
                 await self.libp2p.disconnect(ID.from_base58(peer_id))
+
+    # -- peer policy ----------------------------------------------------------------
+    def set_peer_gate(self, gate: PeerGate | None) -> None:
+        """Consult ``gate`` before serving or dialling a peer, and report misbehaviour
+        the host detects itself to it (``rate_limited``, ``stream_flood``)."""
+        self._gate = gate
+
+    def is_banned(self, peer_id: str) -> bool:
+        return self._gate is not None and self._gate.is_banned(peer_id)
+
+    def _report(self, peer_id: str, reason: str) -> None:
+        if self._gate is not None:
+            self._gate.report(peer_id, reason)
 
     # -- sync streams ---------------------------------------------------------------
     def set_sync_handler(self, handler: SyncHandler) -> None:
@@ -211,6 +237,7 @@ class MyceliumHost:
 
     def _count_rate_limited(self, peer_id: str) -> None:
         self._metrics["rate_limited"] += 1
+        self._report(peer_id, "rate_limited")
 
     async def _on_sync_stream(self, stream: Any) -> None:
         """py-libp2p calls this in its own per-stream task after protocol negotiation."""
@@ -219,6 +246,12 @@ class MyceliumHost:
         handler = self._sync_handler
         active = sum(self._inbound.values())
         mine = self._inbound.get(peer_id, 0)
+        if self.is_banned(peer_id):
+            self._metrics["sync_streams_banned"] += 1
+            log.info("sync stream from %s reset: peer is banned", peer_id[-8:])
+            await framed.reset()
+            await self.disconnect(peer_id)
+            return
         if handler is None:
             self._metrics["sync_streams_no_handler"] += 1
             log.info("sync stream from %s reset: no handler yet", peer_id[-8:])
@@ -238,6 +271,7 @@ class MyceliumHost:
                 "sync stream from %s reset: peer has %d streams open (limit %d)",
                 peer_id[-8:], mine, self.limits.max_sync_streams_per_peer,
             )
+            self._report(peer_id, "stream_flood")
             await framed.reset()
             return
         self._inbound[peer_id] = mine + 1
