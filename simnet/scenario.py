@@ -69,6 +69,17 @@ class Link:
     loss: float = 0.0
     #: Bytes per second per directed link; 0 = unlimited.
     bandwidth: float = 0.0
+    #: Per-group exceptions, later ones win (``[[link.override]]``).
+    overrides: tuple[LinkOverride, ...] = ()
+
+
+@dataclass(frozen=True)
+class LinkOverride:
+    """Links with one end in group ``between[0]`` and the other in ``between[1]`` (either
+    way round) use ``link`` instead of the scenario's base link."""
+
+    between: tuple[str, str]
+    link: Link
 
 
 @dataclass(frozen=True)
@@ -315,8 +326,23 @@ def parse(data: dict[str, Any], *, source: str = "<scenario>") -> Scenario:
 
     lt = top.table("link")
     latency = _latency(lt.table("latency"))
-    link = Link(latency=latency, loss=lt.number("loss", 0.0, high=0.9),
+    base = Link(latency=latency, loss=lt.number("loss", 0.0, high=0.9),
                 bandwidth=lt.number("bandwidth", 0.0))
+    overrides: list[LinkOverride] = []
+    for i, item in enumerate(lt.get("override", list, [])):
+        ot = _Table(item, f"{lt.sub('override')}[{i}]")
+        between = ot.get("between", list)
+        if len(between) != 2 or not all(isinstance(g, str) for g in between):
+            raise ScenarioError(ot.sub("between"), "must be two group names")
+        for j, g in enumerate(between):
+            group_ref(g, f"{ot.sub('between')}[{j}]")
+        lat = _latency(ot.table("latency")) if "latency" in ot.data else base.latency
+        ov = Link(latency=lat, loss=ot.number("loss", base.loss, high=0.9),
+                  bandwidth=ot.number("bandwidth", base.bandwidth))
+        ot.done()
+        overrides.append(LinkOverride(between=(between[0], between[1]), link=ov))
+    link = Link(latency=base.latency, loss=base.loss, bandwidth=base.bandwidth,
+                overrides=tuple(overrides))
     lt.done()
 
     st = top.table("sync")

@@ -52,19 +52,50 @@ class LatencySampler:
         return self._draw()
 
 
-class Network:
-    """Link state for every directed pair that has carried traffic."""
+class LinkModel:
+    """One link class: latency sampler, loss, bandwidth, RTO."""
+
+    __slots__ = ("bandwidth", "latency", "loss", "mean_s", "rto")
 
     def __init__(self, link: Link, rng: random.Random) -> None:
-        self.rng = rng
         self.latency = LatencySampler(link.latency, rng)
         self.loss = link.loss
         self.bandwidth = link.bandwidth
-        self.rto = max(MIN_RTO, 4 * link.latency.mean_ms() * 1e-3)
+        self.mean_s = link.latency.mean_ms() * 1e-3
+        self.rto = max(MIN_RTO, 4 * self.mean_s)
+
+
+class Network:
+    """Link state for every directed pair that has carried traffic.
+
+    ``groups``: the scenario's groups, to resolve ``link.overrides`` per node pair.
+    """
+
+    def __init__(self, link: Link, rng: random.Random,
+                 groups: dict[str, tuple[int, ...]] | None = None) -> None:
+        self.rng = rng
+        self.base = LinkModel(link, rng)
+        self.latency = self.base.latency  # connection set-up delays use the base link
+        self._overrides = [(frozenset((groups or {})[o.between[0]]),
+                            frozenset((groups or {})[o.between[1]]), LinkModel(o.link, rng))
+                           for o in link.overrides]
+        self._models: dict[tuple[int, int], LinkModel] = {}
         self._free: dict[tuple[int, int], float] = {}
         self.component: list[int] | None = None  # None: no partition
         self.lost = 0
         self.stalls = 0
+
+    def model(self, a: int, b: int) -> LinkModel:
+        """The link class of the pair (a, b): the last matching override, else the base."""
+        key = (a, b) if a < b else (b, a)
+        m = self._models.get(key)
+        if m is None:
+            m = self.base
+            for ga, gb, model in self._overrides:
+                if (a in ga and b in gb) or (a in gb and b in ga):
+                    m = model
+            self._models[key] = m
+        return m
 
     # -- partitions -----------------------------------------------------------------
     def partition(self, n: int, groups: Sequence[Sequence[int]]) -> None:
@@ -86,23 +117,36 @@ class Network:
     # -- timing ---------------------------------------------------------------------
     def arrival(self, a: int, b: int, size: int, now: float, *, stream: bool) -> float | None:
         """When a message sent now arrives, or None if it is lost (datagrams only)."""
+        m = self.model(a, b) if self._overrides else self.base
         t = now
-        if self.bandwidth > 0:
+        if m.bandwidth > 0:
             key = (a, b)
             free = self._free.get(key, 0.0)
-            t = (free if free > now else now) + size / self.bandwidth
+            t = (free if free > now else now) + size / m.bandwidth
             self._free[key] = t
-        t += self.latency()
-        if self.loss > 0 and self.rng.random() < self.loss:
+        t += m.latency()
+        if m.loss > 0 and self.rng.random() < m.loss:
             if not stream:
                 self.lost += 1
                 return None
-            stall = self.rto
+            stall = m.rto
             self.stalls += 1
-            while self.rng.random() < self.loss and stall < MAX_STALL:
+            while self.rng.random() < m.loss and stall < MAX_STALL:
                 stall *= 2
             t += stall
         return t
+
+    def mean_rtt(self, adj: Sequence[Sequence[int]]) -> float:
+        """Mean round-trip time over the overlay's links (for the lower bound)."""
+        if not self._overrides:
+            return 2 * self.base.mean_s
+        total = n = 0.0
+        for a, nbrs in enumerate(adj):
+            for b in nbrs:
+                if a < b:
+                    total += self.model(a, b).mean_s
+                    n += 1
+        return 2 * total / n if n else 2 * self.base.mean_s
 
 
 # -- overlay topologies -------------------------------------------------------------

@@ -125,7 +125,7 @@ class Simulation:
         self.rng = random.Random(self.seed)
         self.q = EventQueue()
         self.trace = Trace()
-        self.net = Network(scenario.link, self.rng)
+        self.net = Network(scenario.link, self.rng, scenario.groups)
         self.cache = VerifyCache(max_entries=max(1_000_000, 2 * scenario.writes.total))
         self.store_factory = store_factory or self._interning_store
         self.session_factory: SessionFactory = session_factory or SyncSession
@@ -605,7 +605,7 @@ class Simulation:
             verify_stats={"decodes": self.cache.decodes, "verifies": self.cache.verifies,
                           "hits": self.cache.hits, "gossip_duplicates": gossip_dups},
             diameter=diam, diameter_exact=exact,
-            rtt=2 * sc.link.latency.mean_ms() * 1e-3, removed_at=dict(self.removed_at))
+            rtt=self.net.mean_rtt(self.adj), removed_at=dict(self.removed_at))
         return res
 
 

@@ -95,6 +95,26 @@ def test_validation_errors(data: dict[str, Any], path: str, words: str) -> None:
     assert words in str(info.value)
 
 
+def test_link_overrides() -> None:
+    data = scenario()
+    data["link"]["override"] = [{"between": ["a", "b"], "loss": 0.2},
+                                {"between": ["a", "a"],
+                                 "latency": {"dist": "constant", "value": 1.0}}]
+    sc = parse(data)
+    first, second = sc.link.overrides
+    assert first.between == ("a", "b") and first.link.loss == 0.2
+    assert first.link.latency == sc.link.latency  # inherited from the base link
+    assert second.link.latency.value == 1.0 and second.link.loss == 0.01
+    data["link"]["override"] = [{"between": ["a", "zz"]}]
+    with pytest.raises(ScenarioError) as info:
+        parse(data)
+    assert info.value.path == "link.override[0].between[1]"
+    data["link"]["override"] = [{"between": ["a", "b"], "jitter": 1}]
+    with pytest.raises(ScenarioError) as info:
+        parse(data)
+    assert info.value.path == "link.override[0].jitter"
+
+
 def test_heal_without_partition() -> None:
     data = scenario()
     data["events"] = [{"at": 1.0, "kind": "heal"}]

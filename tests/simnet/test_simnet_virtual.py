@@ -123,6 +123,25 @@ def test_crashed_node_is_excluded_until_restart() -> None:
     assert res.nodes[3].held < 60
 
 
+def test_link_overrides_apply_per_group_pair() -> None:
+    import random
+
+    from simnet.virtual.network import Network
+
+    sc = small(link={"latency": {"dist": "constant", "value": 10.0},
+                     "override": [{"between": ["a", "b"], "loss": 0.5,
+                                   "latency": {"dist": "constant", "value": 100.0}}]})
+    net = Network(sc.link, random.Random(1), sc.groups)
+    assert net.model(0, 1).loss == 0.0 and net.model(0, 7).loss == 0.5
+    assert net.model(7, 0) is net.model(0, 7)
+    assert net.arrival(0, 1, 100, 0.0, stream=True) == pytest.approx(0.010, abs=1e-3)
+    times = [net.arrival(0, 7, 100, 0.0, stream=False) for _ in range(200)]
+    assert 50 < times.count(None) < 150
+    res = run(sc, 1)
+    assert report.check(res).converged and res.stalls > 0
+    assert 0.02 < res.rtt < 0.2  # between the two link classes
+
+
 def test_overlays_are_connected_and_symmetric() -> None:
     import random
 
