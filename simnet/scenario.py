@@ -483,9 +483,11 @@ def builtin_names() -> list[str]:
 def resolve(name_or_path: str) -> Scenario:
     """Load a scenario by path, or by the name of a built-in one (``partition-heal``)."""
     p = Path(name_or_path)
-    if p.exists() or p.suffix == ".toml" or "/" in name_or_path:
+    builtin = p.stem if (not p.exists() and p.parent.name == "scenarios") else name_or_path
+    if builtin == name_or_path and (p.exists() or p.suffix == ".toml" or "/" in name_or_path):
         return load(p)
-    root = resources.files("simnet") / "scenarios" / f"{name_or_path}.toml"
+    # a name, or DESIGN.md's spelling "scenarios/<name>.toml" run from anywhere
+    root = resources.files("simnet") / "scenarios" / f"{builtin}.toml"
     if not root.is_file():
         raise ScenarioError("", f"no scenario file {name_or_path!r} and no built-in scenario "
                                 f"of that name (built-in: {', '.join(builtin_names())})")

@@ -143,6 +143,10 @@ def test_lan_relay_needs_known_groups() -> None:
     assert info.value.path == "topology.relays"
 
 
+def test_design_spelling_of_builtin_paths() -> None:
+    assert resolve("scenarios/churn.toml").name == "churn"
+
+
 def test_file_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("duration = [\n")

@@ -142,6 +142,22 @@ def test_link_overrides_apply_per_group_pair() -> None:
     assert 0.02 < res.rtt < 0.2  # between the two link classes
 
 
+def test_bandwidth_serialises_messages_on_a_link() -> None:
+    import random
+
+    from simnet.virtual.network import Network
+
+    sc = small(link={"latency": {"dist": "constant", "value": 10.0}, "bandwidth": 1000})
+    net = Network(sc.link, random.Random(1), sc.groups)
+    assert net.arrival(0, 1, 500, 0.0, stream=True) == pytest.approx(0.51)
+    assert net.arrival(0, 1, 500, 0.0, stream=True) == pytest.approx(1.01)  # queued
+    assert net.arrival(1, 0, 500, 0.0, stream=True) == pytest.approx(0.51)  # other way
+    net.partition(12, [sc.groups["a"], sc.groups["b"]])
+    assert net.reachable(0, 5) and not net.reachable(0, 6)
+    net.heal()
+    assert net.reachable(0, 6)
+
+
 def test_overlays_are_connected_and_symmetric() -> None:
     import random
 
