@@ -283,3 +283,34 @@ async def test_garbage_and_rate_limit_strikes_reach_the_manager() -> None:
             assert state.faults["rate_limited"] == 1 and state.ban_reason == "rate_limited"
             await wait_until(lambda: hr.peer_id not in hs.connected_peers())
             nursery.cancel_scope.cancel()
+
+
+async def test_connection_flood_is_capped_and_connected_peers_keep_syncing() -> None:
+    """``HostLimits.max_connections`` bounds inbound connections from many identities
+    (py-libp2p refuses the excess during security negotiation); peers already connected
+    keep being served."""
+    limits = HostLimits(max_connections=3)
+    with trio.fail_after(40):
+        async with hosts(1, limits) as (hs,), hosts(6) as clients:
+            server = SyncPeer(hs)
+            server.store.add_space(S1)
+            server.write(S1, 10)
+            honest = SyncPeer(clients[0])
+            honest.store.add_space(S1)
+            results = []
+            for client in clients:
+                try:
+                    await client.connect(hs.addrs()[0])
+                    results.append("ok")
+                except ConnectError as exc:
+                    results.append(exc.reason)
+            assert results == ["ok"] * 3 + ["dial_failed"] * 3
+            await trio.sleep(0.5)
+            assert len(hs.connected_peers()) == 3
+            framed = await clients[0].open_sync_stream(hs.peer_id)
+            async with trio.open_nursery() as nursery:
+                runner = honest.runner(hs.peer_id, framed, initiator=True)
+                nursery.start_soon(runner.run)
+                await wait_until(lambda: honest.store.version_vector(S1)
+                                 == server.store.version_vector(S1))
+                nursery.cancel_scope.cancel()
