@@ -138,7 +138,8 @@ class Simulation:
         self.space = self.workload.space
         self.removed_pids: set[bytes] = set()
         self.removed_at: dict[int, float] = {}
-        self.nodes = [self._make_node(i) for i in range(scenario.nodes)]
+        late = scenario.late_joiners()
+        self.nodes = [self._make_node(i, i in late) for i in range(scenario.nodes)]
         self._authorize = lambda _space, remote: remote not in self.removed_pids
         self._conn_ids = 0
         self.written = 0
@@ -149,7 +150,7 @@ class Simulation:
         self._events_left = len(scenario.events)
 
     # -- set-up ---------------------------------------------------------------------
-    def _make_node(self, i: int) -> SimNode:
+    def _make_node(self, i: int, late: bool) -> SimNode:
         sc = self.sc
         store = self.store_factory(self.cache)
         store.add_space(self.space)
@@ -159,7 +160,7 @@ class Simulation:
         if self.gossip:
             node.tracker = self._tracker(store)
             node.outbox = GossipOutbox(rate=sc.sync.gossip_rate)
-        if i in sc.late_joiners():
+        if late:
             node.up = node.joined = False
         return node
 
@@ -169,10 +170,6 @@ class Simulation:
     def _tracker(self, store: MemoryStore) -> GossipTracker:
         return GossipTracker(store, cache=self.cache, known_seq=store.known_seq,
                              anti_entropy_interval=self.sc.sync.anti_entropy_interval)
-
-    def _present(self, v: int) -> bool:
-        n = self.nodes[v]
-        return n.up and n.joined
 
     def _can_talk(self, a: int, b: int) -> bool:
         na, nb = self.nodes[a], self.nodes[b]
