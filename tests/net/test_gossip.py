@@ -71,7 +71,7 @@ async def test_paced_publish_delivers_every_message() -> None:
                 await ga.publish(TOPIC, b"m%05d" % i)
             got = await collect(rb, b"m", n, quiet=3.0)
             elapsed = trio.current_time() - t0
-            assert len(got) == n, f"{len(got)}/{n} delivered"
+            assert len(got) == n, f"{len(got)}/{n} delivered; {ga.metrics()} {gb.metrics()}"
             assert ga.metrics()["publish_paced"] > 0
             assert elapsed >= (n - ga.config.publish_burst) / ga.config.publish_rate * 0.9
             # The sender sees its own messages, tagged with its own peer id.
@@ -85,7 +85,7 @@ async def test_unpaced_burst_loses_messages_pitfall_3() -> None:
     """Pitfall 3 measured: with pacing off (huge burst) a back-to-back burst overflows
     py-libp2p's 32-RPC outbound queue; the paced test above delivers all."""
     n = 300
-    config = GossipConfig(publish_rate=1e9, publish_burst=1_000_000)
+    config = GossipConfig(publish_rate=1e9, publish_burst=1_000_000, max_queued=10_000)
     with trio.fail_after(40):
         async with gossip_pair(config) as (_ha, _hb, ga, gb):
             _ra, rb = await mesh_ready(ga, gb, TOPIC)
@@ -104,14 +104,23 @@ async def test_subscription_is_drained_while_consumer_is_slow() -> None:
     with trio.fail_after(40):
         async with gossip_pair(config) as (_ha, _hb, ga, gb):
             _ra, rb = await mesh_ready(ga, gb, TOPIC)
+            base = gb.metrics()["received"]  # the probe(s) mesh_ready consumed
             for i in range(n):
                 await ga.publish(TOPIC, b"s%05d" % i)
-            await wait_until(
-                lambda: gb.metrics()["received"] + 0 >= n + 1
-                and gb.metrics()["dropped_buffer_full"] > 0, timeout=10)
-            got = await collect(rb, b"s", n, quiet=0.5)
-            assert len(got) + gb.metrics()["dropped_buffer_full"] >= n
-            assert len(got) >= 39
+            await wait_until(lambda: gb.metrics()["received"] - base >= 50, timeout=15)
+            await trio.sleep(1.0)  # stragglers
+            m = gb.metrics()
+            buffered = 0
+            while True:
+                try:
+                    rb.receive_nowait()
+                    buffered += 1
+                except trio.WouldBlock:
+                    break
+            # Nothing vanished between py-libp2p and us: what our buffer could not hold
+            # is counted; and far more than py-libp2p's 32 slots came through.
+            assert buffered == 40
+            assert buffered + m["dropped_buffer_full"] == m["received"] - base >= 50
 
 
 async def test_publish_limits() -> None:

@@ -7,14 +7,18 @@ import logging
 
 import pytest
 import trio
+import trio.testing
 
 from mycelium.codec.frames import encode_uvarint
+from mycelium.identity.identity import Identity
 from mycelium.net.errors import NetError
+from mycelium.net.framing import FramedStream
 from mycelium.net.host import HostLimits
+from mycelium.net.sync_driver import SessionRunner
 from mycelium.sync.session import CaughtUp, Closed, SessionError, SessionState
 
 from .syncpeer import SyncPeer, wait_until
-from .util import hosts
+from .util import FakeStream, hosts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,3 +165,39 @@ async def test_fast_peer_is_rate_limited() -> None:
             await wait_until(lambda: hs.metrics()["rate_limited"] == 1)
             await wait_until(lambda: server.runners and server.runners[0].close_reason)
             assert server.runners[0].close_reason == "rate_limited"
+
+
+def _responder(peer: SyncPeer, framed: FramedStream) -> SessionRunner:
+    return peer.runner(Identity.generate().peer_id, framed, initiator=False)
+
+
+async def test_runner_ticks_at_the_session_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    """A peer that never says HELLO: the runner wakes at next_deadline(), the session
+    times out, the runner ends and closes the stream (virtual time)."""
+    fake = FakeStream()
+    peer = SyncPeer(_NoHost())  # type: ignore[arg-type]
+    runner = _responder(peer, FramedStream(fake, remote_peer_id="peer"))
+    t0 = trio.current_time()
+    await runner.run()
+    assert trio.current_time() - t0 == pytest.approx(runner.session.limits.handshake_timeout)
+    assert runner.close_reason == "timeout"
+    assert fake.closes == 1 and fake.resets == 0
+    assert any(isinstance(e, SessionError) and not e.remote for e in peer.events)
+
+
+async def test_cancelled_runner_resets_the_stream() -> None:
+    fake = FakeStream()
+    peer = SyncPeer(_NoHost())  # type: ignore[arg-type]
+    runner = _responder(peer, FramedStream(fake, remote_peer_id="peer"))
+    with trio.move_on_after(0.2):
+        await runner.run()
+    assert fake.resets == 1 and fake.closes == 0
+    assert runner.close_reason == "cancelled"
+    assert any(isinstance(e, Closed) and e.reason == "cancelled" for e in peer.events)
+
+
+class _NoHost:
+    peer_id = Identity.generate().peer_id
+
+    def set_sync_handler(self, handler: object) -> None:
+        return None
