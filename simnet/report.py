@@ -134,9 +134,25 @@ def summary(res: RunResult, conv: Convergence) -> dict[str, Any]:
             "session_errors": sum(n.session_errors for n in nodes),
             "session_resets": sum(n.session_resets for n in nodes),
         },
+        "recovery": recovery(res),
         "verify_cache": res.verify_stats,
         "timeline": [asdict(s) for s in res.samples],
     }
+
+
+def recovery(res: RunResult) -> list[dict[str, Any]]:
+    """For each scenario event: how long until every live member held at least what had
+    been written by then (from the timeline, so at ``sample_interval`` resolution; None
+    if that never happened). Shows how each heal, restart or join was absorbed."""
+    out: list[dict[str, Any]] = []
+    samples = res.samples
+    for e in res.scenario.events:
+        before = [s for s in samples if s.t <= e.at]
+        target = before[-1].expected if before else 0
+        done = next((s.t for s in samples if s.t >= e.at and s.held_min >= target), None)
+        out.append({"at": e.at, "kind": e.kind, "node": e.node, "written_by_then": target,
+                    "recovered_after_s": None if done is None else round(done - e.at, 6)})
+    return out
 
 
 def _r(x: float) -> float:
@@ -195,6 +211,18 @@ def markdown(res: RunResult, data: dict[str, Any]) -> str:
     ]
     if c["problems"]:
         lines += ["Problems:", ""] + [f"- {p}" for p in c["problems"]] + [""]
+    rec = data.get("recovery", [])
+    if rec:
+        lines += ["## Events", "",
+                  "Time until every live member held what had been written by the event "
+                  f"(resolution {sc.sample_interval:g} s):", "",
+                  "| t | event | node | deltas by then | recovered after |", "|---|---|---|---|---|"]
+        for r in rec:
+            after = "never" if r["recovered_after_s"] is None else f"{r['recovered_after_s']:g} s"
+            node = "" if r["node"] is None else r["node"]
+            lines.append(f"| {r['at']:g} | {r['kind']} | {node} | {r['written_by_then']} | "
+                         f"{after} |")
+        lines.append("")
     lines += [
         "## Traffic",
         "",

@@ -29,6 +29,10 @@ def test_report_files_are_written(tmp_path: Path) -> None:
         png = (out / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
     assert data["timeline"] and data["traffic"]["bytes_per_node_max"] > 0
+    rec = data["recovery"]
+    assert [r["kind"] for r in rec] == ["crash", "restart"]
+    assert all(r["recovered_after_s"] is not None for r in rec)
+    assert "## Events" in md
 
 
 def test_cli_json_prints_exactly_one_object(tmp_path: Path) -> None:
