@@ -216,7 +216,8 @@ def markdown(res: RunResult, data: dict[str, Any]) -> str:
         lines += ["## Events", "",
                   "Time until every live member held what had been written by the event "
                   f"(resolution {sc.sample_interval:g} s):", "",
-                  "| t | event | node | deltas by then | recovered after |", "|---|---|---|---|---|"]
+                  "| t | event | node | deltas by then | recovered after |",
+                  "|---|---|---|---|---|"]
         for r in rec:
             after = "never" if r["recovered_after_s"] is None else f"{r['recovered_after_s']:g} s"
             node = "" if r["node"] is None else r["node"]
