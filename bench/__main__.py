@@ -31,7 +31,12 @@ def run_all(quick: bool, out: Path, only: list[str] | None = None) -> dict[str, 
         if not hasattr(module, "run"):
             continue
         print(f"bench: {name} ({'quick' if quick else 'full'}) ...", file=sys.stderr, flush=True)
-        result = module.run(quick=quick)
+        try:
+            result = module.run(quick=quick)
+        except Exception as exc:  # one broken benchmark must not hide the others' results
+            results[name] = {"name": name, "error": f"{type(exc).__name__}: {exc}"}
+            sections.append(f"### {name}\n\nFAILED: {type(exc).__name__}: {exc}")
+            continue
         results[name] = result
         render = getattr(module, "markdown", None)
         sections.append(render(result) if render else f"### {name}\n\n```\n{result}\n```")
@@ -57,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run_all(args.quick, args.out, args.names or None)
     print(json.dumps(report, indent=2, sort_keys=True))
-    return 0
+    failed = [n for n, r in report["benchmarks"].items() if "error" in r]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
