@@ -75,3 +75,18 @@ def test_bench_hook_shape() -> None:
     for r in rows:
         assert r["converged"] and r["deltas"] == 100
         assert r["wall_s"] > 0 and r["peak_rss_mb"] > 0 and r["convergence_ratio"] >= 0
+
+
+def test_cli_reports_non_convergence_with_exit_1(tmp_path: Path) -> None:
+    """A partition that never heals cannot converge: one JSON object, exit code 1."""
+    sc = tmp_path / "split.toml"
+    sc.write_text(
+        'duration = 20.0\n[nodes]\ncount = 6\ngroups = { a = "0-2", b = "3-5" }\n'
+        '[topology]\nkind = "full"\n[writes]\nwriters = [0, 3]\nrate = 2.0\ntotal = 10\n'
+        '[[events]]\nat = 0.5\nkind = "partition"\ngroups = ["a", "b"]\n')
+    result = CliRunner().invoke(app, ["run", str(sc), "--out", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["converged"] is False and data["convergence_ratio"] == -1.0
+    assert data["convergence"]["problems"]
+    assert "DID NOT CONVERGE" in (tmp_path / "o" / "report.md").read_text()
