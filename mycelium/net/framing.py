@@ -8,8 +8,9 @@ It turns py-libp2p's quirks into our contract (``docs/py-libp2p-notes.md``):
 - every read and write has a timeout, so a silent peer cannot pin a task forever;
 - frames are at most ``max_frame`` bytes, checked from the length prefix before the
   payload is buffered (:class:`~mycelium.codec.frames.FrameDecoder`);
-- what a peer sends is charged to a per-peer :class:`TokenBucket`; a peer that exceeds
-  it gets :class:`~mycelium.net.errors.RateLimited` and its stream is reset. We cut off
+- what a peer sends is charged to per-peer :class:`TokenBucket` s (bytes, and frames:
+  :meth:`FramedStream.charge_frames`); a peer that exceeds one gets
+  :class:`~mycelium.net.errors.RateLimited` and its stream is reset. We cut off
   rather than throttle because throttling only delays reading: py-libp2p's muxers keep
   buffering what the peer sends meanwhile, so slowing down the reader does not bound
   memory, and an honest sync session never needs more than its granted credit in flight.
@@ -40,6 +41,11 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 #: flight per session), so it stays far below this unless the peer misbehaves.
 DEFAULT_RATE_BYTES_S = 16 * 1024 * 1024
 DEFAULT_BURST_BYTES = 64 * 1024 * 1024
+#: Default per-peer frame budget. Bytes alone do not bound CPU: within 16 MiB/s a peer
+#: could send millions of one-byte frames, each a CBOR decode. Sync batches envelopes
+#: into few large frames, so honest peers stay far below this.
+DEFAULT_RATE_FRAMES_S = 2000.0
+DEFAULT_BURST_FRAMES = 10000.0
 
 
 class LibP2PStream(Protocol):
@@ -109,6 +115,7 @@ class FramedStream:
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         bucket: TokenBucket | None = None,
+        frame_bucket: TokenBucket | None = None,
         remote_peer_id: str | None = None,
         on_rate_limited: Callable[[str], None] | None = None,
     ) -> None:
@@ -117,6 +124,7 @@ class FramedStream:
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
         self.bucket = bucket
+        self.frame_bucket = frame_bucket
         self.remote_peer_id = (
             remote_peer_id if remote_peer_id is not None else _peer_of(stream)
         )
@@ -160,7 +168,7 @@ class FramedStream:
             return None
         self.bytes_in += len(data)
         if self.bucket is not None and not self.bucket.charge(len(data)):
-            await self._cut_off()
+            await self._cut_off("bytes")
         return data
 
     async def receive_frame(self) -> bytes | None:
@@ -177,7 +185,7 @@ class FramedStream:
                     raise StreamClosedError("stream ended inside a frame", reason="truncated_frame")
                 return None
             try:
-                self._frames.extend(self._decoder.feed(data))
+                frames = self._decoder.feed(data)
             except MyceliumError as exc:
                 log.warning(
                     "peer %s sent a bad frame (%s): resetting stream",
@@ -185,14 +193,28 @@ class FramedStream:
                 )
                 await self.reset()
                 raise
+            await self.charge_frames(len(frames))
+            self._frames.extend(frames)
         return self._frames.popleft()
 
-    async def _cut_off(self) -> None:
+    async def charge_frames(self, n: int) -> None:
+        """Charge ``n`` received frames to the peer's frame bucket.
+
+        :meth:`receive_frame` does this itself; a byte-interface user that decodes frames
+        elsewhere (the sync driver) calls it with the count it decoded. Raises
+        :class:`RateLimited` after resetting the stream when the peer overdraws.
+        """
+        if n and self.frame_bucket is not None and not self.frame_bucket.charge(n):
+            await self._cut_off("frames")
+
+    async def _cut_off(self, what: str) -> None:
+        bucket = self.bucket if what == "bytes" else self.frame_bucket
         log.warning(
-            "peer %s exceeded its rate limit (%.0f B/s, burst %.0f B): resetting stream",
+            "peer %s exceeded its rate limit (%.0f %s/s, burst %.0f): resetting stream",
             _short(self.remote_peer_id),
-            self.bucket.rate if self.bucket else 0,
-            self.bucket.burst if self.bucket else 0,
+            bucket.rate if bucket else 0,
+            what,
+            bucket.burst if bucket else 0,
         )
         if self._on_rate_limited is not None:
             self._on_rate_limited(self.remote_peer_id)

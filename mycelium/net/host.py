@@ -27,7 +27,9 @@ from mycelium.identity.identity import Identity
 from mycelium.net.errors import ConnectError, StreamOpenError
 from mycelium.net.framing import (
     DEFAULT_BURST_BYTES,
+    DEFAULT_BURST_FRAMES,
     DEFAULT_RATE_BYTES_S,
+    DEFAULT_RATE_FRAMES_S,
     DEFAULT_READ_TIMEOUT,
     FramedStream,
     TokenBucket,
@@ -64,6 +66,8 @@ class HostLimits:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     rate_bytes_s: float = DEFAULT_RATE_BYTES_S
     burst_bytes: float = DEFAULT_BURST_BYTES
+    rate_frames_s: float = DEFAULT_RATE_FRAMES_S
+    burst_frames: float = DEFAULT_BURST_FRAMES
 
 
 class MyceliumHost:
@@ -76,7 +80,7 @@ class MyceliumHost:
         self._sync_handler: SyncHandler | None = None
         self._gate: PeerGate | None = None
         self._inbound: dict[str, int] = {}
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
         self._metrics: dict[str, int] = {
             "connects_ok": 0,
             "connects_failed": 0,
@@ -213,27 +217,33 @@ class MyceliumHost:
         return self._framed(stream, peer_id)
 
     def _framed(self, stream: Any, peer_id: str) -> FramedStream:
+        byte_bucket, frame_bucket = self._bucket(peer_id)
         return FramedStream(
             stream,
             max_frame=self.limits.max_frame,
             read_timeout=self.limits.read_timeout,
-            bucket=self._bucket(peer_id),
+            bucket=byte_bucket,
+            frame_bucket=frame_bucket,
             remote_peer_id=peer_id,
             on_rate_limited=self._count_rate_limited,
         )
 
-    def _bucket(self, peer_id: str) -> TokenBucket:
-        bucket = self._buckets.get(peer_id)
-        if bucket is None:
+    def _bucket(self, peer_id: str) -> tuple[TokenBucket, TokenBucket]:
+        """The peer's (bytes, frames) buckets, shared by all its streams."""
+        buckets = self._buckets.get(peer_id)
+        if buckets is None:
             if len(self._buckets) > 4 * self.limits.max_connections:
                 # Forget peers whose buckets are full again: they cost nothing to recreate.
                 self._buckets = {
-                    p: b for p, b in self._buckets.items() if b.tokens < b.burst
+                    p: b for p, b in self._buckets.items()
+                    if b[0].tokens < b[0].burst or b[1].tokens < b[1].burst
                 }
-            bucket = self._buckets[peer_id] = TokenBucket(
-                self.limits.rate_bytes_s, self.limits.burst_bytes
+            lim = self.limits
+            buckets = self._buckets[peer_id] = (
+                TokenBucket(lim.rate_bytes_s, lim.burst_bytes),
+                TokenBucket(lim.rate_frames_s, lim.burst_frames),
             )
-        return bucket
+        return buckets
 
     def _count_rate_limited(self, peer_id: str) -> None:
         self._metrics["rate_limited"] += 1

@@ -108,8 +108,14 @@ class SessionRunner:
             if data is None:
                 self._lost("eof", None)
                 return
+            before = session.stats.frames_in
             session.receive_data(data, self.clock())
             self.poke()
+            try:  # the session decodes frames, so it is here that we can count them
+                await self.framed.charge_frames(session.stats.frames_in - before)
+            except MyceliumError as exc:
+                self._lost(exc.reason, exc)
+                return
 
     def _lost(self, reason: str, exc: BaseException | None) -> None:
         if self.session.state is not SessionState.CLOSED:
