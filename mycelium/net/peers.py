@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -153,6 +153,7 @@ class PeerManager:
             self.policy.max_pending_cuts
         )
         self.metrics: Counter[str] = Counter()
+        self._wakeup = trio.Event()
 
     # -- knowing peers --------------------------------------------------------------
     def add(self, peer_id: str, addrs: list[str] | tuple[str, ...] = (), *,
@@ -170,6 +171,7 @@ class PeerManager:
             self._make_room()
             state = self._peers[peer_id] = PeerState(peer_id, source, first_seen=now)
         state.last_seen = now
+        before = len(state.addrs)
         if source == "static":
             state.source = source  # static wins: it is never evicted
         for addr in addrs:
@@ -178,6 +180,8 @@ class PeerManager:
                 state.addrs.append(full)
         state.addrs.sort(key=_is_loopback)
         del state.addrs[self.policy.max_addrs_per_peer:]
+        if len(state.addrs) != before:
+            self._wakeup.set()  # keep_connected: someone new to dial
         return state
 
     def _make_room(self) -> None:
@@ -219,12 +223,14 @@ class PeerManager:
         ready.sort(key=lambda s: (s.consecutive_failures, s.next_dial_at))
         return [s.peer_id for s in ready]
 
-    def next_due_at(self) -> float | None:
-        """When :meth:`due` may next return something new (None: no dialable peer)."""
+    def next_due_at(self, exclude: set[str] | frozenset[str] = frozenset()) -> float | None:
+        """When :meth:`due` may next return a peer not in ``exclude`` (None: no
+        dialable peer)."""
         now = self._clock()
+        skip = self.connected() | exclude
         times = [
             max(s.next_dial_at, s.banned_until or 0.0) for s in self._peers.values()
-            if s.addrs and s.peer_id not in self.connected()
+            if s.addrs and s.peer_id not in skip
         ]
         return max(now, min(times)) if times else None
 
@@ -378,6 +384,62 @@ class PeerManager:
             if self.is_banned(peer_id) and peer_id in self.connected():
                 await self.dialer.disconnect(peer_id)
                 self.metrics["cuts"] += 1
+
+    async def keep_connected(
+        self,
+        on_connected: Callable[[str], Awaitable[None]],
+        *,
+        max_parallel: int = 8,
+        poll_interval: float = 5.0,
+    ) -> None:
+        """Dial every :meth:`due` peer (at most ``max_parallel`` dials at once) until
+        cancelled, then await ``on_connected(peer_id)`` in the dial's task (e.g. run a
+        sync session). A peer is not dialled again while its ``on_connected`` runs.
+
+        Wakes when :meth:`add` learns an address, when a backoff runs out, and every
+        ``poll_interval`` seconds (to notice disconnects). Errors from ``on_connected``
+        are logged and counted (``on_connected_failed``), never raised.
+        """
+        limiter = trio.CapacityLimiter(max_parallel)
+        busy: set[str] = set()
+        async with trio.open_nursery() as nursery:
+            while True:
+                self._wakeup = trio.Event()
+                for peer_id in self.due():
+                    if peer_id not in busy:
+                        busy.add(peer_id)
+                        nursery.start_soon(self._dial_then, peer_id, on_connected, limiter, busy)
+                delay = poll_interval
+                next_at = self.next_due_at(busy)
+                if next_at is not None:
+                    delay = min(delay, max(0.01, next_at - self._clock()))
+                with trio.move_on_after(delay):
+                    await self._wakeup.wait()
+
+    async def _dial_then(
+        self,
+        peer_id: str,
+        on_connected: Callable[[str], Awaitable[None]],
+        limiter: trio.CapacityLimiter,
+        busy: set[str],
+    ) -> None:
+        try:
+            async with limiter:
+                try:
+                    await self.dial(peer_id)
+                except ConnectError:
+                    return  # counted and backed off by dial()
+            try:
+                await on_connected(peer_id)
+            except Exception as exc:
+                self.metrics["on_connected_failed"] += 1
+                log.warning(
+                    "after connecting to %s: %s", _short(peer_id),
+                    getattr(exc, "reason", None) or repr(exc),
+                )
+        finally:
+            busy.discard(peer_id)
+            self._wakeup.set()
 
     def summary(self) -> dict[str, object]:
         """Counts for ``status``: known, connected, banned, and the fault counters."""

@@ -9,6 +9,7 @@ import random
 
 import pytest
 import trio
+import trio.testing
 
 from mycelium.codec.frames import encode_uvarint
 from mycelium.identity.identity import Identity
@@ -314,3 +315,49 @@ async def test_connection_flood_is_capped_and_connected_peers_keep_syncing() -> 
                 await wait_until(lambda: honest.store.version_vector(S1)
                                  == server.store.version_vector(S1))
                 nursery.cancel_scope.cancel()
+
+
+async def test_keep_connected_dials_due_peers_with_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    dialer = FakeDialer()
+    pm = PeerManager(dialer, PeerPolicy(backoff_initial=1.0), rng=random.Random(1))
+    flaky, steady, late = _pid(), _pid(), _pid()
+    flaky_addr = f"/ip4/10.231.0.2/tcp/1/p2p/{flaky}"
+    steady_addr = f"/ip4/10.231.0.3/tcp/1/p2p/{steady}"
+    dialer.up.add(steady_addr)
+    pm.add(flaky, [flaky_addr])
+    pm.add(steady, [steady_addr])
+    sessions: list[tuple[str, float]] = []
+    release = trio.Event()
+
+    async def on_connected(peer_id: str) -> None:
+        sessions.append((peer_id, trio.current_time()))
+        if peer_id == late:
+            raise ConnectError("session failed", reason="open_failed")
+        await release.wait()
+
+    t0 = trio.current_time()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pm.keep_connected, on_connected)
+            await wait_until(lambda: len(sessions) == 1)
+            assert sessions[0][0] == steady
+            await trio.sleep(2.5)  # flaky failed at 0 s, ~1 s and ~3 s: three dials so far
+            state = pm.get(flaky)
+            assert state is not None and state.dials_failed >= 2
+            dialer.up.add(flaky_addr)
+            await wait_until(lambda: len(sessions) == 2, timeout=30)
+            assert sessions[1][0] == flaky
+            assert sessions[1][1] - t0 > 2.5
+            # A newly learned address wakes the loop at once.
+            dialer.up.add(f"/ip4/10.231.0.4/tcp/1/p2p/{late}")
+            before = trio.current_time()
+            pm.add(late, [f"/ip4/10.231.0.4/tcp/1/p2p/{late}"], source="mdns")
+            await wait_until(lambda: len(sessions) == 3)
+            assert sessions[2] == (late, before)
+            await wait_until(lambda: pm.metrics["on_connected_failed"] == 1)
+            # Steady is never dialled twice while its session runs.
+            assert dialer.dialled.count(steady_addr) == 1
+            release.set()
+            nursery.cancel_scope.cancel()
