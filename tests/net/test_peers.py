@@ -361,3 +361,33 @@ async def test_keep_connected_dials_due_peers_with_backoff(
             assert dialer.dialled.count(steady_addr) == 1
             release.set()
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("payload", "fault"),
+    [(b"\xff", "bad_frame"), (None, None)],  # None: the peer's own ERR frame
+)
+def test_peer_fault_matches_what_sync_session_emits(payload: bytes | None,
+                                                    fault: str | None) -> None:
+    """Pins :func:`peer_fault` to the real ``SyncSession``: garbage is the peer's fault,
+    a relayed ERR is not."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from mycelium.codec.frames import encode_frame
+    from mycelium.sync.memstore import MemoryStore
+    from mycelium.sync.messages import Error, encode_message
+    from mycelium.sync.session import SyncSession
+
+    def key() -> bytes:
+        return Ed25519PrivateKey.generate().public_key().public_bytes(
+            Encoding.Raw, PublicFormat.Raw)
+
+    store = MemoryStore()
+    session = SyncSession(store, local_id=key(), remote_id=key(), initiator=False, now=0.0,
+                          cache=store.cache)
+    frame = encode_message(Error("unknown_space")) if payload is None else payload
+    session.receive_data(encode_frame(frame), 0.0)
+    errors = [e for e in session.events() if isinstance(e, SessionError)]
+    assert len(errors) == 1
+    assert peer_fault(errors[0]) == fault
