@@ -1,7 +1,10 @@
 """Documents as last-writer-wins field maps with tombstones (protocols/delta.md §7).
 
 Each field keeps the write with the greatest *stamp* ``(wall_ms, counter, node, author)``:
-the HLC of its delta, ties broken by the author's key, so two writers can never tie.
+the HLC of its delta, ties broken by the author's key, so two writers can never tie. An
+author that issues two writes with one stamp (its clock never does; a buggy or hostile
+one might) is ordered so that a tombstone wins, then the greater canonical value bytes,
+so nodes still agree.
 A field delete is a write of a tombstone. A document delete records a document
 tombstone stamp ``t``: every field write with a stamp ``<= t`` is gone (and any such
 write arriving later is ignored), while newer writes bring the document back.
@@ -49,8 +52,9 @@ class DocState:
         for op in payload.ops:
             assert op.field is not None
             cur = self.fields.get(op.field)
-            if cur is None or stamp > cur.stamp:
-                self.fields[op.field] = FieldValue(stamp, op.deleted, op.value)
+            new = FieldValue(stamp, op.deleted, op.value)
+            if cur is None or stamp > cur.stamp or (stamp == cur.stamp and _rank(new) > _rank(cur)):
+                self.fields[op.field] = new
                 changed = True
         return changed
 
@@ -89,3 +93,9 @@ class DocState:
         fields = {k: FieldValue((v[0], v[1], v[2], v[3]), v[4], v[5]) for k, v in m["f"].items()}
         tomb = m["t"]
         return cls(fields, (tomb[0], tomb[1], tomb[2], tomb[3]) if tomb is not None else None)
+
+
+def _rank(v: FieldValue) -> tuple[bool, bytes]:
+    """Order of two writes with the same stamp (only a misbehaving author makes them):
+    a tombstone wins, then the greater canonical encoding, so every node picks the same."""
+    return v.deleted, cbor.encode(v.value)

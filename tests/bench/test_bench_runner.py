@@ -1,4 +1,7 @@
-"""The benchmark runner works in quick mode and writes a complete report (no timing asserts)."""
+"""The benchmark runner works in quick mode and writes a complete report (no timing asserts).
+
+(No __init__.py here: a package named ``bench`` under tests/ would shadow the real one.)
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -83,7 +85,9 @@ def payload_of(op: dict[str, int | None] | None, wall: int, counter: int) -> Pay
 
 @settings(max_examples=200, deadline=None)
 @given(deltas, st.randoms(use_true_random=False))
-def test_merge_is_order_and_duplicate_independent(items, rnd) -> None:  # type: ignore[no-untyped-def]
+def test_merge_is_order_and_duplicate_independent(
+    items: list[tuple[dict[str, int | None] | None, int, int, bytes]], rnd: random.Random
+) -> None:
     ordered, shuffled = DocState(), DocState()
     for op, wall, counter, author in items:
         ordered.apply(payload_of(op, wall, counter), author)

@@ -128,7 +128,9 @@ def mutate(raw: bytes, how: object) -> bytes:
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 1000), mutation), min_size=1, max_size=30),
        st.randoms(use_true_random=False))
-def test_hostile_input_never_raises_never_corrupts(junk, rnd: random.Random) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_input_never_raises_never_corrupts(
+    junk: list[tuple[int, object]], rnd: random.Random
+) -> None:
     w = world()
     with tempfile.TemporaryDirectory() as tmp:
         soil = fresh(Path(tmp) / "x.db")

@@ -11,7 +11,7 @@ from mycelium.crdt.schema import SchemaError
 from mycelium.errors import MyceliumError
 from mycelium.log.envelope import Kind, seal
 from mycelium.spaces import service
-from mycelium.store.soil import AmbiguousSpace, UnknownSpace
+from mycelium.store.soil import AmbiguousSpace, Soil, UnknownSpace
 
 from .conftest import A, B, C, Market, did, open_soil, sync
 
@@ -122,7 +122,7 @@ def test_outsider_and_bad_content_never_materialize(market: Market) -> None:
     r = b.ingest(s, [outsider.raw])
     assert r.pending == 1  # may become a member later: held, bounded
     junk = seal(signer=A.signing_key, space=s, seq=a.version_vector(s)[A.public_key] + 1,
-                prev=a.space_state(s) and _head(a, s), epoch=epoch, payload=b"not cbor",
+                prev=_head(a, s), epoch=epoch, payload=b"not cbor",
                 group_key=key)
     a.ingest(s, [junk.raw])
     assert a.metrics().get("unapplied.bad_payload") == 1
@@ -130,7 +130,7 @@ def test_outsider_and_bad_content_never_materialize(market: Market) -> None:
     assert a.get_doc(s, "products", "after") is not None
 
 
-def _head(soil, space):  # type: ignore[no-untyped-def]
+def _head(soil: Soil, space: bytes) -> bytes:
     rows = soil.conn.execute("SELECT head FROM vv WHERE space=? AND author=?",
                              (space, A.public_key)).fetchone()
     return bytes(rows[0])
