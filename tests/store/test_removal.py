@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mycelium.spaces import service
 
-from .conftest import A, B, C, did, open_soil, sync
+from .conftest import A, B, C, D, did, open_soil, sync
 
 
 def test_removed_member_cannot_decrypt_later_deltas(tmp_path: Path) -> None:
@@ -42,5 +42,12 @@ def test_removed_member_cannot_decrypt_later_deltas(tmp_path: Path) -> None:
     assert c.version_vector(space) == a.version_vector(space)
     assert c.metrics()["deferred_now"] >= 2
     assert space not in c.member_spaces() and space in b.member_spaces()
-    for s in (a, b, c):
+    # a member who joins later stores c's earlier chain too (no anti-entropy loop on it)
+    d = open_soil(tmp_path / "d.db", D)
+    service.join(d, service.invite(a, space, did(D)))
+    sync(a, d, space)
+    assert d.version_vector(space) == a.version_vector(space)
+    assert d.get_doc(space, "products", "after") is not None
+    assert not any(k.startswith("rejected.") for k in d.metrics())
+    for s in (a, b, c, d):
         s.close()
