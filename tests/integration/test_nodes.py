@@ -82,3 +82,19 @@ async def test_removed_member_stops_receiving_readable_data(tmp_path: Path) -> N
         assert "secret" not in docs_c and "secret-2" not in docs_c
     finally:
         await stop_all(nodes)
+
+
+async def test_two_nodes_find_each_other_with_mdns_on_loopback(tmp_path: Path) -> None:
+    """No --peer: the nodes must discover each other by multicast DNS alone."""
+    nodes, space_id = await community(tmp_path, 2)
+    try:
+        for node in nodes:
+            await node.start(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+        await put(nodes[0], "found-by-mdns", "no static peer was given")
+        await converged(nodes, space_id, timeout=60)
+        status = await nodes[1].status()
+        assert nodes[0].identity is not None
+        sources = {p["peer_id"]: p["source"] for p in status["peers"]}
+        assert sources.get(nodes[0].identity.peer_id) in {"mdns", "inbound"}, status["peers"]
+    finally:
+        await stop_all(nodes)
