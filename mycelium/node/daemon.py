@@ -48,6 +48,9 @@ DIAL_BACKOFF = (1.0, 30.0)
 #: only one side's multicast gets through).
 MDNS_YIELD_S = 3.0
 MDNS_QUIET_WARNING_S = 10.0
+#: Peer exchange: every member announces its addresses on each shared space's peers topic.
+PEX_INTERVAL_S = 30.0
+PEX_MAX_ADDRS = 8
 
 
 @dataclass
@@ -413,7 +416,9 @@ class Node:
                     )
                     self._ensure_subscribed(space)
                 task_status.started()
-                await self._publish_loop()
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(self._announce_loop)
+                    await self._publish_loop()
 
         await nursery.start(run_gossip)
 
@@ -424,6 +429,7 @@ class Node:
             return
         self._subscribed.add(space)
         self._nursery.start_soon(self._receive_gossip, space)
+        self._nursery.start_soon(self._receive_pex, space)
 
     async def _receive_gossip(self, space: bytes) -> None:
         channel = await self._gossip.subscribe(topic_for_space(space))
@@ -461,6 +467,41 @@ class Node:
             with trio.move_on_at(deadline if deadline is not None else now + 3600):
                 await self._outbox_wakeup.wait()
 
+    # -- peer exchange --------------------------------------------------------------
+    # Each node announces its own addresses on a per-space "peers" topic. GossipSub signs
+    # messages (strict signing), so an announcement is accepted only from the peer it names;
+    # topics are hashes of space ids, so only members of a space learn its members' addresses.
+    # That is how a node that only knows a hub (or whose Wi-Fi blocks mDNS) meets the others.
+    async def _announce_loop(self) -> None:
+        from mycelium.codec import cbor
+
+        await trio.sleep(1.0)
+        while True:
+            payload = cbor.encode({"peer": self.identity.peer_id,
+                                   "addrs": self.listen_addrs[:PEX_MAX_ADDRS]})
+            for space in list(self._subscribed):
+                try:
+                    await self._gossip.publish(pex_topic(space), payload)
+                except Exception as exc:  # gossip is best effort
+                    log.debug("peer announcement failed: %s", _reason(exc))
+            await trio.sleep(PEX_INTERVAL_S * random.uniform(0.8, 1.2))
+
+    async def _receive_pex(self, space: bytes) -> None:
+        channel = await self._gossip.subscribe(pex_topic(space))
+        async with channel:
+            async for from_peer, data in channel:
+                announced = parse_announcement(data, from_peer)
+                if announced is None or from_peer == self.identity.peer_id:
+                    continue
+                fresh = from_peer not in self.peers
+                info = self._peer(from_peer, source="pex")
+                for addr in announced:
+                    if addr not in info.addrs:
+                        info.addrs.append(addr)
+                if fresh and not self.has_session(from_peer) and self._nursery is not None:
+                    log.info("peer exchange: learned peer=%s", _short(from_peer))
+                    self._nursery.start_soon(self._dial_discovered, from_peer, list(announced))
+
     # -- status ---------------------------------------------------------------------
     def _status_extra(self) -> dict[str, Any]:
         last = [p.last_sync for p in self.peers.values() if p.last_sync]
@@ -474,6 +515,30 @@ class Node:
             "uptime_s": round(time.time() - self.started_at, 1),
             "metrics": {**self.soil.metrics(), **_prefixed("net.", self._host.metrics())},
         }
+
+
+def pex_topic(space: bytes) -> str:
+    """The peer-exchange topic of a space (beside its envelope topic)."""
+    return topic_for_space(space) + "/peers"
+
+
+def parse_announcement(data: bytes, from_peer: str) -> list[str] | None:
+    """Addresses from a peer announcement, or None unless it is well formed and names
+    exactly the (signature-authenticated) sender."""
+    from mycelium.codec import cbor
+    from mycelium.errors import MyceliumError
+
+    try:
+        msg = cbor.decode(data, max_bytes=4096)
+    except MyceliumError:
+        return None
+    if not isinstance(msg, dict) or msg.get("peer") != from_peer:
+        return None
+    addrs = msg.get("addrs")
+    if not isinstance(addrs, list) or not all(isinstance(a, str) and len(a) < 256 for a in addrs):
+        return None
+    suffix = "/p2p/" + from_peer
+    return [a for a in addrs[:PEX_MAX_ADDRS] if a.endswith(suffix)]
 
 
 # -- entry point ------------------------------------------------------------------------

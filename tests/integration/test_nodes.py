@@ -98,3 +98,29 @@ async def test_two_nodes_find_each_other_with_mdns_on_loopback(tmp_path: Path) -
         assert sources.get(nodes[0].identity.peer_id) in {"mdns", "inbound"}, status["peers"]
     finally:
         await stop_all(nodes)
+
+
+async def test_peer_exchange_lets_spokes_meet_and_survive_the_hub(tmp_path: Path) -> None:
+    """n1 and n2 only know the hub n0 (no mDNS). Peer exchange introduces them, so after
+    the hub goes down a write on n1 still reaches n2."""
+    nodes, space_id = await community(tmp_path, 3)
+    hub, n1, n2 = nodes
+    ports = [free_port() for _ in nodes]
+    try:
+        await hub.start(run_args(ports[0], []))
+        await n1.start(run_args(ports[1], [(ports[0], hub)]))
+        await n2.start(run_args(ports[2], [(ports[0], hub)]))
+        assert n1.identity is not None and n2.identity is not None
+        with trio.fail_after(60):
+            while True:
+                peers = {p["peer_id"]: p for p in (await n2.status())["peers"]}
+                spoke = peers.get(n1.identity.peer_id)
+                if spoke is not None and spoke["state"] == "connected":
+                    break
+                await trio.sleep(0.5)
+        await hub.stop()
+        await put(n1, "while-hub-down", "travels spoke to spoke")
+        await converged([n1, n2], space_id, timeout=60)
+        assert "while-hub-down" in await docs(n2)
+    finally:
+        await stop_all(nodes)
