@@ -278,3 +278,21 @@ def test_data_under_an_unknown_epoch_is_deferred_until_the_key_arrives(tmp_path:
     assert b.metrics()["deferred_now"] == 0
     for s in (a, b, c):
         s.close()
+
+
+def test_pending_is_bounded(tmp_path: Path, market: Market) -> None:
+    from mycelium.store.soil import Soil as SoilClass
+
+    a, s = market.a, market.space
+    small = SoilClass.open(tmp_path / "small.db", B, max_pending=3)
+    service.join(small, market.code_b)
+    sync(a, small, s)
+    for i in range(6):
+        a.put_doc(s, "products", f"p{i}", {"title": "x"})
+    missing = a.envelopes_since(s, small.version_vector(s), limit=100, max_bytes=1 << 20)
+    r = small.ingest(s, missing[1:])
+    assert r.pending == 3 and [reason for _, reason in r.rejected] == ["pending_full"] * 2
+    assert small.metrics()["rejected.pending_full"] == 2
+    small.ingest(s, missing)  # the gap is filled: everything lands
+    assert small.version_vector(s) == a.version_vector(s) and small.pending_count(s) == 0
+    small.close()
