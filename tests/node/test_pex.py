@@ -29,7 +29,7 @@ def test_garbage_and_wrong_shapes_are_ignored() -> None:
 
 
 def test_address_count_is_bounded_and_topic_is_per_space() -> None:
-    data = cbor.encode({"peer": ME, "addrs": [ADDR] * 50})
+    data = cbor.encode({"peer": ME, "addrs": [ADDR] * 20})
     assert len(parse_announcement(data, ME) or []) == PEX_MAX_ADDRS
     space = bytes(32)
     assert pex_topic(space) == topic_for_space(space) + "/peers"
