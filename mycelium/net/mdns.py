@@ -11,7 +11,8 @@ shares one handler list between all hosts of a process and never connects. Here:
   (``TrioToken.run_sync_soon``) through a bounded memory channel; resolving a name (a
   blocking zeroconf call) runs in ``trio.to_thread`` with a timeout;
 - :meth:`MdnsDiscovery.peers` yields each peer once, and again only when its address
-  set changes; our own announcement is ignored. Connecting is the daemon's job.
+  set changes or after it said goodbye and came back; our own announcement is ignored.
+  Connecting is the daemon's job.
 
 Many Wi-Fi networks block multicast: :meth:`MdnsDiscovery.status` says so plainly when
 nobody has been seen for a while.
@@ -137,7 +138,11 @@ class MdnsDiscovery:
         self._info: Any = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._started = 0.0
-        self._send, self._receive = trio.open_memory_channel[str](MAX_PENDING_NAMES)
+        # (service name, removed?) posted from zeroconf's thread
+        self._send, self._receive = trio.open_memory_channel[tuple[str, bool]](
+            MAX_PENDING_NAMES
+        )
+        self._names: dict[str, str] = {}  # service name -> peer id, to forget on goodbye
         self._limiter = trio.CapacityLimiter(4)
 
     async def __aenter__(self) -> MdnsDiscovery:
@@ -206,18 +211,19 @@ class MdnsDiscovery:
         """Runs in zeroconf's thread: hand the name to trio, nothing else."""
         from zeroconf import ServiceStateChange
 
-        if state_change is ServiceStateChange.Removed or name == self.name:
+        if name == self.name:
             return
         token = self._token
         if token is None:
             return
+        removed = state_change is ServiceStateChange.Removed
         with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(self._post, name)
+            token.run_sync_soon(self._post, name, removed)
 
-    def _post(self, name: str) -> None:
+    def _post(self, name: str, removed: bool) -> None:
         """Runs in trio's thread."""
         try:
-            self._send.send_nowait(name)
+            self._send.send_nowait((name, removed))
         except trio.WouldBlock:
             self.dropped += 1
         except trio.ClosedResourceError:
@@ -226,10 +232,18 @@ class MdnsDiscovery:
     # -- trio side ------------------------------------------------------------------
     async def peers(self) -> AsyncIterator[DiscoveredPeer]:
         """Peers as they are found (forever, until the context exits)."""
-        async for name in self._receive:
+        async for name, removed in self._receive:
+            if removed:
+                # Goodbye (a restart, or the peer left): yield it again when it returns,
+                # even with the same addresses.
+                gone = self._names.pop(name, None)
+                if gone is not None:
+                    self._known.pop(gone, None)
+                continue
             peer = await self._resolve(name)
             if peer is None or peer.peer_id == self.peer_id:
                 continue
+            self._names[name] = peer.peer_id
             if self._known.get(peer.peer_id) == peer.addrs:
                 continue
             if peer.peer_id not in self._known:

@@ -220,3 +220,30 @@ def _port(self_line: dict[str, object]) -> str:
     addrs = self_line["addrs"]
     assert isinstance(addrs, list)
     return str(addrs[0]).split("/")[4]
+
+
+async def test_peer_that_restarts_is_yielded_again() -> None:
+    """A goodbye forgets the peer, so its return (same addresses) is reported again."""
+    me, other = Identity.generate().peer_id, Identity.generate().peer_id
+    addr = ["/ip4/127.0.0.1/tcp/4011"]
+    seen: list[DiscoveredPeer] = []
+    with trio.fail_after(40):
+        watcher = await _start_or_skip(MdnsDiscovery(me, ["/ip4/127.0.0.1/tcp/4010"]))
+        try:
+            async def watch() -> None:
+                async for peer in watcher.peers():
+                    if peer.peer_id == other:
+                        seen.append(peer)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                for round_ in (1, 2):
+                    async with MdnsDiscovery(other, addr):
+                        with trio.move_on_after(15):
+                            while len(seen) < round_:
+                                await trio.sleep(0.05)
+                    await trio.sleep(0.5)  # the goodbye arrives
+                nursery.cancel_scope.cancel()
+        finally:
+            await watcher.__aexit__(None, None, None)
+    assert len(seen) == 2 and seen[0] == seen[1]
