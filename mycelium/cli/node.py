@@ -6,7 +6,15 @@ from typing import Any
 
 import typer
 
-from mycelium.cli.common import HomeOption, JsonOption, emit, node_paths, passphrase, user_errors
+from mycelium.cli.common import (
+    HomeOption,
+    JsonOption,
+    emit,
+    fail,
+    node_paths,
+    passphrase,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +48,9 @@ def run(
 ) -> None:
     """Run the node: sync with neighbours until Ctrl-C (creates an identity on first run)."""
     from mycelium.node.daemon import NodeConfig, run_node
+
+    if relay is not None:
+        fail("the edge relay client is not part of this version yet; use --peer or mDNS")
 
     config = NodeConfig(
         listen=listen or ["/ip4/0.0.0.0/tcp/0"], peers=list(peer), mdns=not no_mdns,

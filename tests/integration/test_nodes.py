@@ -124,3 +124,24 @@ async def test_peer_exchange_lets_spokes_meet_and_survive_the_hub(tmp_path: Path
         assert "while-hub-down" in await docs(n2)
     finally:
         await stop_all(nodes)
+
+
+async def test_sigterm_and_sigint_stop_the_node_cleanly(tmp_path: Path) -> None:
+    import signal
+
+    nodes, _ = await community(tmp_path, 1)
+    node = nodes[0]
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            await node.start(run_args(free_port(), []))
+            assert (node.home / "api.json").exists()
+            proc = node._proc
+            assert proc is not None
+            proc.send_signal(signum)
+            with trio.fail_after(15):
+                await proc.wait()
+            assert proc.returncode == 0, node.log_tail()
+            assert not (node.home / "api.json").exists()
+            assert "node stopped" in node.log_tail()
+    finally:
+        await stop_all(nodes)
