@@ -184,6 +184,25 @@ class MyceliumHost:
         if self._gate is not None:
             self._gate.report(peer_id, reason)
 
+    async def ping(self, peer_id: str, *, timeout: float = 5.0) -> float:
+        """Round-trip time to a connected peer in seconds (libp2p ping protocol).
+
+        Raises :class:`ConnectError` (``timeout``, ``ping_failed``).
+        """
+        from libp2p.host.ping import PingService
+        from libp2p.peer.id import ID
+
+        try:
+            with trio.fail_after(timeout):
+                (rtt_us,) = await PingService(self.libp2p).ping(ID.from_base58(peer_id))
+        except trio.TooSlowError as exc:
+            raise ConnectError(f"no ping answer within {timeout} s", reason="timeout") from exc
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            raise ConnectError(f"ping {peer_id[-8:]} failed: {exc}", reason="ping_failed") from exc
+        return rtt_us / 1e6
+
     # -- sync streams ---------------------------------------------------------------
     def set_sync_handler(self, handler: SyncHandler) -> None:
         """Serve inbound ``/mycelium/sync/1`` streams with ``handler``."""

@@ -276,3 +276,20 @@ async def test_no_auto_dial_of_peer_store_entries_pitfall_10(patched: bool) -> N
                 while b.peer_id not in a.connected_peers():
                     await trio.sleep(0.02)
             assert (b.peer_id in a.connected_peers()) is (not patched)
+
+
+async def test_identify_and_ping_run() -> None:
+    """Identify tells the dialer which protocols the peer serves; ping measures RTT."""
+    from libp2p.peer.id import ID
+
+    with trio.fail_after(20):
+        async with hosts(2) as (a, b):
+            await a.connect(b.addrs()[0])
+            rtt = await a.ping(b.peer_id)
+            assert 0 < rtt < 1.0
+            store = a.libp2p.get_peerstore()
+            with trio.fail_after(5):
+                while "/mycelium/sync/1" not in store.get_protocols(ID.from_base58(b.peer_id)):
+                    await trio.sleep(0.02)
+            with pytest.raises(ConnectError):
+                await a.ping(Identity.generate().peer_id, timeout=2)
