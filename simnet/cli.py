@@ -1,6 +1,7 @@
 """``simnet``: run scenarios and write reports (DESIGN.md §9, §10).
 
     simnet run SCENARIO [--backend virtual|process|netns] [--seed N] [--out DIR] [--json]
+               [--set KEY=VALUE]...
     simnet list
 
 ``SCENARIO`` is a path to a TOML file or the name of a built-in scenario. With ``--json``
@@ -35,11 +36,13 @@ def run_cmd(
     seed: Annotated[int | None, typer.Option(help="seed (default: the scenario's)")] = None,
     out: Annotated[Path | None, typer.Option(help="report directory")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="override a scenario value, e.g. --set nodes.count=500")] = None,
 ) -> None:
     """Run SCENARIO, check convergence and write report.json, report.md and plots."""
     err = Console(stderr=True)
     try:
-        sc = resolve(scenario)
+        sc = resolve(scenario, overrides or ())
         if backend not in BACKENDS:
             raise BackendUnavailable(f"unknown backend {backend!r} (choose from "
                                      f"{', '.join(BACKENDS)})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -459,9 +459,10 @@ def _node_transition(kind: str, node: int, crashed: set[int], absent: set[int],
     return None
 
 
-def load(path: str | Path) -> Scenario:
-    """Read and validate a scenario file. Raises :class:`ScenarioError` (also for I/O
-    and TOML syntax problems, so the CLI has one error to report)."""
+def load(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+    """Read and validate a scenario file, after applying ``overrides`` (``KEY=VALUE``,
+    see :func:`apply_overrides`). Raises :class:`ScenarioError` (also for I/O and TOML
+    syntax problems, so the CLI has one error to report)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -471,7 +472,34 @@ def load(path: str | Path) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError("", f"{p}: not valid TOML: {exc}") from exc
+    apply_overrides(data, overrides)
     return parse(data, source=str(p))
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
+    """Set ``nodes.count=500``-style values in a decoded scenario (in place).
+
+    The value is read as a TOML value (``500``, ``0.05``, ``"gossip"``, ``[0, 1]``,
+    ``{ dist = "constant", value = 5 }``); anything that is not valid TOML is taken as a
+    plain string, so ``sync.mode=gossip`` works too. The result is validated like a file.
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ScenarioError("", f"override {item!r} is not KEY=VALUE (e.g. nodes.count=500)")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        parts = key.strip().split(".")
+        target = data
+        for depth, part in enumerate(parts[:-1]):
+            nxt = target.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ScenarioError(".".join(parts[:depth + 1]),
+                                    f"is not a table, cannot set {key.strip()}")
+            target = nxt
+        target[parts[-1]] = value
 
 
 def builtin_names() -> list[str]:
@@ -480,15 +508,15 @@ def builtin_names() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
 
 
-def resolve(name_or_path: str) -> Scenario:
+def resolve(name_or_path: str, overrides: Sequence[str] = ()) -> Scenario:
     """Load a scenario by path, or by the name of a built-in one (``partition-heal``)."""
     p = Path(name_or_path)
     builtin = p.stem if (not p.exists() and p.parent.name == "scenarios") else name_or_path
     if builtin == name_or_path and (p.exists() or p.suffix == ".toml" or "/" in name_or_path):
-        return load(p)
+        return load(p, overrides)
     # a name, or DESIGN.md's spelling "scenarios/<name>.toml" run from anywhere
     root = resources.files("simnet") / "scenarios" / f"{builtin}.toml"
     if not root.is_file():
         raise ScenarioError("", f"no scenario file {name_or_path!r} and no built-in scenario "
                                 f"of that name (built-in: {', '.join(builtin_names())})")
-    return load(Path(str(root)))
+    return load(Path(str(root)), overrides)

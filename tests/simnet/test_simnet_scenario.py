@@ -143,6 +143,19 @@ def test_lan_relay_needs_known_groups() -> None:
     assert info.value.path == "topology.relays"
 
 
+def test_overrides() -> None:
+    sc = resolve("large-community", ["nodes.count=50", "writes.total=100", "sync.mode=gossip",
+                                     "link.latency={ dist = \"constant\", value = 3 }"])
+    assert sc.nodes == 50 and sc.writes.total == 100 and sc.sync.mode == "gossip"
+    assert sc.link.latency.dist == "constant" and sc.link.latency.value == 3.0
+    with pytest.raises(ScenarioError, match=r"nodes\.count: must be an integer"):
+        resolve("large-community", ["nodes.count=many"])
+    with pytest.raises(ScenarioError, match="not KEY=VALUE"):
+        resolve("large-community", ["nodes.count"])
+    with pytest.raises(ScenarioError, match="unknown key"):
+        resolve("large-community", ["nodes.colour=1"])
+
+
 def test_design_spelling_of_builtin_paths() -> None:
     assert resolve("scenarios/churn.toml").name == "churn"
 
