@@ -4,6 +4,7 @@ and one test pinned to each py-libp2p pitfall the host works around."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 import pytest
@@ -117,14 +118,21 @@ async def test_connect_failures_have_reasons() -> None:
             with pytest.raises(ConnectError) as info:
                 await a.connect(a.addrs()[0])
             assert info.value.reason == "self_dial"
-            # Nobody listens there (b's port, a fresh identity's id is irrelevant).
-            port = b.addrs()[0].split("/")[4]
+            # b's address with somebody else's peer id:
             other = Identity.generate().peer_id
             with pytest.raises(ConnectError) as info:
-                await a.connect(f"/ip4/127.0.0.1/tcp/{int(port)}/p2p/{other}")
-            # b answers, but with a key that does not match the /p2p/ id: Noise refuses.
+                await a.connect(b.addrs()[0].replace(b.peer_id, other))
+            # b answers, but its key does not match the /p2p/ id: Noise refuses.
             assert info.value.reason in {"dial_failed", "timeout"}
-            assert a.metrics()["connects_failed"] == 2
+            # Nobody listens on a port we just closed: refused.
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            sock.close()
+            with pytest.raises(ConnectError) as info:
+                await a.connect(f"/ip4/127.0.0.1/tcp/{port}/p2p/{b.peer_id}")
+            assert info.value.reason == "dial_failed"
+            assert a.metrics()["connects_failed"] == 3
             with pytest.raises(StreamOpenError):
                 await a.open_sync_stream("garbage")
 
