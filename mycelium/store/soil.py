@@ -393,9 +393,8 @@ class Soil:
         try:
             mem.state.check_data_author(env)
         except RemovedAuthor as exc:
-            if not _held_epoch_key(mem.state, env):
-                self._reject(result, env.delta_id, exc.reason)
-                return False
+            self._reject(result, env.delta_id, exc.reason)
+            return False
         except NotMember:
             self._park(work, env, "not_member", result)
             return False
@@ -735,15 +734,3 @@ class Soil:
     def pending_count(self, space_id: bytes) -> int:
         return self._mem(space_id).pending_count
 
-
-def _held_epoch_key(state: SpaceState, env: Envelope) -> bool:
-    """Did the (now removed) author hold the key of the envelope's epoch?
-
-    Then the envelope may be one it wrote while still a member, and accepting it keeps
-    every node's documents equal whatever order the removal and the data arrived in;
-    epochs created after the removal were never sealed to it, so it cannot write to
-    them. (Without causal metadata, an old-epoch write made after the removal looks the
-    same; members can read it, but it is only what that author could have written before.)
-    """
-    epoch = state.epochs.get(env.epoch)
-    return epoch is not None and env.author in epoch.recipients

@@ -136,30 +136,29 @@ def _head(soil: Soil, space: bytes, author: bytes = A.public_key) -> bytes:
     return bytes(rows[0])
 
 
-def test_removed_member_data_order_independent(tmp_path: Path, market: Market) -> None:
-    """C's writes under epochs it held are accepted by everyone, before or after its
-    removal arrived; writes claiming an epoch never sealed to C are rejected."""
+def test_removed_member_writes_up_to_keep_only(tmp_path: Path, market: Market) -> None:
+    """C's writes known to the remover stay valid everywhere (``keep`` of the remove op);
+    later ones, whatever epoch they claim, are rejected as ``removed_author``."""
     a, b, s = market.a, market.b, market.space
     c = open_soil(tmp_path / "c.db", C)
     service.join(c, service.invite(a, s, did(C)))
     sync(a, c, s)
     c.put_doc(s, "products", "by-c", {"title": "written while a member"})
-    sync(c, b, s)  # b has C's data before the removal
+    sync(c, a, s)
     service.remove(a, s, did(C))
+    sync(a, b, s)  # b learns of C's write and of the removal together
+    assert b.get_doc(s, "products", "by-c") is not None
+    assert a.version_vector(s) == b.version_vector(s)
     sync(a, c, s)
     with pytest.raises(MyceliumError):  # c holds no key for the current epoch
         c.put_doc(s, "products", "late", {"title": "written after removal"})
-    sync(c, a, s)  # a gets C's data after the removal
-    sync(a, b, s)
-    for reader in (a, b):
-        assert reader.get_doc(s, "products", "by-c") is not None
-    assert a.version_vector(s) == b.version_vector(s)
-    new_epoch = a.space_state(s).current_epoch
+    state = c.space_state(s)
+    old_epoch = max(state.epochs.values(), key=lambda e: C.public_key in e.recipients).id
     head = c.version_vector(s)[C.public_key]
-    forged = seal(signer=C.signing_key, space=s, seq=head + 1, prev=_head(c, s, C.public_key),
-                  epoch=new_epoch, payload=b"x", group_key=bytes(32))
-    r = a.ingest(s, [forged.raw])
-    assert r.rejected == [(forged.delta_id, "removed_author")]
+    late = seal(signer=C.signing_key, space=s, seq=head + 1, prev=_head(c, s, C.public_key),
+                epoch=old_epoch, payload=b"x", group_key=state.epoch_key(old_epoch, C))
+    r = a.ingest(s, [late.raw])
+    assert r.rejected == [(late.delta_id, "removed_author")]
     c.close()
 
 
