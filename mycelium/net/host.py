@@ -101,8 +101,9 @@ class MyceliumHost:
     def addrs(self) -> list[str]:
         """Dialable listen multiaddrs ending in ``/p2p/<id>``.
 
-        A wildcard listen address (``0.0.0.0``) is expanded to one address per local IPv4
-        interface, non-loopback first, because ``0.0.0.0`` is not dialable by a peer.
+        A wildcard listen address (``0.0.0.0``, ``::``) is expanded to one address per
+        local interface address, non-loopback first, because a wildcard is not dialable.
+        IPv6 link-local addresses are left out (they need a zone a multiaddr cannot carry).
         """
         out: list[str] = []
         for maddr in self.libp2p.get_transport_addrs():
@@ -110,6 +111,9 @@ class MyceliumHost:
             if text.startswith("/ip4/0.0.0.0/"):
                 rest = text[len("/ip4/0.0.0.0"):]
                 out.extend(f"/ip4/{ip}{rest}" for ip in local_ipv4_addresses())
+            elif text.startswith("/ip6/::/"):
+                rest = text[len("/ip6/::"):]
+                out.extend(f"/ip6/{ip}{rest}" for ip in local_ipv6_addresses())
             else:
                 out.append(text)
         suffix = f"/p2p/{self.peer_id}"
@@ -425,3 +429,18 @@ def local_ipv4_addresses() -> list[str]:
                 found.append(ip.ip)
     unique = list(dict.fromkeys(found))
     return sorted(unique, key=lambda a: ipaddress.IPv4Address(a).is_loopback)
+
+
+def local_ipv6_addresses() -> list[str]:
+    """IPv6 addresses of the up interfaces except link-local, non-loopback first."""
+    import ifaddr
+
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, tuple):
+                addr = ipaddress.IPv6Address(ip.ip[0].split("%")[0])
+                if not addr.is_link_local:
+                    found.append(str(addr))
+    unique = list(dict.fromkeys(found))
+    return sorted(unique, key=lambda a: ipaddress.IPv6Address(a).is_loopback)

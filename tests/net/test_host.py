@@ -301,3 +301,20 @@ async def test_identify_and_ping_run() -> None:
                     await trio.sleep(0.02)
             with pytest.raises(ConnectError):
                 await a.ping(Identity.generate().peer_id, timeout=2)
+
+
+async def test_ipv6_wildcard_expands_and_is_dialable() -> None:
+    from mycelium.net.host import local_ipv6_addresses
+
+    if "::1" not in local_ipv6_addresses():
+        pytest.skip("no IPv6 loopback on this machine")
+    with trio.fail_after(20):
+        async with (
+            open_host(Identity.generate(), ["/ip6/::/tcp/0"]) as a,
+            open_host(Identity.generate(), LOOPBACK) as b,
+        ):
+            addrs = a.addrs()
+            assert not [x for x in addrs if x.startswith("/ip6/::/")]
+            assert not [x for x in addrs if "/ip6/fe80" in x]
+            (loop6,) = [x for x in addrs if x.startswith("/ip6/::1/")]
+            assert await b.connect(loop6) == a.peer_id
