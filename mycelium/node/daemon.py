@@ -113,6 +113,7 @@ class Node:
         self._gossiped: dict[bytes, int] = {}
         self._outbox_wakeup = trio.Event()
         self._host: Any = None
+        self.bans: Any = None
         self._gossip: Any = None
         self._nursery: trio.Nursery | None = None
         self._subscribed: set[bytes] = set()
@@ -122,9 +123,13 @@ class Node:
     async def serve(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled (SIGINT/SIGTERM cancel it from :func:`run_node`)."""
         from mycelium.net.host import open_host
+        from mycelium.net.peers import PeerManager
 
         async with open_host(self.identity, self.config.listen) as host:
             self._host = host
+            # Misbehaving peers collect strikes (protocol violations, floods) and get banned.
+            self.bans = PeerManager(host)
+            host.set_peer_gate(self.bans)
             host.set_sync_handler(self._inbound)
             self.listen_addrs = host.addrs()
             try:
@@ -145,6 +150,7 @@ class Node:
         for space in self.soil.space_ids():
             self._maintain(space)
         self.api_url = await nursery.start(self._serve_api)
+        nursery.start_soon(self.bans.run)
         nursery.start_soon(self._watch_store)
         for maddr in self.config.peers:
             nursery.start_soon(self._keep_dialing, maddr)
@@ -218,6 +224,8 @@ class Node:
             )
 
     def _on_session_event(self, info: PeerInfo, event: object) -> None:
+        if self.bans.observe(info.peer_id, event):
+            log.warning("peer %s banned after repeated protocol violations", _short(info.peer_id))
         if isinstance(event, EnvelopesIngested):
             if event.accepted or event.result.accepted:
                 self._changed(event.space, exclude=info.peer_id)
@@ -514,6 +522,7 @@ class Node:
             "last_sync": _iso(max(last)) if last else None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "metrics": {**self.soil.metrics(), **_prefixed("net.", self._host.metrics())},
+            "bans": self.bans.summary(),
         }
 
 
