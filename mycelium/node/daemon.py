@@ -117,6 +117,7 @@ class Node:
         self._gossip: Any = None
         self._nursery: trio.Nursery | None = None
         self._subscribed: set[bytes] = set()
+        self._member_spaces: set[bytes] = set(soil.member_spaces())
         self.ops = LocalOps(soil, status_extra=self._status_extra)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -376,9 +377,29 @@ class Node:
             async for change in changes:
                 if change.coll is None:
                     self._maintain(change.space)
+                    self._resync_if_new_space()
                 self._changed(change.space)
                 self._queue_own(change.space)
                 self._ensure_subscribed(change.space)
+
+    def _resync_if_new_space(self) -> None:
+        """We became a member of a space (joined, or invited while running): sessions
+        negotiate their shared spaces at the handshake, so replace every live session with
+        a fresh one that offers the new space too."""
+        spaces = set(self.soil.member_spaces())
+        new = spaces - self._member_spaces
+        self._member_spaces = spaces
+        if not new or self._nursery is None:
+            return
+        log.info("new space(s) %s: renewing sync sessions", ",".join(s.hex()[:12] for s in new))
+        for space in new:
+            self._ensure_subscribed(space)
+        for peer_id, runners in list(self.runners.items()):
+            for runner in list(runners):
+                runner.session.close("renew")
+                runner.poke()
+            if runners:
+                self._nursery.start_soon(self._try_sync, peer_id)
 
     def _maintain(self, space: bytes) -> None:
         """Membership changed: as an admin, rotate keys after a removal, grant new members."""

@@ -6,6 +6,7 @@ drive them only through the CLI, as a user or operator would.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,5 +144,30 @@ async def test_sigterm_and_sigint_stop_the_node_cleanly(tmp_path: Path) -> None:
             assert proc.returncode == 0, node.log_tail()
             assert not (node.home / "api.json").exists()
             assert "node stopped" in node.log_tail()
+    finally:
+        await stop_all(nodes)
+
+
+async def test_invite_and_join_while_both_nodes_run(tmp_path: Path) -> None:
+    """`space invite` on a running A, `space join CODE` on a running B: B receives the
+    space, its key and its data without a restart."""
+    nodes = [NodeProcess(f"n{i}", tmp_path / f"n{i}", direct_api=True) for i in range(2)]
+    a, b = nodes
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            nursery.start_soon(node.init)
+    ports = [free_port() for _ in nodes]
+    try:
+        await a.start(run_args(ports[0], []))
+        await b.start(run_args(ports[1], [(ports[0], a)]))
+        created = await a.cli_json("space", "create", "garden")
+        await a.cli("doc", "put", "garden", "products", "seeds", "--data",
+                    json.dumps({"title": "bean seeds", "quantity": 100, "unit": "pcs"}))
+        assert b.identity is not None
+        code = (await a.cli_json("space", "invite", "garden", b.identity.did))["invite"]
+        await b.cli("space", "join", code)
+        await converged(nodes, created["space_id"], timeout=60)
+        got = await b.cli_json("doc", "get", "garden", "products", "seeds")
+        assert got["doc"]["title"] == "bean seeds"
     finally:
         await stop_all(nodes)
