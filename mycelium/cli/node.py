@@ -80,7 +80,7 @@ def _render_status(data: dict[str, Any]) -> str:
     spaces = Table("space", "name", "kind", "role", "members", "epoch", "deltas", title="spaces")
     for s in data.get("spaces", []):
         spaces.add_row(s["space_id"][:12], s["name"], s["kind"], str(s.get("role")),
-                       str(len(s["members"])), str(s["epoch"]), str(s["deltas"]))
+                       str(len(s["members"])), f"{s['epoch']:016x}"[:8], str(s["deltas"]))
     console.print(peers)
     console.print(spaces)
     return console.export_text().rstrip()
