@@ -49,7 +49,9 @@ def decode_canonical(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Decode and insist that ``data`` is the deterministic encoding of its value."""
     value = decode(data, max_bytes=max_bytes)
     if encode(value) != bytes(data):
-        raise CodecError("CBOR is well-formed but not in deterministic encoding", reason="non_canonical")
+        raise CodecError(
+            "CBOR is well-formed but not in deterministic encoding", reason="non_canonical"
+        )
     return value
 
 

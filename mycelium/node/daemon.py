@@ -121,7 +121,7 @@ class Node:
         self.ops = LocalOps(soil, status_extra=self._status_extra)
 
     # -- lifecycle ------------------------------------------------------------------
-    async def serve(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled (SIGINT/SIGTERM cancel it from :func:`run_node`)."""
         from mycelium.net.host import open_host
         from mycelium.net.peers import PeerManager
@@ -163,7 +163,7 @@ class Node:
 
     # -- control API ----------------------------------------------------------------
     async def _serve_api(
-        self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+        self, *, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
         from hypercorn.config import Config
         from hypercorn.trio import serve
@@ -435,7 +435,7 @@ class Node:
         from mycelium.net.gossip import GossipService
 
         async def run_gossip(
-            *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+            *, task_status: Any = trio.TASK_STATUS_IGNORED
         ) -> None:
             async with GossipService(self._host) as gossip:
                 self._gossip = gossip
