@@ -87,12 +87,16 @@ class DocState:
 
     @classmethod
     def decode(cls, data: bytes) -> DocState:
-        m = cbor.decode(data)
-        if not isinstance(m, dict) or set(m) != {"f", "t"}:
-            raise PayloadError("stored document state is malformed", reason="bad_doc_state")
-        fields = {k: FieldValue((v[0], v[1], v[2], v[3]), v[4], v[5]) for k, v in m["f"].items()}
-        tomb = m["t"]
-        return cls(fields, (tomb[0], tomb[1], tomb[2], tomb[3]) if tomb is not None else None)
+        """Inverse of :meth:`encode` for the store's own rows (not for peer input)."""
+        try:
+            m = cbor2.loads(data)
+            fields = {k: FieldValue((v[0], v[1], v[2], v[3]), v[4], v[5])
+                      for k, v in m["f"].items()}
+            tomb = m["t"]
+            return cls(fields, (tomb[0], tomb[1], tomb[2], tomb[3]) if tomb is not None else None)
+        except (cbor2.CBORDecodeError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise PayloadError("stored document state is malformed",
+                               reason="bad_doc_state") from exc
 
 
 def _rank(v: FieldValue) -> tuple[bool, bytes]:
