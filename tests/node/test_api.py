@@ -52,7 +52,8 @@ async def test_dispatch_auth_and_errors() -> None:
         async with trio.open_nursery() as nursery:
             url = await _serve(nursery, ops, "s3cret")
             ok = await _post(url, "s3cret", "doc_get", json.dumps({"space": "market"}).encode())
-            assert ok.status_code == 200 and ok.json() == {"echo": "doc_get", "args": {"space": "market"}}
+            assert ok.status_code == 200
+            assert ok.json() == {"echo": "doc_get", "args": {"space": "market"}}
             assert (await _post(url, None, "doc_get", b"{}")).status_code == 401
             assert (await _post(url, "wrong", "doc_get", b"{}")).status_code == 401
             bad = await _post(url, "s3cret", "doc_get", b"{not json")
@@ -84,7 +85,8 @@ async def test_remote_ops_and_api_file(tmp_path: Any) -> None:
 
 def test_stale_api_file_is_ignored(tmp_path: Any) -> None:
     paths = NodePaths(tmp_path)
-    paths.api.write_text(json.dumps({"url": "http://127.0.0.1:9", "token": "t", "pid": 2**22 + 12345}))
+    dead_pid = 2**22 + 12345
+    paths.api.write_text(json.dumps({"url": "http://127.0.0.1:9", "token": "t", "pid": dead_pid}))
     assert running_node(paths) is None
     paths.api.write_text("garbage")
     assert running_node(paths) is None
