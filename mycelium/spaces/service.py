@@ -74,7 +74,30 @@ def invite(soil: Soil, space_id: bytes, did: str, role: control.Role = "member")
         op = control.op_add_member(lc=_lc(soil, space_id), member=member, role=role)
         _append(soil, space_id, op)
     maintain(soil, space_id)
+    grant_history(soil, space_id, member)
     return _invite_code(soil, space_id)
+
+
+def grant_history(soil: Soil, space_id: bytes, member: bytes) -> int:
+    """Seal every older epoch key we hold to ``member``, so a newcomer can read what was
+    written before it joined (a market's existing listings). Returns the epochs granted.
+
+    Only admins grant, and only keys they hold; removed members gain nothing from this,
+    since a grant goes to the one current member named here.
+    """
+    state: SpaceState = soil.space_state(space_id)
+    granted = 0
+    for epoch_id, epoch in sorted(state.epochs.items()):
+        if member in epoch.boxes or epoch_id == state.current_epoch:
+            continue
+        key = state.epoch_key(epoch_id, soil.identity)
+        if key is None:
+            continue
+        boxes = control.seal_keys(space_id, key, [member])
+        _append(soil, space_id, control.op_grant(lc=_lc(soil, space_id), epoch=epoch_id,
+                                                 keys=boxes))
+        granted += 1
+    return granted
 
 
 def join(soil: Soil, code: str) -> bytes:
