@@ -51,6 +51,7 @@ MDNS_QUIET_WARNING_S = 10.0
 #: Peer exchange: every member announces its addresses on each shared space's peers topic.
 PEX_INTERVAL_S = 30.0
 PEX_MAX_ADDRS = 8
+HOUSEKEEPING_S = 30.0
 
 
 @dataclass
@@ -158,6 +159,7 @@ class Node:
         if self.config.mdns:
             nursery.start_soon(self._mdns_loop)
         nursery.start_soon(self._anti_entropy_loop)
+        nursery.start_soon(self._housekeeping_loop)
         if self.config.gossip:
             await self._start_gossip(nursery)
 
@@ -348,6 +350,15 @@ class Node:
             idle = [p for p in self.peers if not self.has_session(p)]
             if idle and self._nursery is not None:
                 self._nursery.start_soon(self._try_sync, rng.choice(idle))
+
+    async def _housekeeping_loop(self) -> None:
+        """Now and then: apply deltas deferred for clock drift whose time has come, and
+        let an admin rotate/grant keys even if no control op arrived recently."""
+        while True:
+            await trio.sleep(HOUSEKEEPING_S)
+            for space in self.soil.space_ids():
+                self.soil.retry_deferred(space)
+                self._maintain(space)
 
     async def _try_sync(self, peer_id: str) -> None:
         try:
