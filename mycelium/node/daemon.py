@@ -586,7 +586,7 @@ def parse_announcement(data: bytes, from_peer: str) -> list[str] | None:
 
 
 def unlock_or_create(
-    paths: NodePaths, name: str | None, get_passphrase: Callable[[], str]
+    paths: NodePaths, name: str | None, get_passphrase: Callable[..., str]
 ) -> Identity:
     """Embedded defaults: the first ``run`` on a fresh home creates the identity."""
     from mycelium.identity.keystore import create_keystore, load_keystore
@@ -595,11 +595,11 @@ def unlock_or_create(
     if paths.keystore.exists():
         return load_keystore(paths.keystore, get_passphrase())
     log.info("no identity in %s: creating one", paths.home)
-    identity = create_keystore(paths.keystore, get_passphrase(), name=name)
+    identity = create_keystore(paths.keystore, get_passphrase(confirm=True), name=name)
     return identity
 
 
-def run_node(paths: NodePaths, config: NodeConfig, get_passphrase: Callable[[], str]) -> None:
+def run_node(paths: NodePaths, config: NodeConfig, get_passphrase: Callable[..., str]) -> None:
     """Blocking entry point of ``mycelium run``."""
     from mycelium.spaces.service import ensure_personal_space
     from mycelium.store.soil import Soil

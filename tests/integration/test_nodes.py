@@ -171,3 +171,21 @@ async def test_invite_and_join_while_both_nodes_run(tmp_path: Path) -> None:
         assert got["doc"]["title"] == "bean seeds"
     finally:
         await stop_all(nodes)
+
+
+async def test_first_run_on_an_empty_home_creates_identity_and_personal_space(
+    tmp_path: Path,
+) -> None:
+    """README command 1: `mycelium run` with embedded defaults on a fresh home (loopback only
+    here, as tests must not touch other networks)."""
+    node = NodeProcess("fresh", tmp_path / "fresh", direct_api=True)
+    try:
+        await node.start(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        status = await node.status()
+        assert status["running"] and status["did"].startswith("did:key:z6Mk")
+        assert [s["name"] for s in status["spaces"]] == ["personal"]
+        assert (node.home / "keystore.json").exists()
+        ident = await node.read_identity()
+        assert ident.did == status["did"] and ident.peer_id == status["peer_id"]
+    finally:
+        await node.stop()
