@@ -118,6 +118,7 @@ class Node:
         self._gossip: Any = None
         self._nursery: trio.Nursery | None = None
         self._subscribed: set[bytes] = set()
+        self._kept: set[str] = set()
         self._member_spaces: set[bytes] = set(soil.member_spaces())
         self.ops = LocalOps(soil, status_extra=self._status_extra)
 
@@ -322,21 +323,34 @@ class Node:
             self.mdns_status = mdns.status()
 
     async def _dial_discovered(self, peer_id: str, addrs: list[str]) -> None:
-        if peer_id > self.identity.peer_id:
-            pass  # we are the smaller id: dial now
-        else:
-            await trio.sleep(MDNS_YIELD_S)
-        if self.has_session(peer_id):
+        """Keep a session with a peer found by mDNS or peer exchange, like a static peer:
+        redial with backoff whenever it drops, so a healed partition reconnects in seconds.
+        One keeper task per peer. When both sides know each other, the smaller PeerID
+        dials; the other waits ``MDNS_YIELD_S`` first (and dials if nothing came)."""
+        if peer_id in self._kept:
             return
-        for addr in addrs:
-            try:
-                with trio.fail_after(15):
-                    await self._host.connect(addr)
-                await self.sync_with(peer_id)
-                return
-            except Exception as exc:
-                self._peer(peer_id).last_error = _reason(exc)
-                log.info("dial %s failed: %s", addr, _reason(exc))
+        self._kept.add(peer_id)
+        delay = DIAL_BACKOFF[0]
+        try:
+            while True:
+                if peer_id < self.identity.peer_id:
+                    await trio.sleep(MDNS_YIELD_S)
+                if self.has_session(peer_id):
+                    await trio.sleep(1.0)
+                    continue
+                try:
+                    with trio.fail_after(15):
+                        await self._connect_known(peer_id)
+                    delay = DIAL_BACKOFF[0]
+                    await self.sync_with(peer_id)
+                except Exception as exc:
+                    self._peer(peer_id).last_error = _reason(exc)
+                    log.info("peer %s unreachable (%s); retry in %.0f s", _short(peer_id),
+                             _reason(exc), delay)
+                    await trio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, DIAL_BACKOFF[1])
+        finally:
+            self._kept.discard(peer_id)
 
     async def _anti_entropy_loop(self) -> None:
         """Periodically sync with a random known peer that has no live session.
