@@ -52,7 +52,7 @@ from simnet.scenario import Event, Scenario
 
 PASSPHRASE = "simnet-passphrase"
 SPACE_NAME = "community"
-COLLECTION = "notes"
+COLLECTION = "products"  # a collection every community space accepts (market schema)
 
 
 class NodeError(SimnetError):
@@ -565,7 +565,9 @@ class RealBackendBase:
             self.writes["skipped"] += 1
             return
         doc_id = f"n{node_index}-{k}"
-        data = {"text": "x" * self.scenario.writes.payload_bytes, "k": k}
+        # Fits the products schema: the payload size goes into the free-text description.
+        data = {"title": doc_id, "quantity": k,
+                "description": "x" * min(self.scenario.writes.payload_bytes, 2000)}
         try:
             result = await node.op(
                 "doc_put",
