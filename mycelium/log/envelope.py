@@ -22,7 +22,7 @@ membership and epoch checks live in :mod:`mycelium.log.validate`.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
@@ -73,6 +73,8 @@ class Envelope:
     sig: bytes
     v: int = VERSION
     raw: bytes = b""
+    #: Memo of :attr:`delta_id` (init=False, so ``dataclasses.replace`` never copies it).
+    _id: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- wire -----------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
@@ -89,7 +91,12 @@ class Envelope:
 
     @property
     def delta_id(self) -> bytes:
-        return hashlib.sha256(self.encode()).digest()
+        """SHA-256 of the canonical bytes; memoised, as ingest asks for it several times."""
+        memo = self._id
+        if memo is None:
+            memo = hashlib.sha256(self.encode()).digest()
+            object.__setattr__(self, "_id", memo)
+        return memo
 
     def signing_input(self) -> bytes:
         return SIGN_DOMAIN + cbor.encode(self.unsigned_map())
