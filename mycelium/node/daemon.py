@@ -280,21 +280,19 @@ class Node:
         return info
 
     async def _keep_dialing(self, maddr: str) -> None:
-        """Keep one session to a static peer; reconnect with backoff when it drops."""
+        """A static peer: learn its PeerID from the first successful dial (with backoff),
+        then keep it like any other peer (:meth:`_keep_peer`)."""
         delay = DIAL_BACKOFF[0]
         while True:
             try:
                 peer_id = await self._host.connect(maddr)
-                self._peer(peer_id, source="static", addr=maddr)
-                if not self.has_session(peer_id):
-                    await self.sync_with(peer_id)
-                    delay = DIAL_BACKOFF[0]
-                else:
-                    await trio.sleep(DIAL_BACKOFF[0])
+                break
             except Exception as exc:
                 log.info("peer %s unreachable (%s); retry in %.0f s", maddr, _reason(exc), delay)
                 await trio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, DIAL_BACKOFF[1])
+        self._peer(peer_id, source="static", addr=maddr)
+        await self._keep_peer(peer_id, yield_first=False)
 
     async def _mdns_loop(self) -> None:
         from mycelium.net.mdns import MdnsDiscovery
@@ -310,7 +308,7 @@ class Node:
                     if addr not in info.addrs:
                         info.addrs.append(addr)
                 log.info("mDNS found peer=%s addrs=%s", _short(found.peer_id), found.addrs)
-                nursery.start_soon(self._dial_discovered, found.peer_id, list(found.addrs))
+                nursery.start_soon(self._keep_peer, found.peer_id)
 
     async def _mdns_watchdog(self, mdns: Any) -> None:
         self.mdns_status = "searching"
@@ -322,18 +320,19 @@ class Node:
             await trio.sleep(5)
             self.mdns_status = mdns.status()
 
-    async def _dial_discovered(self, peer_id: str, addrs: list[str]) -> None:
-        """Keep a session with a peer found by mDNS or peer exchange, like a static peer:
-        redial with backoff whenever it drops, so a healed partition reconnects in seconds.
-        One keeper task per peer. When both sides know each other, the smaller PeerID
-        dials; the other waits ``MDNS_YIELD_S`` first (and dials if nothing came)."""
+    async def _keep_peer(self, peer_id: str, *, yield_first: bool = True) -> None:
+        """Keep a session with a peer (static, or found by mDNS or peer exchange): redial
+        with backoff whenever it drops, so a healed partition reconnects in seconds. One
+        keeper task per peer. Peers found by discovery usually know us too, so the smaller
+        PeerID dials and the other waits ``MDNS_YIELD_S`` first (and dials if nothing came);
+        a static peer may not know us, so we dial it at once."""
         if peer_id in self._kept:
             return
         self._kept.add(peer_id)
         delay = DIAL_BACKOFF[0]
         try:
             while True:
-                if peer_id < self.identity.peer_id:
+                if yield_first and peer_id < self.identity.peer_id:
                     await trio.sleep(MDNS_YIELD_S)
                 if self.has_session(peer_id):
                     await trio.sleep(1.0)
@@ -554,7 +553,7 @@ class Node:
                         info.addrs.append(addr)
                 if fresh and not self.has_session(from_peer) and self._nursery is not None:
                     log.info("peer exchange: learned peer=%s", _short(from_peer))
-                    self._nursery.start_soon(self._dial_discovered, from_peer, list(announced))
+                    self._nursery.start_soon(self._keep_peer, from_peer)
 
     # -- status ---------------------------------------------------------------------
     def _status_extra(self) -> dict[str, Any]:
