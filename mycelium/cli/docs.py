@@ -29,16 +29,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _call(home: str | None, op: str, **args: Any) -> dict[str, Any]:
-    from mycelium.node.client import open_ops
+    from mycelium.node.client import call_op
 
-    ops = open_ops(node_paths(home), passphrase)
-    try:
-        result: dict[str, Any] = ops.call(op, **args)
-        return result
-    finally:
-        close = getattr(ops, "close", None) or getattr(getattr(ops, "soil", None), "close", None)
-        if close is not None:
-            close()
+    return call_op(node_paths(home), op, passphrase, **args)
 
 
 def _fields(data: str) -> dict[str, Any]:
