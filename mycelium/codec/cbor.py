@@ -8,6 +8,7 @@ so a peer cannot send two byte strings that mean the same value (malleability).
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import cbor2
@@ -16,6 +17,8 @@ from mycelium.errors import CodecError, LimitExceeded
 
 #: Default upper bound for a single decoded CBOR item (bytes).
 DEFAULT_MAX_BYTES = 1 << 20
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_DECODE_ERRORS = (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError)
 
 
 def encode(value: Any) -> bytes:
@@ -26,39 +29,72 @@ def encode(value: Any) -> bytes:
         raise CodecError(f"cannot encode value as CBOR: {exc}") from exc
 
 
+def encode_ordered(value: dict[str, Any]) -> bytes:
+    """Encode a map whose keys are already in deterministic order and whose values are
+    flat (bytes, text, ints, null): cbor2 then emits the deterministic encoding without
+    sorting. For hot paths with fixed key sets; a test checks each caller against
+    :func:`encode`."""
+    try:
+        return cbor2.dumps(value)
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise CodecError(f"cannot encode value as CBOR: {exc}") from exc
+
+
+def loads_or_none(data: bytes) -> Any:
+    """Decode the first CBOR item of ``data`` (trailing bytes ignored), None if malformed.
+    For fast paths that re-encode and compare, so trailing bytes cannot slip through."""
+    try:
+        return cbor2.loads(data)
+    except _DECODE_ERRORS:
+        return None
+
+
 def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Decode one CBOR item, rejecting oversized input and trailing bytes.
 
     Raises :class:`LimitExceeded` when ``len(data) > max_bytes`` and :class:`CodecError`
     for anything that is not exactly one well-formed CBOR item.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise CodecError(f"expected bytes, got {type(data).__name__}")
-    if len(data) > max_bytes:
-        raise LimitExceeded(f"CBOR item of {len(data)} bytes exceeds limit {max_bytes}")
+    data = _checked_bytes(data, max_bytes)
+    fp = io.BytesIO(data)
     try:
-        value, used = _loads_with_length(bytes(data))
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        value = cbor2.load(fp)
+    except _DECODE_ERRORS as exc:
         raise CodecError(f"malformed CBOR: {exc}") from exc
+    used = fp.tell()
     if used != len(data):
         raise CodecError(f"trailing bytes after CBOR item ({len(data) - used} extra)")
     return value
 
 
 def decode_canonical(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """Decode and insist that ``data`` is the deterministic encoding of its value."""
-    value = decode(data, max_bytes=max_bytes)
-    if encode(value) != bytes(data):
+    """Decode and insist that ``data`` is the deterministic encoding of its value.
+
+    Hot path (every envelope received): ``loads`` ignores trailing bytes, but the
+    re-encoding must equal ``data`` exactly, so trailing bytes cannot pass; they are told
+    apart from other non-canonical input only to give the precise reason.
+    """
+    data = _checked_bytes(data, max_bytes)
+    try:
+        value = cbor2.loads(data)
+        again = cbor2.dumps(value, canonical=True)
+    except _DECODE_ERRORS as exc:
+        raise CodecError(f"malformed CBOR: {exc}") from exc
+    except cbor2.CBOREncodeError as exc:  # decodes to something with no canonical form
+        raise CodecError(f"CBOR has no deterministic encoding: {exc}",
+                         reason="non_canonical") from exc
+    if again != data:
+        if data.startswith(again):
+            raise CodecError(f"trailing bytes after CBOR item ({len(data) - len(again)} extra)")
         raise CodecError(
             "CBOR is well-formed but not in deterministic encoding", reason="non_canonical"
         )
     return value
 
 
-def _loads_with_length(data: bytes) -> tuple[Any, int]:
-    import io
-
-    fp = io.BytesIO(data)
-    decoder = cbor2.CBORDecoder(fp)
-    value = decoder.decode()
-    return value, fp.tell()
+def _checked_bytes(data: object, max_bytes: int) -> bytes:
+    if not isinstance(data, _BYTES_LIKE):
+        raise CodecError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise LimitExceeded(f"CBOR item of {len(data)} bytes exceeds limit {max_bytes}")
+    return data if type(data) is bytes else bytes(data)

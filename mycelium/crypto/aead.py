@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 
 from nacl import bindings
-from nacl.exceptions import CryptoError
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
 from mycelium.errors import MyceliumError
 
@@ -36,15 +37,31 @@ def encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
 
 
 def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-    """Inverse of :func:`encrypt`; raises :class:`DecryptError` on any mismatch."""
+    """Inverse of :func:`encrypt`; raises :class:`DecryptError` on any mismatch.
+
+    Calls libsodium through PyNaCl's own cffi handle rather than
+    ``nacl.bindings``: this runs once per received delta, and the binding's six generic
+    argument checks cost as much as the decryption of a small payload. The checks that
+    matter (types, key and nonce sizes, tag length) are done here.
+    """
     _check(key, nonce)
-    try:
-        return bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key)
-    except CryptoError as exc:
-        raise DecryptError("AEAD authentication failed") from exc
+    if type(ciphertext) is not bytes or type(aad) is not bytes:
+        raise TypeError("AEAD ciphertext and associated data must be bytes")
+    size = len(ciphertext) - TAG_BYTES
+    if size < 0:
+        raise DecryptError("AEAD ciphertext shorter than its tag")
+    out = _ffi.new("unsigned char[]", size)
+    out_len = _ffi.new("unsigned long long *")
+    res = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        out, out_len, _ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce, key)
+    if res != 0:
+        raise DecryptError("AEAD authentication failed")
+    return _ffi.buffer(out, out_len[0])[:]
 
 
 def _check(key: bytes, nonce: bytes) -> None:
+    if type(key) is not bytes or type(nonce) is not bytes:
+        raise TypeError("AEAD key and nonce must be bytes")
     if len(key) != KEY_BYTES:
         raise ValueError(f"AEAD key must be {KEY_BYTES} bytes, got {len(key)}")
     if len(nonce) != NONCE_BYTES:

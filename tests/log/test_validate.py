@@ -197,3 +197,20 @@ def test_bad_signature_error_reason() -> None:
                    group_key=None, kind=Kind.CONTROL)
     assert run_batch([control]).ready == [control]
     assert env.kind is Kind.DATA
+
+
+def test_kind_true_is_not_kind_one() -> None:
+    """CBOR ``true`` equals 1 in Python; accepting it would let anyone re-encode a CONTROL
+    envelope into different bytes (another delta_id) that still verifies."""
+    import cbor2
+
+    from mycelium.log import envelope as envelope_mod
+
+    env = seal(signer=SIGNER, space=SPACE, seq=1, prev=None, epoch=0, payload=b"op",
+               group_key=None, kind=Kind.CONTROL)
+    m = cbor.decode(env.raw)
+    assert envelope_mod.decode(cbor2.dumps(m, canonical=True)).kind is Kind.CONTROL
+    m["kind"] = True
+    with pytest.raises(envelope_mod.EnvelopeError, match="unknown envelope kind"):
+        envelope_mod.decode(cbor2.dumps(m, canonical=True))
+    assert run_batch([cbor2.dumps(m, canonical=True)]).rejected[0][1] == "bad_envelope"
