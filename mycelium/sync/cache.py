@@ -63,6 +63,11 @@ class VerifyCache:
             return info
         return self._decode(raw)[0]
 
+    def peek(self, raw: bytes) -> EnvelopeInfo | None:
+        """The cached header of ``raw`` if it was decoded before, else None (no decoding,
+        no signature verdict: callers must not treat the result as authentic)."""
+        return self._info.get(raw)
+
     def verified(self, raw: bytes) -> EnvelopeInfo:
         """Decode and check the signature (both cached). Raises ``CachedRejection``."""
         info = self._info.get(raw)

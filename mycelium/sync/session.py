@@ -516,18 +516,35 @@ class SyncSession:
         view = sh.view if sh.view is not None else {}
         sh.view = view
         announced = sh.announced
+        info_of = self.cache.info
+        vget, aget = view.get, announced.get
+        accepted: list[bytes] = []
+        if not result.accepted and not result.rejected:
+            # Nothing new (duplicates, parked): only raise what we know the peer holds.
+            for raw in batch:
+                try:
+                    info = info_of(raw)
+                except CachedRejection:
+                    continue
+                author, seq = info.author, info.seq
+                if seq > vget(author, 0):
+                    view[author] = seq
+                if seq > aget(author, 0):
+                    announced[author] = seq
+            self._events.append(EnvelopesIngested(sh.space, result, ()))
+            return
         accepted_ids = set(result.accepted)
         refused = {i for i, _ in result.rejected if i is not None}
-        accepted: list[bytes] = []
         for raw in batch:
             try:
-                info = self.cache.info(raw)
+                info = info_of(raw)
             except CachedRejection:
                 continue
-            if info.seq > view.get(info.author, 0):
-                view[info.author] = info.seq  # the peer holds it, whatever we think of it
-            if info.seq > announced.get(info.author, 0) and info.delta_id not in refused:
-                announced[info.author] = info.seq  # something we should end up holding
+            author, seq = info.author, info.seq
+            if seq > vget(author, 0):
+                view[author] = seq  # the peer holds it, whatever we think of it
+            if seq > aget(author, 0) and info.delta_id not in refused:
+                announced[author] = seq  # something we should end up holding
             if info.delta_id in accepted_ids:
                 accepted.append(raw)
         if len(accepted) < len(accepted_ids):
@@ -637,16 +654,19 @@ class SyncSession:
         """
         kept: list[bytes] = []
         size = 0
+        info_of = self.cache.info
+        vget = view.get
         for raw in batch:
             if len(kept) >= max_n or size + len(raw) > max_b:
                 break
             try:
-                info = self.cache.info(raw)
+                info = info_of(raw)
             except CachedRejection:
                 break
-            if info.seq <= view.get(info.author, 0):
+            seq = info.seq
+            if seq <= vget(info.author, 0):
                 break
-            view[info.author] = info.seq
+            view[info.author] = seq
             kept.append(raw)
             size += len(raw)
         return kept, size

@@ -145,3 +145,18 @@ def test_chain_shortcut_does_not_launder_forgeries(chain: list[bytes]) -> None:
     assert len(res.accepted) == 5 and [r for _, r in res.rejected] == ["bad_signature"]
     # the forged newest vouches for nothing: the others were checked on their own
     assert cache.verifies == 2  # forged newest, then chain[4] vouches for chain[:4]
+
+
+def test_duplicate_fast_path_skips_verification(chain: list[bytes]) -> None:
+    cache = VerifyCache()
+    st = MemoryStore(cache=cache)
+    st.add_space(SPACE)
+    st.ingest(SPACE, chain)
+    cache._verified.clear()  # as if the verdicts had been evicted
+    before = cache.verifies
+    res = st.ingest(SPACE, [*chain, *chain[:2]])
+    assert res.duplicates == 8 and not res.accepted and not res.rejected
+    assert cache.verifies == before  # equal bytes at (author, seq): no signature check
+    # a forgery of a held (author, seq) is not a duplicate: it is verified and refused
+    res = st.ingest(SPACE, [forge(chain[2])])
+    assert res.duplicates == 0 and [r for _, r in res.rejected] == ["bad_signature"]
