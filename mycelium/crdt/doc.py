@@ -71,6 +71,20 @@ class DocState:
         return live or None
 
     @property
+    def live(self) -> bool:
+        """Whether :meth:`visible` would show anything (without building it)."""
+        return any(not v.deleted for v in self.fields.values())
+
+    def values_of(self, names: frozenset[str]) -> dict[str, Any]:
+        """The visible values of the fields ``names`` that are live (for indexes)."""
+        out = {}
+        for name in names:
+            fv = self.fields.get(name)
+            if fv is not None and not fv.deleted:
+                out[name] = fv.value
+        return out
+
+    @property
     def newest(self) -> Stamp | None:
         stamps = [v.stamp for v in self.fields.values()]
         if self.tomb is not None:

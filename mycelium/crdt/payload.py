@@ -16,7 +16,7 @@ cost. Field *values* are checked against the collection schema separately
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mycelium.codec import cbor
 from mycelium.crdt.hlc import ClockError, Timestamp
@@ -41,9 +41,9 @@ class PayloadError(MyceliumError):
     reason = "bad_payload"
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One field write; ``field is None`` means the whole document is deleted."""
+class Op(NamedTuple):
+    """One field write; ``field is None`` means the whole document is deleted.
+    (A NamedTuple: one is built per field of every received delta.)"""
 
     field: str | None
     value: Any = None
@@ -87,12 +87,16 @@ def delete_doc(coll: str, doc: str, hlc: Timestamp) -> Payload:
 
 
 def decode_payload(data: bytes) -> Payload:
-    """Parse payload bytes; raises :class:`PayloadError` (or ``CodecError``) precisely."""
+    """Parse payload bytes; raises :class:`PayloadError` (or ``CodecError``) precisely.
+
+    One pass over the ops (this runs for every received delta): shape, field names,
+    duplicates and limits are checked as each op is built.
+    """
     try:
         m = cbor.decode(data, max_bytes=MAX_PAYLOAD_BYTES)
     except MyceliumError as exc:
         raise PayloadError(f"payload is not CBOR: {exc}") from exc
-    if not isinstance(m, dict) or set(m) != _PAYLOAD_KEYS:
+    if type(m) is not dict or m.keys() != _PAYLOAD_KEYS:
         raise PayloadError(f"payload must be a map with exactly {sorted(_PAYLOAD_KEYS)}")
     coll, doc, raw_ops = m["coll"], m["doc"], m["ops"]
     _check_names(coll, doc)
@@ -100,24 +104,41 @@ def decode_payload(data: bytes) -> Payload:
         hlc = Timestamp.from_wire(m["hlc"])
     except ClockError as exc:
         raise PayloadError(f"payload {exc}") from exc
-    if not isinstance(raw_ops, list):
+    if type(raw_ops) is not list:
         raise PayloadError("ops must be an array")
-    ops = tuple(_op(o) for o in raw_ops)
-    _check_ops(ops)
-    return Payload(coll, doc, ops, hlc)
+    return Payload(coll, doc, _ops(raw_ops), hlc)
+
+
+def _ops(raw_ops: list[Any]) -> tuple[Op, ...]:
+    if not raw_ops:
+        raise PayloadError("a delta needs at least one op", reason="no_ops")
+    if len(raw_ops) > MAX_OPS_PER_DELTA:
+        raise PayloadError(f"more than {MAX_OPS_PER_DELTA} ops in one delta", reason="too_many_ops")
+    ops = tuple(map(_op, raw_ops))
+    names = {op.field for op in ops}
+    if None in names and len(ops) != 1:
+        raise PayloadError("a document delete must be the only op of its delta")
+    if len(names) != len(ops):
+        raise PayloadError("a field appears twice in one delta")
+    return ops
 
 
 def _op(o: object) -> Op:
-    if not isinstance(o, dict):
+    if type(o) is not dict:
         raise PayloadError("op must be a map")
-    keys = set(o)
+    keys = o.keys()
     if keys == _SET_KEYS:
-        return Op(o["field"], o["value"])
-    if keys == _DEL_FIELD_KEYS and o["del"] is True:
-        return Op(o["field"], None, True)
-    if keys == _DEL_DOC_KEYS and o["del"] is True:
+        op = Op(o["field"], o["value"])
+    elif keys == _DEL_FIELD_KEYS and o["del"] is True:
+        op = Op(o["field"], None, True)
+    elif keys == _DEL_DOC_KEYS and o["del"] is True:
         return Op(None, None, True)
-    raise PayloadError(f"op has unexpected shape {sorted(map(str, keys))}")
+    else:
+        raise PayloadError(f"op has unexpected shape {sorted(map(str, keys))}")
+    name = op.field
+    if not (type(name) is str and 0 < len(name) <= MAX_FIELD_NAME_CHARS):
+        raise PayloadError(f"field name must be 1..{MAX_FIELD_NAME_CHARS} characters")
+    return op
 
 
 def _check_names(coll: object, doc: object) -> None:
@@ -128,16 +149,5 @@ def _check_names(coll: object, doc: object) -> None:
 
 
 def _check_ops(ops: tuple[Op, ...]) -> None:
-    if not ops:
-        raise PayloadError("a delta needs at least one op", reason="no_ops")
-    if len(ops) > MAX_OPS_PER_DELTA:
-        raise PayloadError(f"more than {MAX_OPS_PER_DELTA} ops in one delta", reason="too_many_ops")
-    names = [op.field for op in ops]
-    if None in names and len(ops) != 1:
-        raise PayloadError("a document delete must be the only op of its delta")
-    for name in names:
-        if name is not None and not (isinstance(name, str)
-                                     and 0 < len(name) <= MAX_FIELD_NAME_CHARS):
-            raise PayloadError(f"field name must be 1..{MAX_FIELD_NAME_CHARS} characters")
-    if len(set(names)) != len(names):
-        raise PayloadError("a field appears twice in one delta")
+    """The reader's rules, applied to a payload about to be written."""
+    _ops([op.to_wire() for op in ops])
