@@ -23,38 +23,37 @@ import cbor2
 from mycelium.codec import cbor
 from mycelium.crdt.payload import Payload, PayloadError
 
-#: (wall_ms, counter, node, author): total order of writes.
-Stamp = tuple[int, int, bytes, bytes]
-
-
-@dataclass(slots=True)
-class FieldValue:
-    stamp: Stamp
-    deleted: bool
-    value: Any
+#: ``[wall_ms, counter, node, author]``: total order of writes (lists compare like tuples).
+Stamp = list[Any]
+#: One field's winning write, ``[wall_ms, counter, node, author, deleted, value]``: a stamp
+#: followed by the write. Kept in exactly the form it is stored in, so loading and saving a
+#: document builds no per-field objects (this runs for every received delta).
+Entry = list[Any]
+_DELETED, _VALUE = 4, 5
 
 
 @dataclass(slots=True)
 class DocState:
     """The merge state of one document (what the store persists)."""
 
-    fields: dict[str, FieldValue] = field(default_factory=dict)
+    fields: dict[str, Entry] = field(default_factory=dict)
     tomb: Stamp | None = None
 
     def apply(self, payload: Payload, author: bytes) -> bool:
         """Merge one delta; returns True if the visible state may have changed."""
-        stamp: Stamp = (*payload.hlc, author)
+        stamp: Stamp = [*payload.hlc, author]
         if payload.deletes_doc:
             return self._delete_doc(stamp)
         if self.tomb is not None and stamp <= self.tomb:
             return False
         changed = False
-        for op in payload.ops:
-            assert op.field is not None
-            cur = self.fields.get(op.field)
-            new = FieldValue(stamp, op.deleted, op.value)
-            if cur is None or stamp > cur.stamp or (stamp == cur.stamp and _rank(new) > _rank(cur)):
-                self.fields[op.field] = new
+        fields = self.fields
+        for name, value, deleted in payload.ops:
+            assert name is not None
+            cur = fields.get(name)
+            if cur is None or stamp > cur[:4] or (
+                    stamp == cur[:4] and _rank([*stamp, deleted, value]) > _rank(cur)):
+                fields[name] = [*stamp, deleted, value]
                 changed = True
         return changed
 
@@ -62,58 +61,64 @@ class DocState:
         if self.tomb is not None and stamp <= self.tomb:
             return False
         self.tomb = stamp
-        self.fields = {k: v for k, v in self.fields.items() if v.stamp > stamp}
+        self.fields = {k: v for k, v in self.fields.items() if v[:4] > stamp}
         return True
 
     def visible(self) -> dict[str, Any] | None:
         """Live fields, or None if the document does not exist (deleted or never written)."""
-        live = {k: v.value for k, v in sorted(self.fields.items()) if not v.deleted}
+        live = {k: v[_VALUE] for k, v in sorted(self.fields.items()) if not v[_DELETED]}
         return live or None
 
     @property
     def live(self) -> bool:
         """Whether :meth:`visible` would show anything (without building it)."""
-        return any(not v.deleted for v in self.fields.values())
+        return any(not v[_DELETED] for v in self.fields.values())
 
     def values_of(self, names: frozenset[str]) -> dict[str, Any]:
         """The visible values of the fields ``names`` that are live (for indexes)."""
         out = {}
         for name in names:
-            fv = self.fields.get(name)
-            if fv is not None and not fv.deleted:
-                out[name] = fv.value
+            entry = self.fields.get(name)
+            if entry is not None and not entry[_DELETED]:
+                out[name] = entry[_VALUE]
         return out
 
     @property
     def newest(self) -> Stamp | None:
-        stamps = [v.stamp for v in self.fields.values()]
+        stamps = [v[:4] for v in self.fields.values()]
         if self.tomb is not None:
             stamps.append(self.tomb)
         return max(stamps, default=None)
 
     # -- persistence ------------------------------------------------------------------
     def encode(self) -> bytes:
-        """Storage form (local only, never hashed or signed, so not canonical: faster)."""
-        return cbor2.dumps({
-            "f": {k: [*v.stamp, v.deleted, v.value] for k, v in self.fields.items()},
-            "t": list(self.tomb) if self.tomb is not None else None,
-        })
+        """Storage form ``{"f": {name: entry}, "t": stamp / null}`` (local only, never
+        hashed or signed, so not canonical: faster)."""
+        return cbor2.dumps({"f": self.fields, "t": self.tomb})
 
     @classmethod
     def decode(cls, data: bytes) -> DocState:
         """Inverse of :meth:`encode` for the store's own rows (not for peer input)."""
         try:
             m = cbor2.loads(data)
-            fields = {k: FieldValue((v[0], v[1], v[2], v[3]), v[4], v[5])
-                      for k, v in m["f"].items()}
-            tomb = m["t"]
-            return cls(fields, (tomb[0], tomb[1], tomb[2], tomb[3]) if tomb is not None else None)
+            fields, tomb = m["f"], m["t"]
+            if type(fields) is not dict or not (tomb is None or _is_stamp(tomb)):
+                raise TypeError("bad document state layout")
+            for entry in fields.values():
+                if type(entry) is not list or len(entry) != 6 or not _is_stamp(entry[:4]):
+                    raise TypeError("bad field entry")
+            return cls(fields, tomb)
         except (cbor2.CBORDecodeError, TypeError, KeyError, IndexError, AttributeError) as exc:
             raise PayloadError("stored document state is malformed",
                                reason="bad_doc_state") from exc
 
 
-def _rank(v: FieldValue) -> tuple[bool, bytes]:
+def _is_stamp(value: Any) -> bool:
+    return (type(value) is list and len(value) == 4 and type(value[0]) is int
+            and type(value[1]) is int and type(value[2]) is bytes and type(value[3]) is bytes)
+
+
+def _rank(entry: Entry) -> tuple[bool, bytes]:
     """Order of two writes with the same stamp (only a misbehaving author makes them):
     a tombstone wins, then the greater canonical encoding, so every node picks the same."""
-    return v.deleted, cbor.encode(v.value)
+    return entry[_DELETED], cbor.encode(entry[_VALUE])

@@ -47,14 +47,15 @@ class Timestamp(NamedTuple):
     @classmethod
     def from_wire(cls, value: object) -> Timestamp:
         """Parse ``[wall_ms, counter, node]``; raises :class:`ClockError`."""
-        if not isinstance(value, list) or len(value) != 3:
+        if type(value) is not list or len(value) != 3:
             raise ClockError("hlc must be [wall_ms, counter, node]")
         wall, counter, node = value
-        if not (_uint(wall) and wall < 2**63 and _uint(counter) and counter <= MAX_HLC_COUNTER):
+        if not (type(wall) is int and 0 <= wall < 2**63
+                and type(counter) is int and 0 <= counter <= MAX_HLC_COUNTER):
             raise ClockError("hlc wall_ms/counter out of range")
-        if not isinstance(node, bytes) or len(node) > MAX_HLC_NODE_BYTES:
+        if type(node) is not bytes or len(node) > MAX_HLC_NODE_BYTES:
             raise ClockError(f"hlc node must be at most {MAX_HLC_NODE_BYTES} bytes")
-        return cls(wall, counter, node)
+        return tuple.__new__(cls, (wall, counter, node))
 
 
 ZERO = Timestamp(0, 0, b"")
@@ -94,7 +95,3 @@ class HLC:
             ts = Timestamp(base_wall, base_counter + 1, self.node)
         self.last = ts
         return ts
-
-
-def _uint(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

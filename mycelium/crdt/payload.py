@@ -123,19 +123,22 @@ def _ops(raw_ops: list[Any]) -> tuple[Op, ...]:
     return ops
 
 
+_new_op = tuple.__new__  # Op(...) goes through a Python-level __new__: twice as slow
+
+
 def _op(o: object) -> Op:
     if type(o) is not dict:
         raise PayloadError("op must be a map")
     keys = o.keys()
     if keys == _SET_KEYS:
-        op = Op(o["field"], o["value"])
+        op = _new_op(Op, (o["field"], o["value"], False))
     elif keys == _DEL_FIELD_KEYS and o["del"] is True:
-        op = Op(o["field"], None, True)
+        op = _new_op(Op, (o["field"], None, True))
     elif keys == _DEL_DOC_KEYS and o["del"] is True:
         return Op(None, None, True)
     else:
         raise PayloadError(f"op has unexpected shape {sorted(map(str, keys))}")
-    name = op.field
+    name = op[0]
     if not (type(name) is str and 0 < len(name) <= MAX_FIELD_NAME_CHARS):
         raise PayloadError(f"field name must be 1..{MAX_FIELD_NAME_CHARS} characters")
     return op
