@@ -95,15 +95,16 @@ class Collection:
         if space_kind not in self.space_kinds:
             raise CollectionNotAllowed(
                 f"collection {self.name!r} is not allowed in a {space_kind} space")
-        for op in payload.ops:
-            if op.field is None:
+        specs = self.fields
+        for name, value, deleted in payload.ops:
+            if name is None:
                 continue
-            spec = self.fields.get(op.field)
+            spec = specs.get(name)
             if spec is None:
-                raise SchemaError(f"collection {self.name!r} has no field {op.field!r}",
+                raise SchemaError(f"collection {self.name!r} has no field {name!r}",
                                   reason="unknown_field")
-            if not op.deleted:
-                spec.check(op.field, op.value)
+            if not deleted:
+                spec.check(name, value)
 
 
 class Registry:

@@ -629,20 +629,21 @@ class Soil:
 
     def _write_docs(self, work: _Work, mem: _SpaceMem) -> None:
         """One row per changed document, index rows only where an indexed value changed."""
-        codec, space = mem.codec, work.space
+        codec, space, sealed = mem.codec, work.space, mem.codec.sealed
+        indexed = self.registry.indexed
         rows: list[tuple[Any, ...]] = []
         stale: list[tuple[Any, ...]] = []
         fresh: list[tuple[Any, ...]] = []
         for (coll, doc), delta_id in work.dirty.items():
             state = work.docs[(coll, doc)]
             live = state.live
-            rows.append((space, codec.coll_key(coll), codec.doc_key(coll, doc), int(live),
-                         codec.seal(coll, doc, state)))
+            keys = (codec.coll_key(coll), codec.doc_key(coll, doc)) if sealed else (coll, doc)
+            rows.append((space, *keys, int(live), codec.seal(coll, doc, state)))
             work.changes.append(Change(space, coll, doc, delta_id, not live))
-            if codec.sealed:  # personal spaces have no plaintext index
+            if sealed:  # personal spaces have no plaintext index
                 continue
             old = work.indexed_before.get((coll, doc), {})
-            new = state.values_of(self.registry.indexed(coll))
+            new = state.values_of(indexed(coll))
             if new != old:
                 stale += [(space, coll, k, v, doc) for k, v in old.items()
                           if new.get(k, _ABSENT) != v]
