@@ -15,7 +15,6 @@ cost. Field *values* are checked against the collection schema separately
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from mycelium.codec import cbor
@@ -57,8 +56,9 @@ class Op(NamedTuple):
         return {"field": self.field, "value": self.value}
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
+class Payload(NamedTuple):
+    """One decoded document write (a NamedTuple: one is built per received delta)."""
+
     coll: str
     doc: str
     ops: tuple[Op, ...]
@@ -106,7 +106,10 @@ def decode_payload(data: bytes) -> Payload:
         raise PayloadError(f"payload {exc}") from exc
     if type(raw_ops) is not list:
         raise PayloadError("ops must be an array")
-    return Payload(coll, doc, _ops(raw_ops), hlc)
+    return _new_payload(Payload, (coll, doc, _ops(raw_ops), hlc))
+
+
+_new_payload = tuple.__new__
 
 
 def _ops(raw_ops: list[Any]) -> tuple[Op, ...]:
