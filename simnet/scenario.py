@@ -27,6 +27,7 @@ LatencyDist = Literal["constant", "uniform", "normal", "lognormal"]
 TopologyKind = Literal["full", "random", "lan_relay"]
 EventKind = Literal["partition", "heal", "crash", "restart", "join", "remove_member"]
 SyncMode = Literal["sessions", "gossip"]
+PushMode = Literal["lazy", "eager"]
 
 EVENT_KINDS: tuple[str, ...] = ("partition", "heal", "crash", "restart", "join", "remove_member")
 
@@ -100,6 +101,9 @@ class Sync:
     flush_interval: float = 0.02
     #: Gossip mode: messages per second per topic a node publishes.
     gossip_rate: float = 5.0
+    #: Session live pushes: "lazy" (the ``lazy`` cap, protocols/sync.md §7.5: PRUNE,
+    #: HAVE, WANT) or "eager" (every envelope to every session).
+    push: PushMode = "lazy"
 
 
 @dataclass(frozen=True)
@@ -352,6 +356,7 @@ def parse(data: dict[str, Any], *, source: str = "<scenario>") -> Scenario:
         anti_entropy_jitter=st.number("anti_entropy_jitter", 0.2, high=0.99),
         flush_interval=st.number("flush_interval", 0.02),
         gossip_rate=st.number("gossip_rate", 5.0, strict_low=True),
+        push=st.choice("push", ("lazy", "eager"), "lazy"),  # type: ignore[arg-type]
     )
     st.done()
 

@@ -92,6 +92,25 @@ class Want:
 
 
 @dataclass(frozen=True, slots=True)
+class Have:
+    """Lazy push (cap ``lazy``): the sender holds ``vv`` (contiguous seqs, only the
+    authors that advanced); the receiver raises its view and pulls with WANT if the
+    envelopes do not reach it by another path soon."""
+
+    space: int
+    vv: VersionVector
+
+
+@dataclass(frozen=True, slots=True)
+class Prune:
+    """Lazy push (cap ``lazy``): "your live pushes of ``space`` only bring me duplicates":
+    from now on both sides announce new envelopes with HAVE instead of pushing them on
+    this link (until the next WANT)."""
+
+    space: int
+
+
+@dataclass(frozen=True, slots=True)
 class Envelopes:
     """A reconciliation batch of raw envelopes for ``space``; costs flow-control credit."""
 
@@ -137,12 +156,15 @@ class Error:
     reason: str
 
 
-Message = Hello | Vector | Want | Envelopes | Live | Ack | Done | Bye | Error
+Message = Hello | Vector | Want | Envelopes | Live | Ack | Done | Bye | Error | Have | Prune
+
+#: Capability (HELLO ``caps``) for lazy push: HAVE and PRUNE (``protocols/sync.md`` §7.5).
+CAP_LAZY = "lazy"
 
 #: Message tags, in the order of ``protocols/sync.md`` §4.
 TAGS: dict[type, str] = {
     Hello: "hello", Vector: "vv", Envelopes: "env", Live: "live", Ack: "ack",
-    Done: "done", Want: "want", Bye: "bye", Error: "err",
+    Done: "done", Want: "want", Bye: "bye", Error: "err", Have: "have", Prune: "prune",
 }
 
 
@@ -158,14 +180,14 @@ def encode_message(msg: Message) -> bytes:
         case Hello():
             m = {"t": "hello", "v": msg.version, "caps": list(msg.caps), "salt": msg.salt,
                  "credit": [msg.credit_envelopes, msg.credit_bytes], "offers": list(msg.offers)}
-        case Vector() | Want():
+        case Vector() | Want() | Have():
             m = {"s": msg.space, "t": TAGS[type(msg)], "vv": dict(sorted(msg.vv.items()))}
         case Envelopes() | Live():
             m = {"e": list(msg.envelopes), "s": msg.space, "t": TAGS[type(msg)]}
         case Ack():
             m = {"b": msg.nbytes, "n": msg.envelopes, "t": "ack"}
-        case Done():
-            m = {"s": msg.space, "t": "done"}
+        case Done() | Prune():
+            m = {"s": msg.space, "t": TAGS[type(msg)]}
         case Bye():
             m = {"t": "bye"}
         case Error():
@@ -300,12 +322,32 @@ _DECODERS: dict[str, tuple[frozenset[str], Any]] = {
     "ack": (frozenset({"t", "n", "b"}),
             lambda m, _: Ack(_uint(m["n"], "ack envelopes"), _uint(m["b"], "ack bytes"))),
     "done": (frozenset({"t", "s"}), lambda m, lim: Done(_space(m["s"], lim))),
+    "have": (frozenset({"t", "s", "vv"}),
+             lambda m, lim: Have(_space(m["s"], lim), _vv(m["vv"], lim))),
+    "prune": (frozenset({"t", "s"}), lambda m, lim: Prune(_space(m["s"], lim))),
     "bye": (frozenset({"t"}), lambda m, _: Bye()),
     "err": (frozenset({"t", "r"}), _reason),
 }
 
 __all__ = [
-    "DEFAULT_LIMITS", "PROTOCOL_ID", "PROTOCOL_VERSION", "Ack", "Bye", "Done", "Envelopes",
-    "Error", "Hello", "Live", "Message", "MessageLimits", "ProtocolError", "Vector", "Want",
-    "decode_message", "encode_message",
+    "CAP_LAZY",
+    "DEFAULT_LIMITS",
+    "PROTOCOL_ID",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Bye",
+    "Done",
+    "Envelopes",
+    "Error",
+    "Have",
+    "Hello",
+    "Live",
+    "Message",
+    "MessageLimits",
+    "ProtocolError",
+    "Prune",
+    "Vector",
+    "Want",
+    "decode_message",
+    "encode_message",
 ]

@@ -31,6 +31,7 @@ frame or a broken limit ends the session with an ERR frame and a :class:`Session
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +44,7 @@ from mycelium.log.envelope import MAX_ENVELOPE_BYTES
 from mycelium.sync import offers as offer_tokens
 from mycelium.sync.cache import CachedRejection, VerifyCache
 from mycelium.sync.messages import (
+    CAP_LAZY,
     DEFAULT_LIMITS,
     SALT_BYTES,
     Ack,
@@ -50,11 +52,13 @@ from mycelium.sync.messages import (
     Done,
     Envelopes,
     Error,
+    Have,
     Hello,
     Live,
     Message,
     MessageLimits,
     ProtocolError,
+    Prune,
     Vector,
     Want,
     decode_message,
@@ -85,8 +89,10 @@ class SessionState(Enum):
 #: Messages a peer may send in each state (anything else: ``unexpected_message``).
 _ALLOWED: dict[SessionState, frozenset[type]] = {
     SessionState.HANDSHAKE: frozenset({Hello, Bye, Error}),
-    SessionState.RECONCILING: frozenset({Vector, Want, Envelopes, Live, Ack, Done, Bye, Error}),
-    SessionState.LIVE: frozenset({Vector, Want, Envelopes, Live, Ack, Done, Bye, Error}),
+    SessionState.RECONCILING: frozenset({Vector, Want, Envelopes, Live, Ack, Done, Bye, Error,
+                                         Have, Prune}),
+    SessionState.LIVE: frozenset({Vector, Want, Envelopes, Live, Ack, Done, Bye, Error,
+                                  Have, Prune}),
     SessionState.CLOSED: frozenset(),
 }
 
@@ -119,6 +125,13 @@ class SyncLimits:
     #: WANT rounds per space and session before we settle for what we got (we also
     #: settle as soon as a round brought nothing new).
     max_want_rounds: int = 3
+    #: Lazy push (``protocols/sync.md`` §7.5), used when both HELLOs carry the ``lazy``
+    #: cap: a peer whose live pushes bring only duplicates is sent PRUNE; we then send
+    #: it HAVE summaries (at most every ``have_interval`` s) instead of envelopes, and
+    #: pull with WANT what a HAVE announced but did not reach us within ``graft_timeout``.
+    lazy_push: bool = False
+    have_interval: float = 0.5
+    graft_timeout: float = 1.0
 
 
 # -- events -----------------------------------------------------------------------
@@ -185,6 +198,13 @@ class _Shared:
     live_buf: list[bytes] = field(default_factory=list)
     want_rounds: int = 0
     last_want: VersionVector | None = None
+    # lazy push (cap "lazy")
+    eager: bool = True  # we push envelopes (False once this link is pruned, until a WANT)
+    have_due: bool = False  # we hold envelopes the peer may lack: announce them
+    next_have: float = 0.0
+    told: VersionVector = field(default_factory=dict)  # what our HAVEs announced
+    graft_need: VersionVector = field(default_factory=dict)  # announced, not yet held
+    graft_at: float = math.inf
 
 
 @dataclass(slots=True)
@@ -197,6 +217,9 @@ class SessionStats:
     bytes_out: int = 0
     duplicates_in: int = 0
     rejected_in: dict[str, int] = field(default_factory=dict)
+    prunes_out: int = 0
+    haves_out: int = 0
+    grafts_out: int = 0
 
 
 class SyncSession:
@@ -261,6 +284,7 @@ class SyncSession:
         self._granted_b = self.limits.credit_bytes
         self._regrant_n = 0
         self._regrant_b = 0
+        self.lazy = False  # both sides offered the "lazy" cap (set by the handshake)
         if initiator:
             self._start_initiator()
 
@@ -318,7 +342,9 @@ class SyncSession:
             return False
         if info.seq <= sh.view.get(info.author, 0):
             return False
-        if sh.sent_done and not sh.dirty:
+        if sh.sent_done and not sh.eager:
+            sh.have_due = True  # pruned: announce it in a HAVE, do not send it
+        elif sh.sent_done and not sh.dirty:
             sh.live_buf.append(envelope)
         # else: the pump draws it from the store (reconciling, or already dirty)
         return True
@@ -352,7 +378,22 @@ class SyncSession:
         deadline = self._last_recv + lim.idle_timeout
         if self.state is SessionState.HANDSHAKE:
             return min(deadline, self._started + lim.handshake_timeout)
-        return min(deadline, self._last_send + lim.keepalive_interval)
+        deadline = min(deadline, self._last_send + lim.keepalive_interval)
+        if self.lazy:
+            deadline = min(deadline, self.lazy_deadline())
+        return deadline
+
+    def lazy_deadline(self) -> float:
+        """When a HAVE is due or a graft check expires (``inf`` if nothing is pending).
+        Drivers must call :meth:`frames_to_send` (with the time) at that moment."""
+        when = math.inf
+        if self.lazy and self.state is not SessionState.CLOSED:
+            for sh in self._shared.values():
+                if sh.have_due and sh.next_have < when:
+                    when = sh.next_have
+                if sh.graft_at < when:
+                    when = sh.graft_at
+        return when
 
     def close(self, reason: str = "bye") -> None:
         """Orderly local close: sends BYE."""
@@ -370,8 +411,11 @@ class SyncSession:
         self._set_state(SessionState.CLOSED)
         self._events.append(Closed(reason))
 
-    def frames_to_send(self) -> list[bytes]:
-        """Frame payloads to transmit, in order (unframed: for message transports)."""
+    def frames_to_send(self, now: float | None = None) -> list[bytes]:
+        """Frame payloads to transmit, in order (unframed: for message transports).
+        ``now``: the current time, if it moved since the last call that took one."""
+        if now is not None:
+            self._now = now
         if self.state is not SessionState.CLOSED:
             self._flush()
         out, self._out = self._out, []
@@ -414,13 +458,15 @@ class SyncSession:
             self._send(Vector(i, self.store.version_vector(space)))
 
     def _hello(self, tokens: tuple[bytes, ...]) -> Hello:
+        caps = (CAP_LAZY,) if self.limits.lazy_push else ()
         return Hello(salt=self.salt, offers=tokens, credit_envelopes=self._granted_n,
-                     credit_bytes=self._granted_b)
+                     credit_bytes=self._granted_b, caps=caps)
 
     def _on_hello(self, msg: Hello) -> None:
         if msg.credit_envelopes < 1 or msg.credit_bytes < MAX_ENVELOPE_BYTES:
             raise ProtocolError("initial credit below one maximal envelope", reason="bad_credit")
         self._credit_n, self._credit_b = msg.credit_envelopes, msg.credit_bytes
+        self.lazy = self.limits.lazy_push and CAP_LAZY in msg.caps
         if self.initiator:
             expected = {
                 offer_tokens.responder_token(s, salt_i=self.salt, salt_r=msg.salt,
@@ -469,11 +515,17 @@ class SyncSession:
                 sh.view = dict(msg.vv)
                 if isinstance(msg, Vector):
                     sh.announced = dict(msg.vv)
+                else:
+                    sh.eager = True  # a WANT grafts the link (both ways)
                 sh.sent_done = False
                 sh.dirty = False
                 sh.live_buf.clear()
             case Envelopes() | Live():
-                self._on_envelopes(msg.space, msg.envelopes)
+                self._on_envelopes(msg.space, msg.envelopes, live=isinstance(msg, Live))
+            case Have():
+                self._on_have(self._lazy_shared(msg.space), msg.vv)
+            case Prune():
+                self._prune(self._lazy_shared(msg.space))
             case Ack():
                 self._credit_n += msg.envelopes
                 self._credit_b += msg.nbytes
@@ -493,7 +545,60 @@ class SyncSession:
             raise ProtocolError(f"no shared space {index}", reason="unknown_space")
         return sh
 
-    def _on_envelopes(self, index: int, batch: Sequence[bytes]) -> None:
+    def _lazy_shared(self, index: int) -> _Shared:
+        if not self.lazy:
+            raise ProtocolError("HAVE/PRUNE without the lazy cap", reason="unexpected_message")
+        return self._get_shared(index)
+
+    def _prune(self, sh: _Shared) -> None:
+        """Stop pushing envelopes to the peer on this link: announce them in HAVEs."""
+        sh.eager = False
+        sh.live_buf.clear()
+        if sh.sent_done:
+            sh.dirty = False
+            sh.have_due = True
+
+    def _on_have(self, sh: _Shared, vv: VersionVector) -> None:
+        """The peer holds ``vv``: never send it those; expect them by some path soon."""
+        view = sh.view if sh.view is not None else {}
+        sh.view = view
+        announced, need = sh.announced, sh.graft_need
+        local = self.store.version_vector(sh.space)
+        for author, seq in vv.items():
+            if seq > view.get(author, 0):
+                view[author] = seq
+            if seq > announced.get(author, 0):
+                announced[author] = seq
+            if seq > local.get(author, 0) and seq > need.get(author, 0):
+                need[author] = seq
+        if need and sh.graft_at == math.inf:
+            sh.graft_at = self._now + self.limits.graft_timeout
+
+    def _lazy_flush(self, sh: _Shared) -> None:
+        """Send a due HAVE; pull (WANT) what an expired HAVE announced and we still lack."""
+        now = self._now
+        if sh.graft_at <= now:
+            sh.graft_at = math.inf
+            need, sh.graft_need = sh.graft_need, {}
+            local = self.store.version_vector(sh.space)
+            missing = {a for a, s in need.items() if local.get(a, 0) < s}
+            if missing:
+                self.stats.grafts_out += 1
+                sh.eager = True  # graft: the link is eager again, both ways
+                sh.caught_up = False
+                self._send(Want(sh.index, local))
+        if sh.have_due and sh.next_have <= now and sh.view is not None:
+            sh.have_due = False
+            sh.next_have = now + self.limits.have_interval
+            view, told = sh.view, sh.told
+            news = {a: s for a, s in self.store.version_vector(sh.space).items()
+                    if s > view.get(a, 0) and s > told.get(a, 0)}
+            if news:
+                told.update(news)
+                self.stats.haves_out += 1
+                self._send(Have(sh.index, news))
+
+    def _on_envelopes(self, index: int, batch: Sequence[bytes], *, live: bool = False) -> None:
         sh = self._get_shared(index)
         n, b = len(batch), sum(map(len, batch))
         if n > self._granted_n or b > self._granted_b:
@@ -531,6 +636,12 @@ class SyncSession:
                     view[author] = seq
                 if seq > aget(author, 0):
                     announced[author] = seq
+            if live and self.lazy and sh.eager and not result.pending:
+                # Only duplicates pushed: this link is not on the shortest path to us.
+                # Prune it both ways (the eager links then shrink to a tree).
+                self.stats.prunes_out += 1
+                self._send(Prune(sh.index))
+                self._prune(sh)
             self._events.append(EnvelopesIngested(sh.space, result, ()))
             return
         accepted_ids = set(result.accepted)
@@ -560,6 +671,7 @@ class SyncSession:
             sh.want_rounds += 1
             sh.last_want = local
             sh.caught_up = False
+            sh.eager = True  # a WANT makes the link eager again, both ways
             self._send(Want(sh.index, local))
             return
         sh.caught_up = True
@@ -574,6 +686,10 @@ class SyncSession:
             if sh.live_buf:
                 self._flush_live(sh)
         self._pump()
+        if self.lazy:
+            for sh in self._shared.values():
+                if sh.have_due or sh.graft_at != math.inf:
+                    self._lazy_flush(sh)
         self._update_state()
 
     def _credit_low(self) -> bool:
@@ -629,6 +745,10 @@ class SyncSession:
                     return
                 max_n = min(lim.batch_envelopes, self._credit_n)
                 max_b = min(lim.batch_bytes, self._credit_b)
+                if sh.sent_done and not sh.eager:
+                    sh.dirty = False  # pruned link: announce instead of pushing
+                    sh.have_due = True
+                    continue
                 batch = self.store.envelopes_since(sh.space, sh.view, limit=max_n,
                                                    max_bytes=max_b)
                 kept, size = self._take(sh.view, batch, max_n, max_b)

@@ -94,6 +94,7 @@ class SimNode:
     last_accept: float = 0.0
     flush_at: float = INF
     wake_at: float = INF
+    tick_at: float = INF  # next lazy-push deadline of one of its sessions
     pending_writes: list[bytes] = field(default_factory=list)
 
     @property

@@ -41,6 +41,7 @@ from mycelium.sync.session import (
     EnvelopesIngested,
     SessionError,
     SessionState,
+    SyncLimits,
     SyncSession,
 )
 from simnet.scenario import Event, Scenario
@@ -50,7 +51,7 @@ from simnet.virtual.node import INF, Conn, InterningStore, SimNode
 from simnet.virtual.workload import Workload, Write, generate
 
 # event kinds (also the trace record kinds)
-FRAME, GOSSIP, FLUSH, WAKE, WRITE, SCENARIO, SAMPLE, CONNECT_FAIL = range(1, 9)
+FRAME, GOSSIP, FLUSH, WAKE, WRITE, SCENARIO, SAMPLE, CONNECT_FAIL, TICK = range(1, 10)
 _SCENARIO_CODES = {"partition": 1, "heal": 2, "crash": 3, "restart": 4, "join": 5,
                    "remove_member": 6}
 #: Bytes of framing around a payload (uvarint length prefix, small frames).
@@ -132,6 +133,7 @@ class Simulation:
         self.progress = progress
         self.gossip = scenario.sync.mode == "gossip"
         self.flush_interval = scenario.sync.flush_interval
+        self.limits = SyncLimits(lazy_push=scenario.sync.push == "lazy")
         self.adj = build_overlay(scenario, self.rng)
         self.workload = generate(scenario, self.rng)
         self._intern = {w.raw: w.raw for w in self.workload.writes}
@@ -237,6 +239,11 @@ class Simulation:
                 if progress is not None and t >= next_progress:
                     progress(t, duration)
                     next_progress = t + duration / 200
+            elif kind == TICK:
+                node = nodes[a]
+                if node.tick_at == t:
+                    node.tick_at = INF
+                    self._flush(node)
             elif kind == CONNECT_FAIL:
                 nodes[a].sched.report_failure(b, t)
                 self._arm(nodes[a])
@@ -245,7 +252,8 @@ class Simulation:
     def _session(self, node: SimNode, peer: SimNode, initiator: bool, now: float) -> SyncSession:
         return self.session_factory(
             node.store, local_id=node.pid, remote_id=peer.pid, initiator=initiator, now=now,
-            salt=self.rng.randbytes(16), cache=self.cache, authorize=self._authorize)
+            salt=self.rng.randbytes(16), cache=self.cache, authorize=self._authorize,
+            limits=self.limits)
 
     def _connect(self, a: int, b: int, *, ae: bool) -> None:
         """Open a session from ``a`` to ``b``, replacing any existing one between them."""
@@ -412,13 +420,22 @@ class Simulation:
             return
         now = self.q.now
         v = node.idx
+        tick = INF
         for conn in list(node.conns.values()):
             s = conn.sa if conn.a == v else conn.sb
-            frames = s.frames_to_send()
+            frames = s.frames_to_send(now)
             if frames:
                 self._transmit(conn, v, frames, now)
             if conn.ae and conn.open and conn.sa.state is SessionState.LIVE:
                 self._settled(conn)
+            if s.lazy:
+                when = s.lazy_deadline()
+                if when < tick:
+                    tick = when
+        if tick < node.tick_at:
+            # lazy push: a HAVE is due or a graft check expires (``SyncSession.lazy_deadline``)
+            node.tick_at = tick
+            self.q.push(tick, TICK, v)
 
     # -- gossip ---------------------------------------------------------------------
     def _on_gossip(self, t: float, src: int, dst: int, data: bytes) -> None:

@@ -12,11 +12,13 @@ from mycelium.sync.messages import (
     Done,
     Envelopes,
     Error,
+    Have,
     Hello,
     Live,
     Message,
     MessageLimits,
     ProtocolError,
+    Prune,
     Vector,
     Want,
     decode_message,
@@ -32,7 +34,7 @@ MESSAGES: list[Message] = [
     Hello(salt=b"s" * 16, offers=(), credit_envelopes=1, credit_bytes=65536),
     Vector(0, {A: 3, B: 1}), Vector(5, {}), Want(1, {A: 2}),
     Envelopes(2, [b"e1", b"e2"]), Live(0, [b"x"]), Ack(3, 900), Ack(0, 0), Done(7), Bye(),
-    Error("timeout"),
+    Error("timeout"), Have(3, {A: 9}), Prune(1),
 ]
 
 
