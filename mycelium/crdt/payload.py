@@ -93,7 +93,7 @@ def decode_payload(data: bytes) -> Payload:
     duplicates and limits are checked as each op is built.
     """
     try:
-        m = cbor.decode(data, max_bytes=MAX_PAYLOAD_BYTES)
+        m = cbor.decode_fast(data, max_bytes=MAX_PAYLOAD_BYTES)
     except MyceliumError as exc:
         raise PayloadError(f"payload is not CBOR: {exc}") from exc
     if type(m) is not dict or m.keys() != _PAYLOAD_KEYS:

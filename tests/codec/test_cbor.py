@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mycelium.codec import cbor
 from mycelium.errors import CodecError, LimitExceeded
@@ -50,3 +52,61 @@ def test_non_canonical_forms() -> None:
         with pytest.raises(CodecError) as info:
             cbor.decode_canonical(data)  # … but not deterministic
         assert info.value.reason == "non_canonical"
+
+
+_leaves = (st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1) | st.floats()
+           | st.text(max_size=8) | st.binary(max_size=40)
+           | st.just(bytes.fromhex("0171a0e402") + b"\x01" * 32))  # bytes that parse as a CID
+_values = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=6) | st.integers(0, 9), inner,
+                                         max_size=4), max_leaves=12)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal values of equal types all the way down (NaN equals NaN)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b or (a != a and b != b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))  # type: ignore[arg-type]
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)  # type: ignore[index]
+    return a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values, st.booleans())
+def test_decode_fast_equals_decode_on_valid_cbor(value: object, canonical: bool) -> None:
+    data = cbor2.dumps(value, canonical=canonical)
+    assert _same(cbor.decode_fast(data), cbor.decode(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64) | _values.map(lambda v: cbor2.dumps(v) + b"\x00"),
+       st.data())
+def test_decode_fast_equals_decode_on_any_bytes(data: bytes, more: st.DataObject) -> None:
+    if data and more.draw(st.booleans()):  # also: corrupt one byte of valid input
+        i = more.draw(st.integers(0, len(data) - 1))
+        data = data[:i] + bytes([more.draw(st.integers(0, 255))]) + data[i + 1:]
+    try:
+        expected: object = cbor.decode(data)
+    except CodecError as exc:
+        expected = ("error", exc.reason)
+    try:
+        got: object = cbor.decode_fast(data)
+    except CodecError as exc:
+        got = ("error", exc.reason)
+    assert _same(got, expected)
+
+
+def test_fast_paths_never_turn_cid_looking_bytes_into_tags() -> None:
+    """libipld's *encoder* would tag such bytes as a CID; we only decode with it."""
+    cid_like = bytes.fromhex("0171a0e402") + b"\x01" * 32
+    value = {"prev": b"\x01" * 32, "x": cid_like}
+    data = cbor.encode(value)
+    assert cbor.decode_fast(data) == value == cbor.loads_or_none(data)
+    assert cbor.encode_ordered({"prev": b"\x01" * 32}) == cbor.encode({"prev": b"\x01" * 32})
+    tagged = cbor2.dumps(cbor2.CBORTag(42, b"\x00" + cid_like))
+    assert cbor.loads_or_none(tagged) is None  # tag 42 always goes to cbor2
+    assert cbor.decode_fast(tagged) == cbor.decode(tagged)
