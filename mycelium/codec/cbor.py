@@ -9,15 +9,16 @@ Hot paths (every received delta) decode with libipld, a compiled DAG-CBOR decode
 faster than cbor2 (docs/decisions.md). DAG-CBOR is this same deterministic encoding
 restricted to text map keys, no tags but 42, no undefined and 64-bit floats; libipld
 decodes that subset (leniently about integer sizes) to the values cbor2 gives, except tag
-42 (a CID object). :func:`decode_fast` and :func:`loads_or_none` hand any input that
-contains the bytes of tag 42, and anything libipld refuses, to cbor2: results equal
-cbor2's for every input, only faster. libipld is never used to *encode*: its encoder
+42 (a CID object). :func:`decode_fast` hands any input that contains the bytes of tag 42,
+and anything libipld refuses, to cbor2: its results equal cbor2's for every input, only
+faster. libipld is never used to *encode*: its encoder
 turns byte strings that happen to parse as a CID into tag 42.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import cbor2
@@ -30,7 +31,9 @@ DEFAULT_MAX_BYTES = 1 << 20
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _DECODE_ERRORS = (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError)
 _FAST_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
-_TAG_42 = b"\xd8\x2a"
+#: Tag 42 in any header width (libipld takes non-shortest ones too). A match inside a byte
+#: string is a false alarm that only costs the slower decoder.
+_TAG_42 = re.compile(rb"\xd8\x2a|\xd9\x00\x2a|\xda\x00{3}\x2a|\xdb\x00{7}\x2a")
 
 
 def encode(value: Any) -> bytes:
@@ -53,11 +56,10 @@ def encode_ordered(value: dict[str, Any]) -> bytes:
 
 
 def loads_or_none(data: bytes) -> Any:
-    """The value of ``data`` if it is one well-formed item (no trailing bytes) that the
-    fast decoder takes, else None. For fast paths that re-encode and compare, and fall
-    back to a precise decode when this says None."""
-    if _TAG_42 in data:
-        return None
+    """The value of ``data`` if it is one well-formed DAG-CBOR item (no trailing bytes),
+    else None. Unlike cbor2, it gives tag 42 (a CID) as the bare CID bytes, so only use it
+    where the caller re-encodes the value with cbor2 and compares with ``data`` (which no
+    tagged input can pass), falling back to a precise decode (the envelope decoder)."""
     try:
         return libipld.decode_dag_cbor(data)
     except _FAST_ERRORS:
@@ -67,7 +69,7 @@ def loads_or_none(data: bytes) -> Any:
 def decode_fast(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Exactly :func:`decode` (same values, same errors), faster on the common input."""
     data = _checked_bytes(data, max_bytes)
-    if _TAG_42 not in data:
+    if _TAG_42.search(data) is None:
         try:
             return libipld.decode_dag_cbor(data)
         except _FAST_ERRORS:

@@ -52,6 +52,8 @@ def test_fast_path_takes_valid_envelopes() -> None:
     lambda m: cbor2.dumps({**m, "v": True}),                       # true is not 1
     lambda m: cbor2.dumps({**m, "epoch": 2.0}),                    # float epoch
     lambda m: cbor2.dumps({**m, "prev": {"b": 1, "a": 2}}),        # nested unsorted map
+    # a 32-byte CID under tag 42: libipld would hand back plain 32 bytes
+    lambda m: cbor2.dumps({**m, "prev": cbor2.CBORTag(42, b"\x00\x01\x55\x00\x1c" + bytes(28))}),
     lambda m: cbor2.dumps(m) + b"\x00",                            # trailing byte
     lambda m: cbor2.dumps(m)[:-1],                                 # truncated
     lambda m: cbor2.dumps({**m, "extra": 1}, canonical=True),      # unknown field
