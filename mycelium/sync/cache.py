@@ -41,7 +41,8 @@ class CachedRejection(MyceliumError):
 class VerifyCache:
     """raw envelope bytes -> decoded header (and signature verdict), bounded."""
 
-    __slots__ = ("_bad", "_info", "_verified", "decodes", "hits", "max_entries", "verifies")
+    __slots__ = ("_bad", "_info", "_verified", "decodes", "hits", "lookup", "max_entries",
+                 "verified_set", "verifies")
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
         self.max_entries = max_entries
@@ -51,6 +52,11 @@ class VerifyCache:
         self.decodes = 0
         self.verifies = 0
         self.hits = 0
+        #: ``lookup(raw)``: the cached header or None, like :meth:`peek` without a call
+        #: layer; ``verified_set``: raws whose signature checked out. For hot loops
+        #: (``MemoryStore.ingest``, the session); neither decodes nor verifies anything.
+        self.lookup = self._info.get
+        self.verified_set = self._verified
 
     def __len__(self) -> int:
         return len(self._info) + len(self._bad)

@@ -120,33 +120,35 @@ class MemoryStore:
             for _ in envelopes:
                 self._reject(result, None, "unknown_space")
             return result
-        # Duplicate fast path, keyed on (author, seq) before any verification: an
-        # envelope whose bytes equal the one stored at its (author, seq) is one we
-        # verified when we stored it. Only a decode already cached is used here.
-        known = self.cache.peek
+        cache = self.cache
+        known, verified = cache.lookup, cache.verified_set
         authors = sp.authors
-        fresh: list[bytes] | None = None
+        chained = len(envelopes) < 2  # batches are pre-verified once (verify_chain)
+        hits = dups = 0
         for i, raw in enumerate(envelopes):
             info = known(raw)
             if info is not None:
+                hits += 1
+                # Duplicate fast path, keyed on (author, seq), before any verification:
+                # equal bytes at that (author, seq) were verified when we stored them.
                 log = authors.get(info.author)
-                if (log is not None and 0 < info.seq <= len(log.raw)
-                        and log.raw[info.seq - 1] == raw):
-                    result.duplicates += 1
-                    if fresh is None:
-                        fresh = list(envelopes[:i])
+                if log is not None:
+                    seq = info.seq
+                    raws = log.raw
+                    if 0 < seq <= len(raws) and raws[seq - 1] == raw:
+                        dups += 1
+                        continue
+                if raw not in verified:
+                    info = None
+            if info is None:
+                if not chained:
+                    chained = True
+                    cache.verify_chain(envelopes[i:])
+                try:
+                    info = cache.verified(raw)
+                except CachedRejection as exc:
+                    self._reject(result, None, exc.reason)
                     continue
-            if fresh is not None:
-                fresh.append(raw)
-        todo = envelopes if fresh is None else fresh
-        if len(todo) > 1:
-            self.cache.verify_chain(todo)
-        for raw in todo:
-            try:
-                info = self.cache.verified(raw)
-            except CachedRejection as exc:
-                self._reject(result, None, exc.reason)
-                continue
             if info.space != space:
                 self._reject(result, info.delta_id, "wrong_space")
                 continue
@@ -160,7 +162,7 @@ class MemoryStore:
             seq = info.seq
             if seq <= have:
                 if log.ids[seq - 1] == info.delta_id:
-                    result.duplicates += 1
+                    dups += 1
                 else:
                     self._reject(result, info.delta_id, "fork")
             elif seq == have + 1:
@@ -174,13 +176,15 @@ class MemoryStore:
                     self._drain(sp, log, result)
                 sp.vv[info.author] = len(log.raw)
             elif seq in log.pending:
-                result.duplicates += 1
+                dups += 1
             elif sp.pending >= self.max_pending:
                 self._reject(result, info.delta_id, "pending_full")
             else:
                 log.pending[seq] = raw
                 sp.pending += 1
                 result.pending += 1
+        result.duplicates = dups
+        cache.hits += hits
         return result
 
     def _drain(self, sp: _Space, log: _AuthorLog, result: IngestResult) -> None:

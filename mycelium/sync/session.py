@@ -130,6 +130,7 @@ class SyncLimits:
     #: it HAVE summaries (at most every ``have_interval`` s) instead of envelopes, and
     #: pull with WANT what a HAVE announced but did not reach us within ``graft_timeout``.
     lazy_push: bool = False
+    prune_after: int = 1
     have_interval: float = 0.5
     graft_timeout: float = 1.0
 
@@ -205,6 +206,7 @@ class _Shared:
     told: VersionVector = field(default_factory=dict)  # what our HAVEs announced
     graft_need: VersionVector = field(default_factory=dict)  # announced, not yet held
     graft_at: float = math.inf
+    dup_streak: int = 0  # consecutive live batches that were mostly duplicates
 
 
 @dataclass(slots=True)
@@ -572,7 +574,10 @@ class SyncSession:
             if seq > local.get(author, 0) and seq > need.get(author, 0):
                 need[author] = seq
         if need and sh.graft_at == math.inf:
-            sh.graft_at = self._now + self.limits.graft_timeout
+            # Each session waits graft_timeout plus up to as much again (drawn from its
+            # salt): of several peers announcing the same envelopes, the first timer to
+            # expire grafts one link, and its WANT usually brings them before the others.
+            sh.graft_at = self._now + self.limits.graft_timeout * (1 + self.salt[0] / 256)
 
     def _lazy_flush(self, sh: _Shared) -> None:
         """Send a due HAVE; pull (WANT) what an expired HAVE announced and we still lack."""
@@ -621,36 +626,36 @@ class SyncSession:
         view = sh.view if sh.view is not None else {}
         sh.view = view
         announced = sh.announced
-        info_of = self.cache.info
+        lookup, info_of = self.cache.lookup, self.cache.info
         vget, aget = view.get, announced.get
         accepted: list[bytes] = []
         if not result.accepted and not result.rejected:
             # Nothing new (duplicates, parked): only raise what we know the peer holds.
             for raw in batch:
-                try:
-                    info = info_of(raw)
-                except CachedRejection:
-                    continue
+                info = lookup(raw)
+                if info is None:
+                    try:
+                        info = info_of(raw)
+                    except CachedRejection:
+                        continue
                 author, seq = info.author, info.seq
                 if seq > vget(author, 0):
                     view[author] = seq
                 if seq > aget(author, 0):
                     announced[author] = seq
-            if live and self.lazy and sh.eager and not result.pending:
-                # Only duplicates pushed: this link is not on the shortest path to us.
-                # Prune it both ways (the eager links then shrink to a tree).
-                self.stats.prunes_out += 1
-                self._send(Prune(sh.index))
-                self._prune(sh)
+            if live and self.lazy and sh.eager:
+                self._maybe_prune(sh, result)
             self._events.append(EnvelopesIngested(sh.space, result, ()))
             return
         accepted_ids = set(result.accepted)
         refused = {i for i, _ in result.rejected if i is not None}
         for raw in batch:
-            try:
-                info = info_of(raw)
-            except CachedRejection:
-                continue
+            info = lookup(raw)
+            if info is None:
+                try:
+                    info = info_of(raw)
+                except CachedRejection:
+                    continue
             author, seq = info.author, info.seq
             if seq > vget(author, 0):
                 view[author] = seq  # the peer holds it, whatever we think of it
@@ -662,7 +667,22 @@ class SyncSession:
             # The batch filled a gap and the store released envelopes it held pending:
             # the peer may lack those too, so re-check against its view.
             sh.dirty = True
+        if live and self.lazy and sh.eager:
+            self._maybe_prune(sh, result)
         self._events.append(EnvelopesIngested(sh.space, result, tuple(accepted)))
+
+    def _maybe_prune(self, sh: _Shared, result: IngestResult) -> None:
+        """Most of a live batch was duplicates: this link is not on the shortest path to
+        us. Prune it both ways (the eager links then shrink towards a tree)."""
+        if result.duplicates <= len(result.accepted) or result.pending:
+            sh.dup_streak = 0
+            return
+        sh.dup_streak += 1
+        if sh.dup_streak >= self.limits.prune_after:
+            sh.dup_streak = 0
+            self.stats.prunes_out += 1
+            self._send(Prune(sh.index))
+            self._prune(sh)
 
     def _on_done(self, sh: _Shared) -> None:
         local = self.store.version_vector(sh.space)
@@ -774,15 +794,17 @@ class SyncSession:
         """
         kept: list[bytes] = []
         size = 0
-        info_of = self.cache.info
+        lookup, info_of = self.cache.lookup, self.cache.info
         vget = view.get
         for raw in batch:
             if len(kept) >= max_n or size + len(raw) > max_b:
                 break
-            try:
-                info = info_of(raw)
-            except CachedRejection:
-                break
+            info = lookup(raw)
+            if info is None:
+                try:
+                    info = info_of(raw)
+                except CachedRejection:
+                    break
             seq = info.seq
             if seq <= vget(info.author, 0):
                 break
@@ -812,9 +834,15 @@ class SyncSession:
         self.state = new
 
     def _update_state(self) -> None:
-        if self.state in (SessionState.RECONCILING, SessionState.LIVE):
-            settled = all(sh.sent_done and sh.caught_up for sh in self._shared.values())
-            self._set_state(SessionState.LIVE if settled else SessionState.RECONCILING)
+        state = self.state
+        if state is SessionState.RECONCILING or state is SessionState.LIVE:
+            new = SessionState.LIVE
+            for sh in self._shared.values():
+                if not (sh.sent_done and sh.caught_up):
+                    new = SessionState.RECONCILING
+                    break
+            if new is not state:
+                self._set_state(new)
 
     def _fail(self, reason: str, message: str, *, remote: bool) -> None:
         if self.state is SessionState.CLOSED:
