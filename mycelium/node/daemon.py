@@ -649,6 +649,14 @@ def configure_logging() -> None:
     )
     for noisy in ("libp2p", "multiaddr", "zeroconf", "hypercorn", "async_service"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("libp2p.transport.tcp.tcp").addFilter(_handled_dial_errors)
+
+
+def _handled_dial_errors(record: logging.LogRecord) -> bool:
+    """Drop py-libp2p's ERROR line for a failed TCP dial: it re-raises the failure, and
+    the peer keeper logs it once, with its retry delay ("peer … unreachable …")."""
+    return not (record.levelno == logging.ERROR
+                and str(record.msg).startswith("Failed to open TCP stream"))
 
 
 def _print_banner(node: Node) -> None:
