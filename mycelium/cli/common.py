@@ -63,14 +63,15 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def passphrase(*, confirm: bool = False) -> str:
-    """``MYCELIUM_PASSPHRASE`` for scripts, else an interactive prompt."""
-    env = os.environ.get("MYCELIUM_PASSPHRASE")
+def passphrase(*, confirm: bool = False, env_var: str = "MYCELIUM_PASSPHRASE",
+               prompt: str = "Passphrase") -> str:
+    """``$env_var`` for scripts (``MYCELIUM_PASSPHRASE``), else an interactive prompt."""
+    env = os.environ.get(env_var)
     if env is not None:
         return env
     if not sys.stdin.isatty():
-        fail("no passphrase: set MYCELIUM_PASSPHRASE or run in a terminal")
-    first = getpass.getpass("Passphrase: ")
-    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        fail(f"no passphrase: set {env_var} or run in a terminal")
+    first = getpass.getpass(f"{prompt}: ")
+    if confirm and getpass.getpass(f"Repeat {prompt.lower()}: ") != first:
         fail("passphrases do not match")
     return first

@@ -1,4 +1,5 @@
-"""Identity commands: ``init``, ``id``, ``id convert``, ``guardians setup``, ``recover …``.
+"""Identity commands: ``init``, ``id``, ``id convert``, ``id passphrase``, ``guardians setup``,
+``recover …``.
 
 Files (all under ``--home``): ``keystore.json``; guardian packages in ``guardians/``;
 a pending recovery (request + temporary secret, mode 0600) and approvals in ``recovery/``.
@@ -29,6 +30,7 @@ from mycelium.identity import didkey, recovery
 from mycelium.identity.identity import Identity
 from mycelium.identity.keystore import (
     KeystoreExists,
+    change_passphrase,
     create_keystore,
     load_keystore,
     read_public,
@@ -105,6 +107,25 @@ def convert(
     is_did = text.startswith("did:")
     did, peer_id = (text, output) if is_did else (output, didkey.did_to_peer_id(output))
     emit({"input": value, "output": output, "did": did, "peer_id": peer_id}, as_json, output)
+
+
+@id_app.command("passphrase")
+@user_errors
+def new_passphrase(home: str | None = HomeOption, as_json: bool = JsonOption) -> None:
+    """Change the keystore passphrase (asks for the current one, then the new one twice).
+
+    Scripts: MYCELIUM_PASSPHRASE (current) and MYCELIUM_NEW_PASSPHRASE (new). A running
+    node keeps working: it holds the identity already, and the local database's key comes
+    from the identity, not from the passphrase.
+    """
+    paths = node_paths(home)
+    current = passphrase()
+    new = passphrase(confirm=True, env_var="MYCELIUM_NEW_PASSPHRASE", prompt="New passphrase")
+    if not new:
+        fail("the new passphrase is empty")
+    identity = change_passphrase(paths.keystore, current, new)
+    emit({"did": identity.did, "keystore": str(paths.keystore), "changed": True}, as_json,
+         f"passphrase changed for {identity.did}")
 
 
 @guardians_app.command("setup")

@@ -170,6 +170,29 @@ def load_keystore(path: str | os.PathLike[str], passphrase: str) -> Identity:
     return identity
 
 
+def change_passphrase(
+    path: str | os.PathLike[str],
+    old: str,
+    new: str,
+    *,
+    kdf: KdfParams | None = None,
+) -> Identity:
+    """Re-encrypt the keystore under ``new`` (fresh salt and nonce, current KDF
+    parameters, same identity and name). Raises like :func:`load_keystore` if ``old`` is
+    wrong; the file is replaced atomically, so a crash leaves the old or the new one.
+
+    Only the keystore changes: the storage key of the local database is derived from the
+    seed, not from the passphrase, so nothing else needs re-encrypting.
+    """
+    target = Path(path)
+    identity = load_keystore(target, old)
+    params = kdf or KdfParams.default()
+    params.check()
+    data = _seal(identity, _normalize(new), read_public(target).name, params)
+    write_atomic(target, data, overwrite=True)
+    return identity
+
+
 def read_public(path: str | os.PathLike[str]) -> KeystorePublic:
     """DID, PeerID and name, without the passphrase (authenticated only at load)."""
     return _public(_read(Path(path)))

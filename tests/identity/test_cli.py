@@ -152,3 +152,16 @@ def test_installed_console_script(tmp_path: Path) -> None:
     assert ID.from_base58(data["peer_id"]).extract_public_key() is not None
     again = call("init")
     assert again.returncode != 0 and again.stderr.count("\n") == 1
+
+
+def test_id_passphrase_changes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    did = run("init", "--home", str(tmp_path), "--json")["did"]
+    monkeypatch.setenv("MYCELIUM_NEW_PASSPHRASE", "battery staple")
+    out = run("id", "passphrase", "--home", str(tmp_path), "--json")
+    assert out == {"did": did, "keystore": str(tmp_path / "keystore.json"), "changed": True}
+    # the old passphrase no longer opens it, the new one does (and the store still opens)
+    assert "wrong passphrase" in run("id", "passphrase", "--home", str(tmp_path), ok=False)
+    monkeypatch.setenv("MYCELIUM_PASSPHRASE", "battery staple")
+    monkeypatch.setenv("MYCELIUM_NEW_PASSPHRASE", "")
+    assert "empty" in run("id", "passphrase", "--home", str(tmp_path), ok=False)
+    assert run("space", "list", "--home", str(tmp_path), "--json")

@@ -258,3 +258,27 @@ def test_sigkill_during_rewrites_never_leaves_a_partial_keystore(tmp_path: Path)
         if target.exists():
             assert target.read_bytes() in valid
             assert load_keystore(target, "pw").seed in (b"\x02" * 32, b"\x03" * 32)
+
+
+def test_change_passphrase_keeps_identity_and_name(tmp_path: Path) -> None:
+    path = tmp_path / "keystore.json"
+    original = create_keystore(path, "old words", name="Ana", kdf=FAST)
+    before = path.read_bytes()
+    assert ks.change_passphrase(path, "old words", "new words", kdf=FAST).did == original.did
+    assert load_keystore(path, "new words").seed == original.seed
+    assert read_public(path).name == "Ana"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(WrongPassphrase):
+        load_keystore(path, "old words")
+    doc_before, doc_after = json.loads(before), json.loads(path.read_bytes())
+    assert doc_before["kdf"]["salt"] != doc_after["kdf"]["salt"]  # fresh salt and nonce
+    assert doc_before["cipher"]["nonce"] != doc_after["cipher"]["nonce"]
+
+
+def test_change_passphrase_with_wrong_old_one_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "keystore.json"
+    create_keystore(path, "old words", kdf=FAST)
+    before = path.read_bytes()
+    with pytest.raises(WrongPassphrase):
+        ks.change_passphrase(path, "not it", "new words", kdf=FAST)
+    assert path.read_bytes() == before
