@@ -226,9 +226,34 @@ def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Me
         raise ProtocolError(f"{tag}: fields {sorted(map(str, m))} != {sorted(keys)}",
                             reason="bad_message")
     msg: Message = fn(m, limits)
-    if encode_message(msg) != payload:
+    if type(msg) is Envelopes or type(msg) is Live:
+        canonical = _is_canonical_batch(msg, payload)
+    else:
+        canonical = encode_message(msg) == payload
+    if not canonical:
         raise ProtocolError("message is not in deterministic CBOR encoding", reason="bad_frame")
     return msg
+
+
+def _head_len(n: int) -> int:
+    """Bytes of a minimal CBOR head carrying argument ``n``."""
+    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 2**32 else 9
+
+
+def _is_canonical_batch(msg: Envelopes | Live, payload: bytes) -> bool:
+    """``encode_message(msg) == payload`` without re-encoding the (large) batch.
+
+    The decoded value already has the right shape (a 3-entry map of "e", "s", "t"; byte
+    strings). Every non-deterministic encoding of a CBOR item (a longer head, indefinite
+    lengths, trailing bytes) is longer than the deterministic one, so a payload that has
+    exactly the deterministic length, starts with the map head and the "e" key and ends
+    with "s" and "t" in that order can only be the deterministic encoding."""
+    envs = msg.envelopes
+    size = sum(map(len, envs))
+    size += sum(map(_head_len, map(len, envs)))
+    tail = b"\x61s" + cbor2.dumps(msg.space) + b"\x61t" + cbor2.dumps(TAGS[type(msg)])
+    return (len(payload) == 3 + _head_len(len(envs)) + size + len(tail)
+            and payload.startswith(b"\xa3\x61e") and payload.endswith(tail))
 
 
 # -- field checks -------------------------------------------------------------------

@@ -629,8 +629,12 @@ class SyncSession:
         lookup, info_of = self.cache.lookup, self.cache.info
         vget, aget = view.get, announced.get
         accepted: list[bytes] = []
-        if not result.accepted and not result.rejected:
-            # Nothing new (duplicates, parked): only raise what we know the peer holds.
+        n_acc = len(result.accepted)
+        everything = (n_acc == len(batch) and not result.duplicates and not result.pending
+                      and not result.rejected)
+        if everything or (not n_acc and not result.rejected):
+            # All new (nothing released besides) or nothing new (duplicates, parked):
+            # no per-envelope bookkeeping beyond raising what we know the peer holds.
             for raw in batch:
                 info = lookup(raw)
                 if info is None:
@@ -645,7 +649,8 @@ class SyncSession:
                     announced[author] = seq
             if live and self.lazy and sh.eager:
                 self._maybe_prune(sh, result)
-            self._events.append(EnvelopesIngested(sh.space, result, ()))
+            self._events.append(
+                EnvelopesIngested(sh.space, result, tuple(batch) if everything else ()))
             return
         accepted_ids = set(result.accepted)
         refused = {i for i, _ in result.rejected if i is not None}
@@ -700,12 +705,16 @@ class SyncSession:
     # -- sending --------------------------------------------------------------------
     def _flush(self) -> None:
         """Turn pending work into frames: credit top-ups, live pushes, batches."""
-        if self._credit_low():
+        if (self._regrant_n or self._regrant_b) and self._credit_low():
             self._send_ack()
+        pump = False
         for sh in self._shared.values():
             if sh.live_buf:
                 self._flush_live(sh)
-        self._pump()
+            if sh.view is not None and (sh.dirty or not sh.sent_done):
+                pump = True
+        if pump:
+            self._pump()
         if self.lazy:
             for sh in self._shared.values():
                 if sh.have_due or sh.graft_at != math.inf:

@@ -68,6 +68,25 @@ def test_rejects_non_canonical_encoding() -> None:
     assert _reason(None, raw=noncanon) == "bad_frame"
 
 
+@pytest.mark.parametrize("tag", ["env", "live"])
+def test_batches_are_checked_for_canonical_form_without_re_encoding(tag: str) -> None:
+    envs = [b"x" * 3, b"y" * 30, b"z" * 300, b"w" * 70000]
+    good = encode_message(Envelopes(5, envs) if tag == "env" else Live(5, envs))
+    assert decode_message(good, MessageLimits(max_frame=1 << 20)) is not None
+    variants = [
+        good + b"\x00",  # trailing byte
+        good.replace(b"\x43xxx", b"\x58\x03xxx"),  # non-minimal byte string head
+        good.replace(b"\x84", b"\x98\x04", 1),  # non-minimal array head
+        b"\xa3\x61e\x9f" + good[4:good.index(b"\x61s")] + b"\xff" + good[good.index(b"\x61s"):],
+        cbor2.dumps({"s": 5, "e": envs, "t": tag}),  # keys out of order, same length
+        cbor2.dumps({"e": envs, "t": tag, "s": 5}),
+        good.replace(b"\x05\x61t", b"\x18\x05\x61t"),  # non-minimal space index
+    ]
+    for bad in variants:
+        assert bad != good
+        assert _reason(None, raw=bad) == "bad_frame"
+
+
 def test_rejects_missing_extra_and_mistyped_fields() -> None:
     assert _reason({"t": "done"}) == "bad_message"
     assert _reason({"t": "done", "s": 1, "z": 0}) == "bad_message"
