@@ -113,6 +113,47 @@ class MemoryStore:
                 size += len(raw)
         return out
 
+    def take_since(
+        self, space: bytes, view: VersionVector, *, limit: int, max_bytes: int
+    ) -> tuple[list[bytes], int, bool]:
+        """``envelopes_since`` plus the session's prefix check in one step (the sync
+        session uses it when a store has it): the envelopes a peer with vector ``view``
+        lacks, at most ``limit`` and ``max_bytes`` (here never more, even for the first),
+        advancing ``view`` over them. Returns (envelopes, their total size, blocked):
+        ``blocked`` when nothing was taken because the next envelope exceeds ``max_bytes``.
+        """
+        sp = self._spaces.get(space)
+        out: list[bytes] = []
+        size = 0
+        if sp is None or limit <= 0:
+            return out, size, False
+        get = view.get
+        for author, log in sp.authors.items():
+            raws = log.raw
+            start = get(author, 0)
+            end = len(raws)
+            if start >= end:
+                continue
+            chunk = raws[start:start + limit - len(out)]
+            csize = sum(map(len, chunk))
+            if size + csize <= max_bytes:
+                out += chunk
+                size += csize
+                taken = len(chunk)
+            else:
+                taken = 0
+                for raw in chunk:
+                    if size + len(raw) > max_bytes:
+                        break
+                    out.append(raw)
+                    size += len(raw)
+                    taken += 1
+            if taken:
+                view[author] = start + taken
+            if start + taken < end:  # stopped by a limit
+                return out, size, not out
+        return out, size, False
+
     def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
         result = IngestResult()
         sp = self._spaces.get(space)
@@ -125,10 +166,15 @@ class MemoryStore:
         authors = sp.authors
         chained = len(envelopes) < 2  # batches are pre-verified once (verify_chain)
         hits = dups = 0
+        held: dict[bytes, int] = {}  # author -> highest seq in the batch (see IngestResult)
+        hget = held.get
+        fresh: list[bytes] = []
         for i, raw in enumerate(envelopes):
             info = known(raw)
             if info is not None:
                 hits += 1
+                if info.seq > hget(info.author, 0):
+                    held[info.author] = info.seq
                 # Duplicate fast path, keyed on (author, seq), before any verification:
                 # equal bytes at that (author, seq) were verified when we stored them.
                 log = authors.get(info.author)
@@ -146,6 +192,7 @@ class MemoryStore:
                         raws.append(raw)
                         log.ids.append(info.delta_id)
                         result.accepted.append(info.delta_id)
+                        fresh.append(raw)
                         sp.vv[info.author] = seq
                         continue
                 if raw not in verified:
@@ -159,6 +206,8 @@ class MemoryStore:
                 except CachedRejection as exc:
                     self._reject(result, None, exc.reason)
                     continue
+                if info.seq > hget(info.author, 0):
+                    held[info.author] = info.seq
             if info.space != space:
                 self._reject(result, info.delta_id, "wrong_space")
                 continue
@@ -182,6 +231,7 @@ class MemoryStore:
                 log.raw.append(raw)
                 log.ids.append(info.delta_id)
                 result.accepted.append(info.delta_id)
+                fresh.append(raw)
                 if log.pending:
                     self._drain(sp, log, result)
                 sp.vv[info.author] = len(log.raw)
@@ -194,6 +244,8 @@ class MemoryStore:
                 sp.pending += 1
                 result.pending += 1
         result.duplicates = dups
+        result.held = held
+        result.fresh = fresh
         cache.hits += hits
         return result
 

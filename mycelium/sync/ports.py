@@ -33,8 +33,15 @@ class IngestResult:
     duplicates: int = 0
     pending: int = 0
     rejected: list[tuple[bytes | None, str]] = field(default_factory=list)
+    #: Optional summary a store MAY fill (``MemoryStore`` does) so the session need not
+    #: decode the batch again: ``held``, author -> highest seq among the batch's
+    #: decodable envelopes; ``fresh``, the batch's envelopes newly stored, in order (not
+    #: those released from pending). Only used when nothing was rejected.
+    held: dict[bytes, int] | None = None
+    fresh: list[bytes] | None = None
 
     def merge(self, other: IngestResult) -> None:
+        self.held = self.fresh = None  # summaries describe one batch
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.pending += other.pending

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 from mycelium.codec.frames import FrameDecoder, encode_frame
 from mycelium.errors import MyceliumError
@@ -77,6 +78,15 @@ FATAL_REJECTIONS = frozenset({
 
 #: (space id, remote peer id) -> may this peer sync this space? (optional policy hook)
 Authorize = Callable[[bytes, bytes], bool]
+
+
+class TakeSince(Protocol):
+    """``store.take_since(space, view, limit=, max_bytes=) -> (batch, bytes, blocked)``:
+    the next batch the peer lacks by ``view`` within the limits, advancing ``view`` over
+    it; ``blocked``: nothing fits because the next envelope exceeds ``max_bytes``."""
+
+    def __call__(self, space: bytes, view: VersionVector, *, limit: int,
+                 max_bytes: int) -> tuple[list[bytes], int, bool]: ...
 
 
 class SessionState(Enum):
@@ -287,6 +297,9 @@ class SyncSession:
         self._regrant_n = 0
         self._regrant_b = 0
         self.lazy = False  # both sides offered the "lazy" cap (set by the handshake)
+        #: Optional store fast path: ``envelopes_since`` and ``_take`` in one step (see
+        #: ``MemoryStore.take_since``); other stores go through ``envelopes_since``.
+        self._take_since: TakeSince | None = getattr(store, "take_since", None)
         if initiator:
             self._start_initiator()
 
@@ -629,6 +642,20 @@ class SyncSession:
         lookup, info_of = self.cache.lookup, self.cache.info
         vget, aget = view.get, announced.get
         accepted: list[bytes] = []
+        held, fresh = result.held, result.fresh
+        if held is not None and fresh is not None and not result.rejected:
+            # The store summarised the batch: no need to look at each envelope again.
+            for author, seq in held.items():
+                if seq > vget(author, 0):
+                    view[author] = seq  # the peer holds it, whatever we think of it
+                if seq > aget(author, 0):
+                    announced[author] = seq  # something we should end up holding
+            if len(fresh) < len(result.accepted):
+                sh.dirty = True  # the store released envelopes it held pending: re-check
+            if live and self.lazy and sh.eager:
+                self._maybe_prune(sh, result)
+            self._events.append(EnvelopesIngested(sh.space, result, tuple(fresh)))
+            return
         n_acc = len(result.accepted)
         everything = (n_acc == len(batch) and not result.duplicates and not result.pending
                       and not result.rejected)
@@ -778,14 +805,19 @@ class SyncSession:
                     sh.dirty = False  # pruned link: announce instead of pushing
                     sh.have_due = True
                     continue
-                batch = self.store.envelopes_since(sh.space, sh.view, limit=max_n,
-                                                   max_bytes=max_b)
-                kept, size = self._take(sh.view, batch, max_n, max_b)
+                if self._take_since is not None:
+                    kept, size, blocked = self._take_since(sh.space, sh.view, limit=max_n,
+                                                           max_bytes=max_b)
+                else:
+                    batch = self.store.envelopes_since(sh.space, sh.view, limit=max_n,
+                                                       max_bytes=max_b)
+                    kept, size = self._take(sh.view, batch, max_n, max_b)
+                    blocked = bool(batch) and len(batch[0]) > max_b
                 if kept:
                     msg = Live(sh.index, kept) if sh.sent_done else Envelopes(sh.index, kept)
                     self._send_batch(msg, size)
                     progress = True
-                elif batch and len(batch[0]) > max_b:
+                elif blocked:
                     continue  # the next envelope does not fit the credit: wait for an ACK
                 elif sh.sent_done:
                     sh.dirty = False

@@ -160,3 +160,28 @@ def test_duplicate_fast_path_skips_verification(chain: list[bytes]) -> None:
     # a forgery of a held (author, seq) is not a duplicate: it is verified and refused
     res = st.ingest(SPACE, [forge(chain[2])])
     assert res.duplicates == 0 and [r for _, r in res.rejected] == ["bad_signature"]
+
+
+def test_take_since_matches_envelopes_since_plus_the_session_prefix() -> None:
+    from mycelium.sync.session import SyncSession
+
+    cache = VerifyCache()
+    writers = [Node(f"w{i}", MemoryStore(cache=cache)) for i in range(3)]
+    st = MemoryStore(cache=cache)
+    st.add_space(SPACE)
+    for i, w in enumerate(writers):
+        st.ingest(SPACE, w.write(SPACE, 4 + i, size=40 + 30 * i))
+    authors = list(st.version_vector(SPACE))
+    session = SyncSession(MemoryStore(cache=cache), local_id=b"a" * 32, remote_id=b"b" * 32,
+                          initiator=False, now=0.0, cache=cache)
+    sizes = sorted({len(r) for r in st.envelopes(SPACE)})
+    for start in ({}, {authors[0]: 2}, {authors[0]: 4, authors[1]: 5}, dict.fromkeys(authors, 9)):
+        for limit in (1, 3, 5, 64):
+            for max_bytes in (sizes[0] - 1, sizes[0], sizes[-1] + 1, 500, 1 << 20):
+                view_a, view_b = dict(start), dict(start)
+                batch = st.envelopes_since(SPACE, view_a, limit=limit, max_bytes=max_bytes)
+                kept, size = session._take(view_a, batch, limit, max_bytes)
+                blocked = bool(batch) and len(batch[0]) > max_bytes
+                assert st.take_since(SPACE, view_b, limit=limit, max_bytes=max_bytes) == (
+                    kept, size, blocked)
+                assert view_a == view_b

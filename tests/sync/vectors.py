@@ -23,9 +23,11 @@ from mycelium.sync.messages import (
     Done,
     Envelopes,
     Error,
+    Have,
     Hello,
     Live,
     Message,
+    Prune,
     Vector,
     Want,
     encode_message,
@@ -91,6 +93,10 @@ def frames() -> dict[str, Any]:
         frame_case("want", Want(0, {}), "still missing after DONE: resend from this vector"),
         frame_case("bye", Bye(), "orderly close"),
         frame_case("err", Error("bad_signature"), "close with a reason"),
+        frame_case("hello-lazy", Hello(SALT_I, (tok,), 256, 1 << 20, caps=("lazy",)),
+                   "initiator offering the lazy push capability (§7.5)"),
+        frame_case("have", Have(0, {pub(key(3)): 7}), "lazy push: the sender holds these"),
+        frame_case("prune", Prune(0), "lazy push: stop pushing envelopes on this link"),
     ]
     return {"description": "Sync frames: uvarint length prefix + canonical CBOR message "
                            "(protocols/sync.md §2, §4). Byte strings are hex in 'message'.",
