@@ -216,6 +216,8 @@ class _Shared:
     told: VersionVector = field(default_factory=dict)  # what our HAVEs announced
     graft_need: VersionVector = field(default_factory=dict)  # announced, not yet held
     graft_at: float = math.inf
+    graft_next: VersionVector = field(default_factory=dict)  # announced while armed
+    graft_next_at: float = math.inf
     dup_streak: int = 0  # consecutive live batches that were mostly duplicates
 
 
@@ -577,20 +579,30 @@ class SyncSession:
         """The peer holds ``vv``: never send it those; expect them by some path soon."""
         view = sh.view if sh.view is not None else {}
         sh.view = view
-        announced, need = sh.announced, sh.graft_need
-        local = self.store.version_vector(sh.space)
+        announced = sh.announced
         for author, seq in vv.items():
             if seq > view.get(author, 0):
                 view[author] = seq
             if seq > announced.get(author, 0):
                 announced[author] = seq
+        # Expect what the HAVE shows beyond our store within the graft timeout. Each
+        # session waits graft_timeout plus up to as much again (drawn from its salt): of
+        # several peers announcing the same envelopes, the first timer to expire grafts
+        # one link, and its WANT usually brings them before the others expire. A timer
+        # covers what was announced when it was armed; what is announced meanwhile is
+        # still in flight and gets the next timer (``graft_next``, see ``_lazy_flush``).
+        local = self.store.version_vector(sh.space)
+        armed = sh.graft_at != math.inf
+        need = sh.graft_next if armed else sh.graft_need
+        for author, seq in vv.items():
             if seq > local.get(author, 0) and seq > need.get(author, 0):
                 need[author] = seq
-        if need and sh.graft_at == math.inf:
-            # Each session waits graft_timeout plus up to as much again (drawn from its
-            # salt): of several peers announcing the same envelopes, the first timer to
-            # expire grafts one link, and its WANT usually brings them before the others.
-            sh.graft_at = self._now + self.limits.graft_timeout * (1 + self.salt[0] / 256)
+        if need:
+            at = self._now + self.limits.graft_timeout * (1 + self.salt[0] / 256)
+            if not armed:
+                sh.graft_at = at
+            elif sh.graft_next_at == math.inf:
+                sh.graft_next_at = at
 
     def _lazy_flush(self, sh: _Shared) -> None:
         """Send a due HAVE; pull (WANT) what an expired HAVE announced and we still lack."""
@@ -605,6 +617,13 @@ class SyncSession:
                 sh.eager = True  # graft: the link is eager again, both ways
                 sh.caught_up = False
                 self._send(Want(sh.index, local))
+                sh.graft_next, sh.graft_next_at = {}, math.inf
+            elif sh.graft_next:  # what was announced since: its own deadline
+                sh.graft_need = {a: s for a, s in sh.graft_next.items()
+                                 if local.get(a, 0) < s}
+                if sh.graft_need:
+                    sh.graft_at = sh.graft_next_at
+                sh.graft_next, sh.graft_next_at = {}, math.inf
         if sh.have_due and sh.next_have <= now and sh.view is not None:
             sh.have_due = False
             sh.next_have = now + self.limits.have_interval

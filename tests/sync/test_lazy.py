@@ -126,3 +126,24 @@ def test_have_and_prune_without_the_cap_are_unexpected() -> None:
     errs = [e for e in sb.events() if isinstance(e, SessionError)]
     assert errs and errs[0].reason == "unexpected_message"
     assert CAP_LAZY == "lazy"
+
+
+def test_envelopes_announced_while_a_graft_timer_runs_get_their_own_deadline() -> None:
+    a, b, sa, sb = lazy_pair()
+    prune_link(a, b, sa, sb)
+    first = a.write(S1, 1)
+    sa.push_local(S1, first[0], now=1.0)
+    for f in sa.frames_to_send(now=1.0):
+        sb.receive_frame(f, 1.0)
+    g1 = sb.lazy_deadline()
+    later = a.write(S1, 1)
+    sa.push_local(S1, later[0], now=1.5)
+    for f in sa.frames_to_send(now=1.5):  # the next HAVE (have_interval later)
+        sb.receive_frame(f, 1.5)
+    assert sb.lazy_deadline() == g1  # not pushed back by the second HAVE
+    b.store.ingest(S1, first)  # what the first HAVE announced arrived another way
+    assert sent(sb.frames_to_send(now=g1)) == []  # no graft for the one still in flight
+    g2 = sb.lazy_deadline()
+    assert g2 == g1 + 0.5  # its own deadline: announced 0.5 s later
+    msgs = sent(sb.frames_to_send(now=g2))
+    assert [type(m) for m in msgs] == [Want] and sb.stats.grafts_out == 1
