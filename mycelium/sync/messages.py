@@ -252,8 +252,12 @@ def _is_canonical_batch(msg: Envelopes | Live, payload: bytes) -> bool:
     if space >= 256:  # beyond any max_spaces we use; not worth a fast path
         return encode_message(msg) == payload
     envs = msg.envelopes
-    size = sum(map(len, envs))
-    size += sum(map(_head_len, map(len, envs)))
+    lens = list(map(len, envs))
+    size = sum(lens)
+    if lens and min(lens) >= 256 and max(lens) < 0x10000:
+        size += 3 * len(lens)  # the usual case: every envelope has a 3-byte head
+    else:
+        size += sum(map(_head_len, lens))
     index = bytes((space,)) if space < 24 else b"\x18" + bytes((space,))  # < max_spaces
     tail = b"\x61s" + index + (b"\x61tdlive" if type(msg) is Live else b"\x61tcenv")
     return (len(payload) == 3 + _head_len(len(envs)) + size + len(tail)
@@ -296,11 +300,12 @@ def _batch(value: object, limits: MessageLimits) -> list[bytes]:
     if len(value) > limits.max_batch_envelopes:
         raise _bad(f"batch of {len(value)} envelopes exceeds {limits.max_batch_envelopes}",
                    "too_many_envelopes")
-    total = 0
-    for item in value:
-        if not isinstance(item, bytes) or not item:
-            raise _bad("envelope must be a non-empty byte string")
-        total += len(item)
+    if not value:
+        return value
+    # C-level loops: batches are the bulk of the traffic
+    if not all(map(bytes.__instancecheck__, value)) or not all(map(len, value)):
+        raise _bad("envelope must be a non-empty byte string")
+    total = sum(map(len, value))
     if total > limits.max_batch_bytes:
         raise _bad(f"batch of {total} bytes exceeds {limits.max_batch_bytes}", "oversized_batch")
     return value
