@@ -169,34 +169,41 @@ class MemoryStore:
         held: dict[bytes, int] = {}  # author -> highest seq in the batch (see IngestResult)
         hget = held.get
         fresh: list[bytes] = []
+        accepted = result.accepted
+        vv = sp.vv
+        plain = self.is_member is None
+        run: bytes | None = None  # author of the current run (batches come per author)
+        log: _AuthorLog | None = None
         for i, raw in enumerate(envelopes):
             info = known(raw)
             if info is not None:
                 hits += 1
-                if info.seq > hget(info.author, 0):
-                    held[info.author] = info.seq
+                author, seq = info.author, info.seq
+                if seq > hget(author, 0):
+                    held[author] = seq
+                if author != run:
+                    run, log = author, authors.get(author)
                 # Duplicate fast path, keyed on (author, seq), before any verification:
                 # equal bytes at that (author, seq) were verified when we stored them.
-                log = authors.get(info.author)
                 if log is not None:
-                    seq = info.seq
                     raws = log.raw
                     have = len(raws)
                     if 0 < seq <= have and raws[seq - 1] == raw:
                         dups += 1
                         continue
-                    if (seq == have + 1 and have and raw in verified and info.space == space
-                            and self.is_member is None and not log.pending
+                    if (seq == have + 1 and have and plain and not log.pending
+                            and raw in verified and info.space == space
                             and info.prev == log.ids[-1]):
                         # Fast append: the next envelope of a known chain, verified before.
                         raws.append(raw)
                         log.ids.append(info.delta_id)
-                        result.accepted.append(info.delta_id)
+                        accepted.append(info.delta_id)
                         fresh.append(raw)
-                        sp.vv[info.author] = seq
+                        vv[author] = seq
                         continue
                 if raw not in verified:
                     info = None
+            run = None  # the general path below may create or change logs
             if info is None:
                 if not chained:
                     chained = True

@@ -201,3 +201,19 @@ def test_trace_hash_is_independent_of_the_process_hash_seed() -> None:
                              capture_output=True, text=True, timeout=60).stdout.strip()
         hashes.add(out)
     assert len(hashes) == 1 and len(hashes.pop()) == 64
+
+
+def test_lazy_push_converges_with_fewer_receptions_than_eager() -> None:
+    base: dict[str, Any] = {
+        "nodes": {"count": 60}, "topology": {"kind": "random", "degree": 4},
+        "writes": {"writers": 4, "rate": 20.0, "total": 400}, "events": [],
+    }
+    out = {}
+    for push in ("eager", "lazy"):
+        res = run(small(**base, sync={"mode": "sessions", "push": push,
+                                      "anti_entropy_interval": 30.0}), 2)
+        conv = report.check(res)
+        assert conv.converged, (push, conv.problems)
+        out[push] = report.summary(res, conv)["traffic"]
+    assert out["lazy"]["envelopes_received"] < 0.8 * out["eager"]["envelopes_received"]
+    assert out["lazy"]["duplicate_ratio"] < out["eager"]["duplicate_ratio"] / 2
