@@ -762,8 +762,9 @@ class SyncSession:
         if pump:
             self._pump()
         if self.lazy:
+            now = self._now
             for sh in self._shared.values():
-                if sh.have_due or sh.graft_at != math.inf:
+                if (sh.have_due and sh.next_have <= now) or sh.graft_at <= now:
                     self._lazy_flush(sh)
         self._update_state()
 
