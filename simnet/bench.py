@@ -4,8 +4,8 @@
 (by default ``min(1000, 1_000_000 // nodes)`` deltas, so that each size takes well under
 a minute here: 1000 deltas up to 1000 nodes, 100 at 10 000 nodes; writers and rates as in
 the scenario) and reports wall and CPU time, peak memory and convergence. The full
-performance target is ``python -m simnet.bench 1000 --deltas 10000`` (~3 minutes here,
-see docs/simnet.md). Peak memory is the process's peak RSS growth
+performance target is ``python -m simnet.bench 1000 --deltas 10000`` (under a minute
+here with lazy push, see docs/simnet.md). Peak memory is the process's peak RSS growth
 during the run (``resource``; tracemalloc would slow the run several-fold), so each size
 should ideally run in a fresh process: :func:`main` does that.
 """

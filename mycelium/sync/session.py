@@ -24,6 +24,12 @@ vector, advanced by everything sent to it and received from it. Batches are draw
 ``store.envelopes_since(space, view)``, so the session never sends what the peer has,
 including never echoing back an envelope the peer itself sent (no separate echo filter).
 
+Lazy push (``SyncLimits.lazy_push``, negotiated with the HELLO cap ``lazy``; sync.md
+§7.5): a live batch that was mostly duplicates makes the receiver send PRUNE, after which
+the link carries HAVE summaries instead of envelopes (both ways) until a WANT grafts it
+again; what a HAVE announced and does not arrive within ``graft_timeout`` is pulled with
+WANT. Timers run through :meth:`SyncSession.next_deadline` / :meth:`lazy_deadline`.
+
 States (:class:`SessionState`): HANDSHAKE -> RECONCILING <-> LIVE -> CLOSED; see
 ``_TRANSITIONS`` and ``_ALLOWED``. A message not allowed in the current state, a malformed
 frame or a broken limit ends the session with an ERR frame and a :class:`SessionError`.
