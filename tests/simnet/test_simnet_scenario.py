@@ -74,6 +74,7 @@ def test_builtins_cover_the_brief() -> None:
     (scenario(link__loss=1.5), "link.loss", "<= 0.9"),
     (scenario(duration=None), "duration", "is required"),
     (scenario(topology__kind="ring"), "topology.kind", "must be one of"),
+    ({**scenario(), "sync": {"push": "fast"}}, "sync.push", "must be one of"),
     (scenario(link__latency={"dist": "uniform", "low": 9, "high": 1}), "link.latency.high",
      ">= low"),
     (scenario(nodes__groups={"a": "0-9"}), "nodes.groups.a", "node 6 does not exist"),
