@@ -101,9 +101,10 @@ class Sync:
     flush_interval: float = 0.02
     #: Gossip mode: messages per second per topic a node publishes.
     gossip_rate: float = 5.0
-    #: Session live pushes: "lazy" (the ``lazy`` cap, protocols/sync.md §7.5: PRUNE,
-    #: HAVE, WANT) or "eager" (every envelope to every session).
-    push: PushMode = "lazy"
+    #: Session live pushes: "eager" (every envelope to every session: what a real
+    #: ``mycelium run`` node does today) or "lazy" (the ``lazy`` cap, protocols/sync.md
+    #: §7.5: PRUNE, HAVE, WANT; fewer receptions, slower convergence).
+    push: PushMode = "eager"
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ def parse(data: dict[str, Any], *, source: str = "<scenario>") -> Scenario:
         anti_entropy_jitter=st.number("anti_entropy_jitter", 0.2, high=0.99),
         flush_interval=st.number("flush_interval", 0.02),
         gossip_rate=st.number("gossip_rate", 5.0, strict_low=True),
-        push=st.choice("push", ("lazy", "eager"), "lazy"),  # type: ignore[arg-type]
+        push=st.choice("push", ("lazy", "eager"), "eager"),  # type: ignore[arg-type]
     )
     st.done()
 
