@@ -11,8 +11,8 @@ restricted to text map keys, no tags but 42, no undefined and 64-bit floats; lib
 decodes that subset (leniently about integer sizes) to the values cbor2 gives, except tag
 42 (a CID object). :func:`decode_fast` hands any input that contains the bytes of tag 42,
 and anything libipld refuses, to cbor2: its results equal cbor2's for every input, only
-faster. libipld is never used to *encode*: its encoder
-turns byte strings that happen to parse as a CID into tag 42.
+faster. libipld is never used to *encode*: its encoder turns byte strings that happen to
+parse as a CID into tag 42.
 """
 
 from __future__ import annotations
@@ -98,9 +98,9 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
 def decode_canonical(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Decode and insist that ``data`` is the deterministic encoding of its value.
 
-    Hot path (every envelope received): ``loads`` ignores trailing bytes, but the
-    re-encoding must equal ``data`` exactly, so trailing bytes cannot pass; they are told
-    apart from other non-canonical input only to give the precise reason.
+    ``loads`` ignores trailing bytes, but the re-encoding must equal ``data`` exactly, so
+    trailing bytes cannot pass; they are told apart from other non-canonical input only
+    to give the precise reason.
     """
     data = _checked_bytes(data, max_bytes)
     try:

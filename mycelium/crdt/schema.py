@@ -103,8 +103,8 @@ class Collection:
             if spec is None:
                 raise SchemaError(f"collection {self.name!r} has no field {name!r}",
                                   reason="unknown_field")
-            if not deleted and (problem := spec._problem(value)) is not None:
-                raise SchemaError(f"field {name!r}: {problem}")
+            if not deleted:
+                spec.check(name, value)
 
 
 class Registry:

@@ -44,11 +44,9 @@ def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     argument checks cost as much as the decryption of a small payload. The checks that
     matter (types, key and nonce sizes, tag length) are done here.
     """
+    _check(key, nonce)
     if type(ciphertext) is not bytes or type(aad) is not bytes:
         raise TypeError("AEAD ciphertext and associated data must be bytes")
-    if type(key) is not bytes or len(key) != KEY_BYTES or type(nonce) is not bytes \
-            or len(nonce) != NONCE_BYTES:
-        _check(key, nonce)  # raises the precise error
     size = len(ciphertext) - TAG_BYTES
     if size < 0:
         raise DecryptError("AEAD ciphertext shorter than its tag")

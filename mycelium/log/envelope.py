@@ -162,7 +162,7 @@ def decode(data: bytes) -> Envelope:
 def _decode_fast(data: bytes) -> Envelope | None:
     """The common case, several times faster than :func:`_decode_precise`: keys arrive in
     canonical order, every value is a flat bytes/int/null whose plain encoding is the
-    shortest one (checked by :func:`_plausible`), so "plain re-encoding equals the input"
+    shortest one (checked by :func:`_shape_problem`), so "plain re-encoding equals the input"
     proves canonical form and that nothing trails it. Any doubt returns None and the
     precise path decides (and names the error)."""
     if type(data) is not bytes:
@@ -176,7 +176,7 @@ def _decode_fast(data: bytes) -> Envelope | None:
         return None
     env = _new_envelope(kind, m["space"], m["author"], m["seq"], m["prev"], m["epoch"],
                         m["nonce"], m["ct"], m["sig"], VERSION, data, None)
-    if not _plausible(env) or cbor.encode_ordered(m) != data:
+    if _shape_problem(env) is not None or cbor.encode_ordered(m) != data:
         return None
     return env
 
@@ -216,8 +216,7 @@ def _decode_precise(data: bytes) -> Envelope:
     env = Envelope(kind=kind, space=m["space"], author=m["author"], seq=m["seq"], prev=m["prev"],
                    epoch=m["epoch"], nonce=m["nonce"], ct=m["ct"], sig=m["sig"],
                    raw=data if type(data) is bytes else bytes(data))
-    if not _plausible(env):
-        _check_shape(env)  # raises the precise error
+    _check_shape(env)
     return env
 
 
@@ -225,46 +224,36 @@ def _decode_precise(data: bytes) -> Envelope:
 _KINDS = {0: Kind.DATA, 1: Kind.CONTROL}
 
 
-def _plausible(env: Envelope) -> bool:
-    """One-expression fast check of every rule in :func:`_check_shape` (the common case);
-    when it says no, :func:`_check_shape` finds and names the broken rule."""
-    seq, epoch, prev, ct = env.seq, env.epoch, env.prev, env.ct
-    return (type(env.space) is bytes and len(env.space) == 32
-            and type(env.author) is bytes and len(env.author) == 32
-            and type(seq) is int and 1 <= seq < 2**64
-            and type(epoch) is int and 0 <= epoch < 2**64
-            and type(env.sig) is bytes and len(env.sig) == 64
-            and type(ct) is bytes
-            and (prev is None if seq == 1 else type(prev) is bytes and len(prev) == 32)
-            and (type(env.nonce) is bytes and len(env.nonce) == aead.NONCE_BYTES
-                 and len(ct) >= aead.TAG_BYTES if env.kind is Kind.DATA else env.nonce == b""))
+def _shape_problem(env: Envelope) -> str | None:
+    """The first broken field rule of ``env``, or None. Early returns keep the common,
+    valid case as cheap as one boolean expression (this runs for every envelope)."""
+    seq, prev, ct, nonce = env.seq, env.prev, env.ct, env.nonce
+    if type(env.space) is not bytes or len(env.space) != 32:
+        return "space must be 32 bytes"
+    if type(env.author) is not bytes or len(env.author) != 32:
+        return "author must be a 32-byte Ed25519 key"
+    if type(seq) is not int or not 1 <= seq < 2**64:
+        return "seq must be a uint64 >= 1"
+    if type(env.epoch) is not int or not 0 <= env.epoch < 2**64:
+        return "epoch must be a uint64"
+    if type(env.sig) is not bytes or len(env.sig) != 64:
+        return "sig must be 64 bytes"
+    if type(ct) is not bytes:
+        return "ct must be bytes"
+    if seq == 1 and prev is not None:
+        return "prev must be null when seq == 1"
+    if seq != 1 and (type(prev) is not bytes or len(prev) != 32):
+        return "prev must be 32 bytes when seq > 1"
+    if env.kind is not Kind.DATA:
+        return None if nonce == b"" else "nonce must be empty for CONTROL"
+    if type(nonce) is not bytes or len(nonce) != aead.NONCE_BYTES:
+        return "nonce must be 24 bytes for DATA"
+    if len(ct) < aead.TAG_BYTES:
+        return "ct shorter than the AEAD tag"
+    return None
 
 
 def _check_shape(env: Envelope) -> None:
-    def need(cond: bool, what: str) -> None:
-        if not cond:
-            raise EnvelopeError(f"envelope field {what}")
-
-    need(_is_bytes(env.space, 32), "space must be 32 bytes")
-    need(_is_bytes(env.author, 32), "author must be a 32-byte Ed25519 key")
-    need(_is_uint(env.seq) and 1 <= env.seq < 2**64, "seq must be a uint64 >= 1")
-    need(_is_uint(env.epoch) and env.epoch < 2**64, "epoch must be a uint64")
-    need(_is_bytes(env.sig, 64), "sig must be 64 bytes")
-    need(isinstance(env.ct, bytes), "ct must be bytes")
-    if env.seq == 1:
-        need(env.prev is None, "prev must be null when seq == 1")
-    else:
-        need(_is_bytes(env.prev, 32), "prev must be 32 bytes when seq > 1")
-    if env.kind is Kind.DATA:
-        need(_is_bytes(env.nonce, aead.NONCE_BYTES), "nonce must be 24 bytes for DATA")
-        need(len(env.ct) >= aead.TAG_BYTES, "ct shorter than the AEAD tag")
-    else:
-        need(env.nonce == b"", "nonce must be empty for CONTROL")
-
-
-def _is_bytes(value: object, size: int) -> bool:
-    return isinstance(value, bytes) and len(value) == size
-
-
-def _is_uint(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    problem = _shape_problem(env)
+    if problem is not None:
+        raise EnvelopeError(f"envelope field {problem}")

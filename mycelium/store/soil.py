@@ -562,7 +562,11 @@ class Soil:
         """Register a document state read in this transaction (and its indexed values)."""
         work.docs[(coll, doc)] = state
         if not mem.codec.sealed:
-            work.indexed_before[(coll, doc)] = state.values_of(self.registry.indexed(coll))
+            work.indexed_before[(coll, doc)] = self._index_values(coll, state)
+
+    def _index_values(self, coll: str, state: DocState) -> dict[str, Any]:
+        """The document's live values of its collection's indexed fields."""
+        return state.values_of(self.registry.indexed(coll))
 
     def _defer(self, work: _Work, mem: _SpaceMem, env: Envelope, reason: str,
                fresh: bool) -> str:
@@ -629,21 +633,20 @@ class Soil:
 
     def _write_docs(self, work: _Work, mem: _SpaceMem) -> None:
         """One row per changed document, index rows only where an indexed value changed."""
-        codec, space, sealed = mem.codec, work.space, mem.codec.sealed
-        indexed = self.registry.indexed
+        codec, space = mem.codec, work.space
         rows: list[tuple[Any, ...]] = []
         stale: list[tuple[Any, ...]] = []
         fresh: list[tuple[Any, ...]] = []
         for (coll, doc), delta_id in work.dirty.items():
             state = work.docs[(coll, doc)]
             live = state.live
-            keys = (codec.coll_key(coll), codec.doc_key(coll, doc)) if sealed else (coll, doc)
-            rows.append((space, *keys, int(live), codec.seal(coll, doc, state)))
+            rows.append((space, codec.coll_key(coll), codec.doc_key(coll, doc), int(live),
+                         codec.seal(coll, doc, state)))
             work.changes.append(Change(space, coll, doc, delta_id, not live))
-            if sealed:  # personal spaces have no plaintext index
+            if codec.sealed:  # personal spaces have no plaintext index
                 continue
             old = work.indexed_before.get((coll, doc), {})
-            new = state.values_of(indexed(coll))
+            new = self._index_values(coll, state)
             if new != old:
                 stale += [(space, coll, k, v, doc) for k, v in old.items()
                           if new.get(k, _ABSENT) != v]
