@@ -87,25 +87,20 @@ def _head(soil: Soil, space: bytes, author: bytes) -> bytes:
 
 def ingest_soil(path: Path, genesis: bytes, control: list[bytes], data: list[bytes],
                 reader: Identity) -> tuple[float, Soil, bytes]:
-    soil = _prepared_soil(path, genesis, control, reader)
-    space = _only_space(soil)
+    soil, space = _prepared_soil(path, genesis, control, reader)
     gc.collect()
     start = time.perf_counter()
     _ingest_batches(soil, space, data)
     return time.perf_counter() - start, soil, space
 
 
-def _prepared_soil(path: Path, genesis: bytes, control: list[bytes], reader: Identity) -> Soil:
+def _prepared_soil(path: Path, genesis: bytes, control: list[bytes],
+                   reader: Identity) -> tuple[Soil, bytes]:
     """A reader's store that knows the space and its membership (not timed)."""
     soil = Soil.open(path, reader, clock=lambda: 1_700_000_000_000 + 10**7)
     space = soil.add_space(genesis)
     soil.ingest(space, control)
-    return soil
-
-
-def _only_space(soil: Soil) -> bytes:
-    (space,) = soil.space_ids()
-    return space
+    return soil, space
 
 
 def _ingest_batches(soil: Soil, space: bytes, data: list[bytes]) -> None:
@@ -140,8 +135,7 @@ class _RecordingConnection:
 def record_writes(tmp: Path, genesis: bytes, control: list[bytes], data: list[bytes],
                   reader: Identity) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The write statements of an ingest identical to the timed one (untimed)."""
-    soil = _prepared_soil(tmp / "recorded.db", genesis, control, reader)
-    space = _only_space(soil)
+    soil, space = _prepared_soil(tmp / "recorded.db", genesis, control, reader)
     recorder = _RecordingConnection(soil.conn)
     soil.conn = recorder  # type: ignore[assignment]
     try:
@@ -157,7 +151,7 @@ def replay_writes(tmp: Path, genesis: bytes, control: list[bytes], reader: Ident
     """Seconds to execute ``writes`` (same statements, rows and transactions) into a
     database prepared exactly like the timed one, on Soil's own connection settings."""
     path = tmp / "replay.db"
-    _prepared_soil(path, genesis, control, reader).close()
+    _prepared_soil(path, genesis, control, reader)[0].close()
     conn = connect(path)
     gc.collect()
     start = time.perf_counter()
