@@ -119,31 +119,30 @@ def _ops(raw_ops: list[Any]) -> tuple[Op, ...]:
         raise PayloadError("a delta needs at least one op", reason="no_ops")
     if len(raw_ops) > MAX_OPS_PER_DELTA:
         raise PayloadError(f"more than {MAX_OPS_PER_DELTA} ops in one delta", reason="too_many_ops")
-    ops = tuple(map(_op, raw_ops))
-    names = {op.field for op in ops}
-    if None in names and len(ops) != 1:
-        raise PayloadError("a document delete must be the only op of its delta")
+    ops = []
+    names = set()
+    for o in raw_ops:  # one loop, no call per op: this runs for every field received
+        if type(o) is not dict:
+            raise PayloadError("op must be a map")
+        keys = o.keys()
+        if keys == _SET_KEYS:
+            name = o["field"]
+            ops.append(_new_tuple(Op, (name, o["value"], False)))
+        elif keys == _DEL_FIELD_KEYS and o["del"] is True:
+            name = o["field"]
+            ops.append(_new_tuple(Op, (name, None, True)))
+        elif keys == _DEL_DOC_KEYS and o["del"] is True:
+            if len(raw_ops) != 1:
+                raise PayloadError("a document delete must be the only op of its delta")
+            return (Op(None, None, True),)
+        else:
+            raise PayloadError(f"op has unexpected shape {sorted(map(str, keys))}")
+        if not (type(name) is str and 0 < len(name) <= MAX_FIELD_NAME_CHARS):
+            raise PayloadError(f"field name must be 1..{MAX_FIELD_NAME_CHARS} characters")
+        names.add(name)
     if len(names) != len(ops):
         raise PayloadError("a field appears twice in one delta")
-    return ops
-
-
-def _op(o: object) -> Op:
-    if type(o) is not dict:
-        raise PayloadError("op must be a map")
-    keys = o.keys()
-    if keys == _SET_KEYS:
-        op = _new_tuple(Op, (o["field"], o["value"], False))
-    elif keys == _DEL_FIELD_KEYS and o["del"] is True:
-        op = _new_tuple(Op, (o["field"], None, True))
-    elif keys == _DEL_DOC_KEYS and o["del"] is True:
-        return Op(None, None, True)
-    else:
-        raise PayloadError(f"op has unexpected shape {sorted(map(str, keys))}")
-    name = op[0]
-    if not (type(name) is str and 0 < len(name) <= MAX_FIELD_NAME_CHARS):
-        raise PayloadError(f"field name must be 1..{MAX_FIELD_NAME_CHARS} characters")
-    return op
+    return tuple(ops)
 
 
 def _check_names(coll: object, doc: object) -> None:

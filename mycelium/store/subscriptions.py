@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One document changed (``doc`` is None for non-document changes, e.g. membership)."""
+class Change(NamedTuple):
+    """One document changed (``doc`` is None for non-document changes, e.g. membership).
+    A NamedTuple: one is built per document written, three times cheaper than a frozen
+    dataclass."""
 
     space: bytes
     coll: str | None

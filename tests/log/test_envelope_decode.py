@@ -76,3 +76,19 @@ def test_fast_and_precise_agree_on_corruptions(env: Envelope, data: st.DataObjec
     fast = envelope_mod._decode_fast(blob)
     if fast is not None:
         assert fast == _precise(blob)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seq=st.one_of(st.integers(1, 300), st.integers(1, 2**64 - 1)),
+       epoch=st.one_of(st.integers(0, 300), st.integers(0, 2**64 - 1)),
+       payload=st.one_of(st.binary(max_size=40), st.binary(min_size=230, max_size=300),
+                         st.binary(min_size=65_400, max_size=65_600)))
+def test_aad_cut_from_raw_bytes_equals_the_encoded_header(seq: int, epoch: int,
+                                                          payload: bytes) -> None:
+    """Every width of ``ct`` and ``seq`` head, ``prev`` null or not, after a decode."""
+    env = seal(signer=SIGNER, space=b"\x05" * 32, seq=seq, prev=None if seq == 1 else b"\x01" * 32,
+               epoch=epoch, payload=payload, group_key=bytes(32))
+    expected = cbor.encode(env.header())
+    assert env.aad() == expected
+    if len(env.raw) <= envelope_mod.MAX_ENVELOPE_BYTES:
+        assert envelope_mod.decode(env.raw).aad() == expected
