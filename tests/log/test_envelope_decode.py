@@ -92,3 +92,59 @@ def test_aad_cut_from_raw_bytes_equals_the_encoded_header(seq: int, epoch: int,
     assert env.aad() == expected
     if len(env.raw) <= envelope_mod.MAX_ENVELOPE_BYTES:
         assert envelope_mod.decode(env.raw).aad() == expected
+
+
+def _item(major: int, arg: int, wide: bool) -> bytes:
+    """A CBOR head; ``wide`` uses the next larger argument width (never canonical)."""
+    widths = [(24, 0), (0x100, 1), (0x10000, 2), (2**32, 4), (2**64, 8)]
+    step = next(i for i, (limit, _) in enumerate(widths) if arg < limit) + (1 if wide else 0)
+    size = widths[min(step, 4)][1]
+    if size == 0:
+        return bytes([major << 5 | arg])
+    return bytes([major << 5 | {1: 24, 2: 25, 4: 26, 8: 27}[size]]) + arg.to_bytes(size, "big")
+
+
+def _encode_widening(m: dict, target: str) -> bytes:
+    """Encode the (canonically ordered) envelope map by hand, widening one head:
+    ``map``, ``key:<name>`` or ``value:<name>``."""
+    out = _item(5, len(m), target == "map")
+    for key, value in m.items():
+        out += _item(3, len(key), target == f"key:{key}") + key.encode()
+        wide = target == f"value:{key}"
+        if value is None:
+            out += b"\xf6"
+        elif isinstance(value, bytes):
+            out += _item(2, len(value), wide) + value
+        else:
+            out += _item(0, value, wide)
+    return out
+
+
+_TARGETS = ["map"] + [f"{part}:{k}" for k in envelope_mod._WIRE_ORDER for part in ("key", "value")]
+
+
+@pytest.mark.parametrize("env", [_data(1), _data(30), _data(70_000), _control()],
+                         ids=["seq1", "seq30", "seq70000", "control"])
+def test_any_widened_head_is_refused_by_both_paths(env: Envelope) -> None:
+    m = cbor.decode(env.raw)
+    assert _encode_widening(m, "none") == env.raw  # the hand encoder is the canonical one
+    for target in _TARGETS:
+        if target.startswith("value:") and m[target[6:]] is None:
+            continue
+        data = _encode_widening(m, target)
+        assert envelope_mod._decode_fast(data) is None, target
+        with pytest.raises(MyceliumError) as info:
+            envelope_mod.decode(data)
+        assert info.value.reason == "non_canonical", target
+
+
+@settings(max_examples=200, deadline=None)
+@given(seq=st.integers(1, 2**64 - 1), epoch=st.integers(0, 2**64 - 1),
+       payload=st.binary(max_size=300), control=st.booleans())
+def test_canonical_size_is_the_encoded_length(seq: int, epoch: int, payload: bytes,
+                                              control: bool) -> None:
+    env = seal(signer=SIGNER, space=b"\x05" * 32, seq=seq, prev=None if seq == 1 else b"\x01" * 32,
+               epoch=epoch, payload=payload, group_key=None if control else bytes(32),
+               kind=Kind.CONTROL if control else Kind.DATA)
+    assert envelope_mod._canonical_size(env) == len(env.raw)
+    assert envelope_mod._decode_fast(env.raw) == env
