@@ -11,8 +11,9 @@ restricted to text map keys, no tags but 42, no undefined and 64-bit floats; lib
 decodes that subset (leniently about integer sizes) to the values cbor2 gives, except tag
 42 (a CID object). :func:`decode_fast` hands any input that contains the bytes of tag 42,
 and anything libipld refuses, to cbor2: its results equal cbor2's for every input, only
-faster. libipld is never used to *encode*: its encoder turns byte strings that happen to
-parse as a CID into tag 42.
+faster. libipld is not used to encode anything that leaves the node: its encoder turns
+byte strings that happen to parse as a CID into tag 42. It does encode the node's own
+stored document states (:func:`encode_stored`), which hold no byte strings.
 """
 
 from __future__ import annotations
@@ -53,6 +54,37 @@ def encode_ordered(value: dict[str, Any]) -> bytes:
         return cbor2.dumps(value)
     except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
         raise CodecError(f"cannot encode value as CBOR: {exc}") from exc
+
+
+def encode_stored(value: Any) -> bytes:
+    """Encode state the node keeps for itself (never sent, signed or hashed): DAG-CBOR via
+    libipld, ~6x faster than cbor2, for values of text, numbers, booleans, null, lists
+    and text-keyed maps. What DAG-CBOR cannot carry (integers beyond 64 bits, NaN) is
+    written by cbor2 instead; :func:`decode_stored` reads both.
+
+    Callers store no byte strings this way: libipld's encoder may write one as a CID
+    (tag 42), which only libipld decodes back to the same bytes."""
+    try:
+        return libipld.encode_dag_cbor(value)
+    except _FAST_ERRORS:
+        pass
+    try:
+        return cbor2.dumps(value)
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise CodecError(f"cannot encode value as CBOR: {exc}") from exc
+
+
+def decode_stored(data: bytes) -> Any:
+    """Inverse of :func:`encode_stored`; also reads rows written by plain ``cbor2.dumps``
+    (map keys in any order). Raises :class:`CodecError`."""
+    try:
+        return libipld.decode_dag_cbor(data)
+    except _FAST_ERRORS:
+        pass
+    try:
+        return cbor2.loads(data)
+    except _DECODE_ERRORS as exc:
+        raise CodecError(f"malformed CBOR: {exc}") from exc
 
 
 def loads_or_none(data: bytes) -> Any:

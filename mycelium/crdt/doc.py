@@ -18,12 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import cbor2
-
 from mycelium.codec import cbor
 from mycelium.crdt.payload import Payload, PayloadError
+from mycelium.errors import MyceliumError
 
 #: ``[wall_ms, counter, node, author]``: total order of writes (lists compare like tuples).
+#: ``node`` and ``author`` are held as lowercase hex text, which orders exactly like the
+#: bytes (prefixes included) and keeps byte strings out of the stored state, so it can be
+#: written by the fast DAG-CBOR encoder (see :func:`mycelium.codec.cbor.encode_stored`).
 Stamp = list[Any]
 #: One field's winning write, ``[wall_ms, counter, node, author, deleted, value]``: a stamp
 #: followed by the write. Kept in exactly the form it is stored in, so loading and saving a
@@ -41,7 +43,8 @@ class DocState:
 
     def apply(self, payload: Payload, author: bytes) -> bool:
         """Merge one delta; returns True if the visible state may have changed."""
-        stamp: Stamp = [*payload.hlc, author]
+        wall, counter, node = payload.hlc
+        stamp: Stamp = [wall, counter, node.hex(), author.hex()]
         if payload.deletes_doc:
             return self._delete_doc(stamp)
         if self.tomb is not None and stamp <= self.tomb:
@@ -96,8 +99,8 @@ class DocState:
     # -- persistence ------------------------------------------------------------------
     def encode(self) -> bytes:
         """Storage form ``{"f": {name: entry}, "t": stamp / null}`` (local only, never
-        hashed or signed, so not canonical: faster)."""
-        return cbor2.dumps({"f": self.fields, "t": self.tomb})
+        hashed or signed)."""
+        return cbor.encode_stored({"f": self.fields, "t": self.tomb})
 
     @classmethod
     def decode(cls, data: bytes) -> DocState:
@@ -105,24 +108,39 @@ class DocState:
 
         Checks the layout, not every stamp's types: rows are only ever written by
         :meth:`encode`, and a damaged stamp cannot go unnoticed later (comparing it
-        raises, which rolls the ingest back and counts ``internal_error``)."""
+        raises, which rolls the ingest back and counts ``internal_error``). Rows of the
+        first layout (stamps with byte strings, written by cbor2) are read too and come
+        back with hex stamps, so old and new stamps never meet in a comparison."""
         try:
-            m = cbor2.loads(data)
+            m = cbor.decode_stored(data)
             fields, tomb = m["f"], m["t"]
             if type(fields) is not dict or not (tomb is None or _is_stamp(tomb)):
                 raise TypeError("bad document state layout")
             for entry in fields.values():
                 if type(entry) is not list or len(entry) != 6:
                     raise TypeError("bad field entry")
+                if type(entry[3]) is bytes:
+                    _hex_stamp(entry)
+            if tomb is not None and type(tomb[3]) is bytes:
+                _hex_stamp(tomb)
             return cls(fields, tomb)
-        except (cbor2.CBORDecodeError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        except (MyceliumError, TypeError, KeyError, IndexError, AttributeError) as exc:
             raise PayloadError("stored document state is malformed",
                                reason="bad_doc_state") from exc
 
 
 def _is_stamp(value: Any) -> bool:
     return (type(value) is list and len(value) == 4 and type(value[0]) is int
-            and type(value[1]) is int and type(value[2]) is bytes and type(value[3]) is bytes)
+            and type(value[1]) is int and type(value[2]) in _STAMP_IDS
+            and type(value[3]) is type(value[2]))
+
+
+_STAMP_IDS = (str, bytes)  # bytes: the first stored layout, converted on load
+
+
+def _hex_stamp(entry: list[Any]) -> None:
+    """Node and author of a first-layout stamp (byte strings) as hex text, in place."""
+    entry[2], entry[3] = entry[2].hex(), entry[3].hex()
 
 
 def _rank(entry: Entry) -> tuple[bool, bytes]:

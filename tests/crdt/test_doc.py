@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -97,3 +98,31 @@ def test_merge_is_order_and_duplicate_independent(
         shuffled.apply(payload_of(op, wall, counter), author)
     assert shuffled.visible() == ordered.visible()
     assert shuffled.tomb == ordered.tomb
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=12), st.binary(max_size=12))
+def test_hex_stamps_order_like_the_bytes(a: bytes, b: bytes) -> None:
+    assert (a < b) == (a.hex() < b.hex()) and (a == b) == (a.hex() == b.hex())
+
+
+def _first_layout(d: DocState) -> bytes:
+    """How the first storage layout wrote a state: cbor2, byte-string stamps."""
+    def old(stamp: list) -> list:
+        return [stamp[0], stamp[1], bytes.fromhex(stamp[2]), bytes.fromhex(stamp[3]), *stamp[4:]]
+    return cbor2.dumps({"f": {k: old(v) for k, v in reversed(d.fields.items())},
+                        "t": old(d.tomb) if d.tomb is not None else None})
+
+
+def test_states_of_the_first_layout_load_and_merge_like_new_ones() -> None:
+    d = DocState()
+    d.apply(delete_doc("c", "d", ts(2)), B)
+    for name, wall, author in [("x", 5, A), ("y", 6, B), ("z", 7, A)]:
+        d.apply(set_fields("c", "d", {name: wall}, ts(wall)), author)
+    old = DocState.decode(_first_layout(d))
+    assert old == d == DocState.decode(d.encode())
+    later = set_fields("c", "d", {"x": 50, "y": 60}, ts(6))  # x newer, y ties: author decides
+    old.apply(later, A)
+    d.apply(later, A)
+    assert old == d and old.visible() == {"x": 50, "y": 6, "z": 7}
+    assert cbor2.loads(old.encode())["f"]["x"][2:4] == [b"n".hex(), A.hex()]

@@ -295,3 +295,26 @@ def test_pending_is_bounded(tmp_path: Path, market: Market) -> None:
     small.ingest(s, missing)  # the gap is filled: everything lands
     assert small.version_vector(s) == a.version_vector(s) and small.pending_count(s) == 0
     small.close()
+
+
+def test_documents_stored_in_the_first_layout_still_load_and_update(market: Market,
+                                                                     tmp_path: Path) -> None:
+    """Rows written before document states became DAG-CBOR with hex stamps (cbor2, byte
+    stamps) are read, merged and rewritten in the new layout."""
+    import cbor2
+
+    a, s = market.a, market.space
+    a.put_doc(s, "products", "p1", TOMATO)
+    (body,) = a.conn.execute("SELECT body FROM docs WHERE doc='p1'").fetchone()
+    state = cbor2.loads(body)
+    for entry in state["f"].values():
+        entry[2:4] = [bytes.fromhex(entry[2]), bytes.fromhex(entry[3])]
+    state["f"] = dict(reversed(state["f"].items()))
+    a.conn.execute("UPDATE docs SET body=? WHERE doc='p1'", (cbor2.dumps(state),))
+    a.close()
+    market.a = a = open_soil(tmp_path / "a.db", A)
+    assert a.get_doc(s, "products", "p1") == {"_id": "p1", **TOMATO}
+    a.put_doc(s, "products", "p1", {"status": "sold"})
+    assert a.get_doc(s, "products", "p1") == {"_id": "p1", **TOMATO, "status": "sold"}
+    (body,) = a.conn.execute("SELECT body FROM docs WHERE doc='p1'").fetchone()
+    assert all(type(e[3]) is str for e in cbor2.loads(body)["f"].values())
