@@ -49,12 +49,8 @@ class FieldSpec:
     choices: frozenset[str] | None = None
     indexed: bool = False
 
-    def check(self, name: str, value: Any) -> None:
-        problem = self._problem(value)
-        if problem is not None:
-            raise SchemaError(f"field {name!r}: {problem}")
-
-    def _problem(self, value: Any) -> str | None:
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` for this field, or None if it fits."""
         if self.type == "text":
             if not isinstance(value, str):
                 return "must be text"
@@ -103,8 +99,8 @@ class Collection:
             if spec is None:
                 raise SchemaError(f"collection {self.name!r} has no field {name!r}",
                                   reason="unknown_field")
-            if not deleted:
-                spec.check(name, value)
+            if not deleted and (problem := spec.problem(value)) is not None:
+                raise SchemaError(f"field {name!r}: {problem}")
 
 
 class Registry:

@@ -51,12 +51,11 @@ def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     if size < 0:
         raise DecryptError("AEAD ciphertext shorter than its tag")
     out = _ffi.new("unsigned char[]", size)
-    out_len = _ffi.new("unsigned long long *")
-    res = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        out, out_len, _ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce, key)
+    res = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(  # mlen_p NULL: it is ``size``
+        out, _ffi.NULL, _ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce, key)
     if res != 0:
         raise DecryptError("AEAD authentication failed")
-    return _ffi.buffer(out, out_len[0])[:]
+    return _ffi.buffer(out, size)[:]
 
 
 def _check(key: bytes, nonce: bytes) -> None:
