@@ -54,8 +54,9 @@ class DocState:
         for name, value, deleted in payload.ops:
             assert name is not None
             cur = fields.get(name)
-            if cur is None or stamp > cur[:4] or (
-                    stamp == cur[:4] and _rank([*stamp, deleted, value]) > _rank(cur)):
+            # the wall clock decides almost always: compare whole stamps only on a tie
+            if cur is None or wall > cur[0] or (
+                    wall == cur[0] and _wins([*stamp, deleted, value], cur)):
                 fields[name] = [*stamp, deleted, value]
                 changed = True
         return changed
@@ -141,6 +142,12 @@ _STAMP_IDS = (str, bytes)  # bytes: the first stored layout, converted on load
 def _hex_stamp(entry: list[Any]) -> None:
     """Node and author of a first-layout stamp (byte strings) as hex text, in place."""
     entry[2], entry[3] = entry[2].hex(), entry[3].hex()
+
+
+def _wins(new: Entry, cur: Entry) -> bool:
+    """Whether write ``new`` beats ``cur``: greater stamp, or same stamp and greater rank."""
+    stamp, held = new[:4], cur[:4]
+    return stamp > held or (stamp == held and _rank(new) > _rank(cur))
 
 
 def _rank(entry: Entry) -> tuple[bool, bytes]:

@@ -157,7 +157,14 @@ def validate_batch(
             verdict.duplicates.append(env)
             continue
         seen.add(delta_id)
-        by_author.setdefault(env.author, {}).setdefault(env.seq, []).append(env)
+        by_seq = by_author.get(env.author)
+        if by_seq is None:
+            by_seq = by_author[env.author] = {}
+        same_seq = by_seq.get(env.seq)
+        if same_seq is None:  # the common case: one envelope per seq
+            by_seq[env.seq] = [env]
+        else:
+            same_seq.append(env)
     for author, by_seq in by_author.items():
         _validate_author(by_seq, heads.get(author), author, stored_id, verdict)
     return verdict
