@@ -40,6 +40,12 @@ class DocCodec:
     def doc_key(self, coll: str, doc: str) -> str:
         return doc if self.storage_key is None else self._hash(b"d", coll + "\0" + doc)
 
+    def row_keys(self, coll: str, doc: str) -> tuple[str, str]:
+        """``(coll_key, doc_key)`` of a document's row."""
+        if self.storage_key is None:  # the common case, without two calls per row
+            return coll, doc
+        return self.coll_key(coll), self.doc_key(coll, doc)
+
     def seal(self, coll: str, doc: str, state: DocState) -> bytes:
         body = state.encode()
         if self.storage_key is None:

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 WallClock = Callable[[], int]
 _ABSENT = object()
+_NO_VALUES: dict[str, Any] = {}  # read only
 
 
 class StoreError(MyceliumError):
@@ -501,8 +502,13 @@ class Soil:
         now = self.wall()
         opened = []
         newest = None
+        keys: dict[int, bytes | None] = {}  # group key by epoch, looked up once per batch
         for env in work.data:
-            payload = self._open_data(work, mem, env, now, fresh=True)[0]
+            if env.epoch in keys:
+                key = keys[env.epoch]
+            else:
+                key = keys[env.epoch] = mem.state.epoch_key(env.epoch, self.identity)
+            payload = self._open_data(work, mem, env, key, now, fresh=True)[0]
             if payload is not None:
                 opened.append((env, payload))
                 if newest is None or payload.hlc > newest:
@@ -510,16 +516,16 @@ class Soil:
         work.data = []
         if newest is not None:
             self.hlc.recv(newest, now)  # once per batch: the clock only needs the greatest
-        self._prefetch(work, mem, {(p.coll, p.doc) for _, p in opened})
+        self._prefetch(work, mem, {p[:2] for _, p in opened})  # (coll, doc) of each
         for env, p in opened:
             self._merge(work, mem, env, p)
 
-    def _open_data(self, work: _Work, mem: _SpaceMem, env: Envelope, now: int,
-                   *, fresh: bool) -> tuple[payloads.Payload | None, str | None]:
-        """Decrypt and check one DATA envelope: ``(payload, None)`` if usable,
-        ``(None, reason)`` if deferred, ``(None, None)`` if unusable for good (counted).
-        The caller merges the payload's clock into the node's HLC (``hlc.recv``)."""
-        key = mem.state.epoch_key(env.epoch, self.identity)
+    def _open_data(self, work: _Work, mem: _SpaceMem, env: Envelope, key: bytes | None,
+                   now: int, *, fresh: bool) -> tuple[payloads.Payload | None, str | None]:
+        """Decrypt and check one DATA envelope with its epoch's group ``key``:
+        ``(payload, None)`` if usable, ``(None, reason)`` if deferred, ``(None, None)`` if
+        unusable for good (counted). The caller merges the payload's clock into the node's
+        HLC (``hlc.recv``)."""
         if key is None:
             return None, self._defer(work, mem, env, "no_key", fresh)
         try:
@@ -534,16 +540,23 @@ class Soil:
         return payload, None
 
     def _merge(self, work: _Work, mem: _SpaceMem, env: Envelope, payload: payloads.Payload) -> None:
-        doc_key = (payload.coll, payload.doc)
-        if self._doc_state(work, mem, *doc_key).apply(payload, env.author):
+        doc_key = payload[:2]  # (coll, doc)
+        state = work.docs.get(doc_key)
+        if state is None:
+            state = self._doc_state(work, mem, doc_key)
+        if state.apply(payload, env.author):
             work.dirty[doc_key] = env.delta_id
 
     def _prefetch(self, work: _Work, mem: _SpaceMem, keys: set[tuple[str, str]]) -> None:
         """Load the stored state of many documents with a few ``IN`` queries (not one each)."""
         codec = mem.codec
         by_coll: dict[str, dict[str, tuple[str, str]]] = {}
-        for coll, doc in keys - work.docs.keys():
-            by_coll.setdefault(codec.coll_key(coll), {})[codec.doc_key(coll, doc)] = (coll, doc)
+        for key in keys - work.docs.keys():
+            ck, dk = codec.row_keys(*key)
+            wanted = by_coll.get(ck)
+            if wanted is None:
+                wanted = by_coll[ck] = {}
+            wanted[dk] = key
         for ck, wanted in by_coll.items():
             doc_keys = list(wanted)
             for i in range(0, len(doc_keys), 500):
@@ -552,17 +565,18 @@ class Soil:
                 for dk, body in self.conn.execute(
                         f"SELECT doc, body FROM docs WHERE space=? AND coll=? AND doc IN ({marks})",
                         (work.space, ck, *chunk)):
-                    coll, doc = wanted[dk]
-                    self._loaded(work, mem, coll, doc, codec.open(coll, doc, bytes(body)))
-            for coll, doc in wanted.values():
-                if (coll, doc) not in work.docs:
-                    self._loaded(work, mem, coll, doc, DocState())
+                    key = wanted[dk]
+                    self._loaded(work, mem, key, codec.open(*key, bytes(body)))
+            for key in wanted.values():
+                if key not in work.docs:
+                    self._loaded(work, mem, key, DocState())
 
-    def _loaded(self, work: _Work, mem: _SpaceMem, coll: str, doc: str, state: DocState) -> None:
-        """Register a document state read in this transaction (and its indexed values)."""
-        work.docs[(coll, doc)] = state
+    def _loaded(self, work: _Work, mem: _SpaceMem, key: tuple[str, str], state: DocState) -> None:
+        """Register the state of document ``key = (coll, doc)`` read in this transaction
+        (and its indexed values)."""
+        work.docs[key] = state
         if not mem.codec.sealed:
-            work.indexed_before[(coll, doc)] = self._index_values(coll, state)
+            work.indexed_before[key] = self._index_values(key[0], state) if state.fields else {}
 
     def _index_values(self, coll: str, state: DocState) -> dict[str, Any]:
         """The document's live values of its collection's indexed fields."""
@@ -591,7 +605,8 @@ class Soil:
             f"WHERE d.space=? AND d.reason IN ({marks})", (work.space, *reasons)).fetchall()
         for author, seq, reason, raw in rows:
             env = envelope_mod.decode(bytes(raw))
-            payload, again = self._open_data(work, mem, env, now, fresh=False)
+            key = mem.state.epoch_key(env.epoch, self.identity)
+            payload, again = self._open_data(work, mem, env, key, now, fresh=False)
             if again is None:
                 work.undeferred.append((work.space, bytes(author), seq))
                 mem.deferred[reason] -= 1
@@ -599,15 +614,13 @@ class Soil:
                 self.hlc.recv(payload.hlc, now)
                 self._merge(work, mem, env, payload)
 
-    def _doc_state(self, work: _Work, mem: _SpaceMem, coll: str, doc: str) -> DocState:
-        state = work.docs.get((coll, doc))
-        if state is None:
-            codec = mem.codec
-            row = self.conn.execute(
-                "SELECT body FROM docs WHERE space=? AND coll=? AND doc=?",
-                (work.space, codec.coll_key(coll), codec.doc_key(coll, doc))).fetchone()
-            state = codec.open(coll, doc, bytes(row[0])) if row is not None else DocState()
-            self._loaded(work, mem, coll, doc, state)
+    def _doc_state(self, work: _Work, mem: _SpaceMem, key: tuple[str, str]) -> DocState:
+        """The state of document ``key`` not loaded in this transaction yet (from its row)."""
+        codec = mem.codec
+        row = self.conn.execute("SELECT body FROM docs WHERE space=? AND coll=? AND doc=?",
+                                (work.space, *codec.row_keys(*key))).fetchone()
+        state = codec.open(*key, bytes(row[0])) if row is not None else DocState()
+        self._loaded(work, mem, key, state)
         return state
 
     # -- writing a transaction ------------------------------------------------------
@@ -633,26 +646,27 @@ class Soil:
 
     def _write_docs(self, work: _Work, mem: _SpaceMem) -> None:
         """One row per changed document, index rows only where an indexed value changed."""
-        codec, space = mem.codec, work.space
+        codec, space, docs, before = mem.codec, work.space, work.docs, work.indexed_before
         rows: list[tuple[Any, ...]] = []
         stale: list[tuple[Any, ...]] = []
         fresh: list[tuple[Any, ...]] = []
-        for (coll, doc), delta_id in work.dirty.items():
-            state = work.docs[(coll, doc)]
+        for key, delta_id in work.dirty.items():
+            coll, doc = key
+            state = docs[key]
             live = state.live
-            rows.append((space, codec.coll_key(coll), codec.doc_key(coll, doc), int(live),
+            rows.append((space, *codec.row_keys(coll, doc), int(live),
                          codec.seal(coll, doc, state)))
             work.changes.append(Change(space, coll, doc, delta_id, not live))
             if codec.sealed:  # personal spaces have no plaintext index
                 continue
-            old = work.indexed_before.get((coll, doc), {})
+            old = before.get(key, _NO_VALUES)
             new = self._index_values(coll, state)
             if new != old:
                 stale += [(space, coll, k, v, doc) for k, v in old.items()
                           if new.get(k, _ABSENT) != v]
                 fresh += [(space, coll, k, v, doc) for k, v in new.items()
                           if old.get(k, _ABSENT) != v]
-                work.indexed_before[(coll, doc)] = new
+                before[key] = new
         self.conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)", rows)
         if stale:
             self.conn.executemany("DELETE FROM doc_index WHERE space=? AND coll=? AND field=? "
