@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything Mycelium and its tests need on a fresh Debian machine, idempotently:
 # system packages (when root), a virtualenv in .venv, and the project in editable mode.
-# Fast on the second run: it only reinstalls when pyproject.toml changed.
+# Fast on the second run: it only reinstalls when pyproject.toml, setup.py or the C
+# extension (mycelium/_accel.c) changed.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -43,7 +44,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.mycelium-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml setup.py mycelium/_accel.c | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages into .venv (first time takes about a minute)" >&2
   .venv/bin/python -m pip install -q --upgrade pip

@@ -29,6 +29,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mycelium import accel
 from mycelium.codec import cbor
 from mycelium.crypto import aead
 from mycelium.errors import CodecError, LimitExceeded, MyceliumError
@@ -190,7 +191,8 @@ def decode(data: bytes) -> Envelope:
     """Parse canonical envelope bytes; checks shape and sizes, not the signature."""
     if len(data) > MAX_ENVELOPE_BYTES:
         raise LimitExceeded(f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
-    env = _decode_fast(data)
+    compiled = accel.decode_envelope  # the same result as _decode_fast, only faster
+    env = compiled(data) if compiled is not None else _decode_fast(data)
     return env if env is not None else _decode_precise(data)
 
 

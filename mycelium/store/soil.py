@@ -32,6 +32,7 @@ from typing import Any
 
 import trio
 
+from mycelium import accel
 from mycelium.codec import cbor
 from mycelium.crdt import payload as payloads
 from mycelium.crdt.doc import DocState
@@ -78,6 +79,17 @@ class LocalWriteRefused(StoreError):
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _open_payload(env: Envelope, key: bytes) -> payloads.Payload:
+    """``decode_payload(env.open(key))``, by the compiled twin when it is built (which
+    returns None whenever the Python path has to decide)."""
+    compiled = accel.open_payload
+    if compiled is not None:
+        payload = compiled(env.raw, key)
+        if payload is not None:
+            return payload
+    return payloads.decode_payload(env.open(key))
 
 
 @contextmanager
@@ -529,7 +541,7 @@ class Soil:
         if key is None:
             return None, self._defer(work, mem, env, "no_key", fresh)
         try:
-            payload = payloads.decode_payload(env.open(key))
+            payload = _open_payload(env, key)
             self.registry.check(payload, mem.state.kind)
             self.hlc.check(payload.hlc, now)
         except ClockDrift:

@@ -1,4 +1,7 @@
-"""The envelope decoder's fast path accepts exactly what the precise path accepts."""
+"""The envelope decoder's fast paths accept exactly what the precise path accepts.
+
+Two fast paths are checked everywhere: the Python one (``_decode_fast``) and its compiled
+twin (``mycelium._accel``, see docs/accel.md), through the ``fast`` fixture."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mycelium import accel
 from mycelium.codec import cbor
 from mycelium.errors import MyceliumError
 from mycelium.log import envelope as envelope_mod
@@ -26,6 +30,33 @@ def _control() -> Envelope:
                 group_key=None, kind=Kind.CONTROL)
 
 
+def _compiled(data: bytes) -> Envelope | None:
+    assert accel.decode_envelope is not None
+    return accel.decode_envelope(data)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["python", "compiled"])
+def fast(request: pytest.FixtureRequest):
+    if request.param == "python":
+        return envelope_mod._decode_fast
+    if not accel.active():
+        pytest.skip(f"compiled path off: {accel.disabled_reason}")
+    return _compiled
+
+
+def _same(a: Envelope | None, b: Envelope | str) -> bool:
+    """Equal envelopes, down to the memoised id and the very input object as ``raw``."""
+    return (isinstance(a, Envelope) and a == b and isinstance(b, Envelope)
+            and a.delta_id == b.delta_id and a.raw is not None)
+
+
+def test_compiled_path_is_built() -> None:
+    """setup.sh builds the extension; if it silently fell back to Python, say so here."""
+    if accel.disabled_reason == "disabled by MYCELIUM_NO_ACCEL":
+        pytest.skip("disabled by MYCELIUM_NO_ACCEL")
+    assert accel.active(), accel.disabled_reason
+
+
 def _precise(data: bytes) -> Envelope | str:
     try:
         return envelope_mod._decode_precise(data)
@@ -40,10 +71,11 @@ def test_ordered_maps_encode_canonically() -> None:
         assert env.raw == cbor.encode({**env.unsigned_map(), "sig": env.sig})
 
 
-def test_fast_path_takes_valid_envelopes() -> None:
+def test_fast_path_takes_valid_envelopes(fast) -> None:
     for env in (_data(1), _data(7), _control()):
-        fast = envelope_mod._decode_fast(env.raw)
-        assert fast == env == _precise(env.raw)
+        got = fast(env.raw)
+        assert got == env == _precise(env.raw)
+        assert _same(got, _precise(env.raw)) and got.raw is env.raw
 
 
 @pytest.mark.parametrize("mutate", [
@@ -57,10 +89,23 @@ def test_fast_path_takes_valid_envelopes() -> None:
     lambda m: cbor2.dumps(m) + b"\x00",                            # trailing byte
     lambda m: cbor2.dumps(m)[:-1],                                 # truncated
     lambda m: cbor2.dumps({**m, "extra": 1}, canonical=True),      # unknown field
+    # canonical, but breaking a shape rule
+    lambda m: cbor2.dumps({**m, "ct": b"x" * 15}, canonical=True),  # shorter than the tag
+    lambda m: cbor2.dumps({**m, "nonce": bytes(23)}, canonical=True),
+    lambda m: cbor2.dumps({**m, "seq": 1}, canonical=True),          # seq 1 with a prev
+    lambda m: cbor2.dumps({**m, "prev": None}, canonical=True),      # seq > 1 without
+    lambda m: cbor2.dumps({**m, "prev": bytes(31)}, canonical=True),
+    lambda m: cbor2.dumps({**m, "seq": 0}, canonical=True),
+    lambda m: cbor2.dumps({**m, "kind": 2}, canonical=True),
+    lambda m: cbor2.dumps({**m, "kind": 1}, canonical=True),         # CONTROL with a nonce
+    lambda m: cbor2.dumps({**m, "sig": bytes(63)}, canonical=True),
+    lambda m: cbor2.dumps({**m, "author": bytes(33)}, canonical=True),
+    lambda m: cbor2.dumps({**m, "space": "x" * 32}, canonical=True),
+    lambda m: cbor2.dumps({**m, "v": 2}, canonical=True),
 ])
-def test_fast_path_leaves_doubtful_input_to_the_precise_path(mutate) -> None:
+def test_fast_path_leaves_doubtful_input_to_the_precise_path(fast, mutate) -> None:
     data = mutate(cbor.decode(_data().raw))
-    assert envelope_mod._decode_fast(data) is None
+    assert fast(data) is None
     with pytest.raises(MyceliumError):
         envelope_mod.decode(data)
 
@@ -72,10 +117,18 @@ def test_fast_and_precise_agree_on_corruptions(env: Envelope, data: st.DataObjec
     for _ in range(data.draw(st.integers(1, 3))):
         i = data.draw(st.integers(0, len(raw) - 1))
         raw[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):  # and sometimes cut or extend it
+        cut = data.draw(st.integers(0, len(raw)))
+        raw = raw[:cut] + bytearray(data.draw(st.binary(max_size=3)))
     blob = bytes(raw)
-    fast = envelope_mod._decode_fast(blob)
-    if fast is not None:
-        assert fast == _precise(blob)
+    python = envelope_mod._decode_fast(blob)
+    if python is not None:
+        assert _same(python, _precise(blob))
+    if accel.active():  # the compiled twin takes exactly what the Python fast path takes
+        compiled = _compiled(blob)
+        assert (compiled is None) == (python is None)
+        if compiled is not None:
+            assert _same(compiled, _precise(blob))
 
 
 @settings(max_examples=200, deadline=None)
@@ -125,14 +178,14 @@ _TARGETS = ["map"] + [f"{part}:{k}" for k in envelope_mod._WIRE_ORDER for part i
 
 @pytest.mark.parametrize("env", [_data(1), _data(30), _data(70_000), _control()],
                          ids=["seq1", "seq30", "seq70000", "control"])
-def test_any_widened_head_is_refused_by_both_paths(env: Envelope) -> None:
+def test_any_widened_head_is_refused_by_both_paths(fast, env: Envelope) -> None:
     m = cbor.decode(env.raw)
     assert _encode_widening(m, "none") == env.raw  # the hand encoder is the canonical one
     for target in _TARGETS:
         if target.startswith("value:") and m[target[6:]] is None:
             continue
         data = _encode_widening(m, target)
-        assert envelope_mod._decode_fast(data) is None, target
+        assert fast(data) is None, target
         with pytest.raises(MyceliumError) as info:
             envelope_mod.decode(data)
         assert info.value.reason == "non_canonical", target
@@ -148,3 +201,5 @@ def test_canonical_size_is_the_encoded_length(seq: int, epoch: int, payload: byt
                kind=Kind.CONTROL if control else Kind.DATA)
     assert envelope_mod._canonical_size(env) == len(env.raw)
     assert envelope_mod._decode_fast(env.raw) == env
+    if accel.active() and len(env.raw) <= envelope_mod.MAX_ENVELOPE_BYTES:
+        assert _same(_compiled(env.raw), env)

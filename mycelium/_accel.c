@@ -1,0 +1,655 @@
+/* Compiled fast paths of the ingest pipeline (docs/accel.md).
+ *
+ * Two functions, each a faster twin of Python code that stays the reference:
+ *
+ *   decode_envelope(data)   ~ mycelium.log.envelope._decode_fast
+ *   open_payload(raw, key)  ~ decode_payload(envelope.open(key)) of mycelium.crdt.payload
+ *
+ * Contract: each returns the very objects the Python path would build, or None when it
+ * is not sure (anything unusual: non-canonical input, a shape error, a failed
+ * decryption, a value type it does not handle). None never means "invalid": the caller
+ * then runs the Python path, which decides and names the error. So this file only has
+ * to be right about what it accepts; tests pin that against the Python path on random
+ * and mutated inputs.
+ *
+ * No crypto is implemented here. SHA-256 (OpenSSL's, as hashlib uses) and
+ * XChaCha20-Poly1305 (libsodium's, as PyNaCl uses) are called through function pointers
+ * that mycelium/accel.py looks up in the libraries those packages already loaded, so the
+ * build needs nothing but a C compiler and the Python headers.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int (*sha256_init_fn)(void *ctx);
+typedef int (*sha256_update_fn)(void *ctx, const void *data, size_t len);
+typedef int (*sha256_final_fn)(unsigned char *md, void *ctx);
+typedef int (*aead_decrypt_fn)(unsigned char *m, unsigned long long *mlen_p, unsigned char *nsec,
+                               const unsigned char *c, unsigned long long clen,
+                               const unsigned char *ad, unsigned long long adlen,
+                               const unsigned char *npub, const unsigned char *k);
+
+/* -- configuration (set once by configure()) ------------------------------------------ */
+static sha256_init_fn sha_init;
+static sha256_update_fn sha_update;
+static sha256_final_fn sha_final;
+static aead_decrypt_fn aead_decrypt;
+static PyTypeObject *envelope_type, *payload_type, *op_type, *timestamp_type;
+#define N_ENV_FIELDS 12 /* kind space author seq prev epoch nonce ct sig v raw _id */
+static PyObject *env_setters[N_ENV_FIELDS];
+static PyObject *kind_data, *kind_control, *version_obj;
+static Py_ssize_t max_envelope, max_payload, max_ops, max_coll, max_doc, max_field;
+static Py_ssize_t max_node;
+static unsigned long long max_counter;
+
+#define NONCE_BYTES 24
+#define TAG_BYTES 16
+#define KEY_BYTES 32
+
+/* -- reading CBOR --------------------------------------------------------------------- */
+typedef struct {
+    const uint8_t *p, *end;
+} reader;
+
+/* Read one head: major type and argument. strict: shortest form only (canonical).
+ * Returns 0 on success, -1 if malformed, indefinite, or (strict) wider than needed. */
+static int read_head(reader *r, int *major, uint64_t *arg, int strict) {
+    if (r->p >= r->end) return -1;
+    uint8_t b = *r->p++;
+    int ai = b & 0x1f;
+    *major = b >> 5;
+    if (ai < 24) {
+        *arg = ai;
+        return 0;
+    }
+    int width = ai == 24 ? 1 : ai == 25 ? 2 : ai == 26 ? 4 : ai == 27 ? 8 : 0;
+    if (width == 0 || r->end - r->p < width) return -1;
+    uint64_t v = 0;
+    for (int i = 0; i < width; i++) v = (v << 8) | r->p[i];
+    r->p += width;
+    if (strict) {
+        uint64_t least = width == 1 ? 24 : width == 2 ? 0x100 : width == 4 ? 0x10000
+                                                                           : 0x100000000ULL;
+        if (v < least) return -1;
+    }
+    *arg = v;
+    return 0;
+}
+
+/* A byte or text string of the given major type: pointer and length into the input. */
+static int read_span(reader *r, int want_major, const uint8_t **s, Py_ssize_t *n, int strict) {
+    int major;
+    uint64_t len;
+    if (read_head(r, &major, &len, strict) < 0 || major != want_major) return -1;
+    if (len > (uint64_t)(r->end - r->p)) return -1;
+    *s = r->p;
+    *n = (Py_ssize_t)len;
+    r->p += len;
+    return 0;
+}
+
+/* Exactly these bytes next (a fixed key or a fixed-width head). */
+static int expect(reader *r, const char *bytes, Py_ssize_t n) {
+    if (r->end - r->p < n || memcmp(r->p, bytes, n) != 0) return -1;
+    r->p += n;
+    return 0;
+}
+
+/* expect() for a string literal (its length without the terminating NUL) */
+#define EXPECT(r, lit) expect((r), (lit), (Py_ssize_t)sizeof(lit) - 1)
+
+static int read_uint(reader *r, uint64_t *v, int strict) {
+    int major;
+    if (read_head(r, &major, v, strict) < 0 || major != 0) return -1;
+    return 0;
+}
+
+/* Exactly 32 bytes as a canonical byte string (head 0x58 0x20). */
+static int read_b32(reader *r, const uint8_t **s) {
+    if (EXPECT(r, "\x58\x20") < 0 || r->end - r->p < 32) return -1;
+    *s = r->p;
+    r->p += 32;
+    return 0;
+}
+
+/* -- the envelope's layout ------------------------------------------------------------ */
+typedef struct {
+    int kind;
+    uint64_t seq, epoch;
+    const uint8_t *ct, *sig, *prev, *nonce, *space, *author;
+    Py_ssize_t ct_len, nonce_len;
+    /* spans of the raw bytes that the AAD is cut from */
+    const uint8_t *seq_at, *seq_end, *kind_at, *epoch_end;
+} layout;
+
+/* Parse the canonical envelope (keys in canonical order, shortest heads, shape rules of
+ * envelope._shape_problem). 0 if it is exactly such an envelope, else -1. */
+static int parse_envelope(const uint8_t *data, Py_ssize_t n, layout *e) {
+    reader r = {data, data + n};
+    uint64_t kind;
+    if (n > max_envelope) return -1;
+    if (EXPECT(&r, "\xaa\x61v\x01\x62" "ct") < 0) return -1;
+    if (read_span(&r, 2, &e->ct, &e->ct_len, 1) < 0) return -1;
+    if (EXPECT(&r, "\x63seq") < 0) return -1;
+    e->seq_at = r.p - 4;
+    if (read_uint(&r, &e->seq, 1) < 0 || e->seq < 1) return -1;
+    e->seq_end = r.p;
+    if (EXPECT(&r, "\x63sig\x58\x40") < 0 || r.end - r.p < 64) return -1;
+    e->sig = r.p;
+    r.p += 64;
+    e->kind_at = r.p;
+    if (EXPECT(&r, "\x64kind") < 0 || read_uint(&r, &kind, 1) < 0 || kind > 1) return -1;
+    e->kind = (int)kind;
+    if (EXPECT(&r, "\x64prev") < 0) return -1;
+    if (r.p < r.end && *r.p == 0xf6) {
+        e->prev = NULL;
+        r.p++;
+    } else if (read_b32(&r, &e->prev) < 0) {
+        return -1;
+    }
+    if (EXPECT(&r, "\x65" "epoch") < 0 || read_uint(&r, &e->epoch, 1) < 0) return -1;
+    e->epoch_end = r.p;
+    if (EXPECT(&r, "\x65nonce") < 0) return -1;
+    if (read_span(&r, 2, &e->nonce, &e->nonce_len, 1) < 0) return -1;
+    if (EXPECT(&r, "\x65space") < 0 || read_b32(&r, &e->space) < 0) return -1;
+    if (EXPECT(&r, "\x66" "author") < 0 || read_b32(&r, &e->author) < 0) return -1;
+    if (r.p != r.end) return -1;
+    if ((e->seq == 1) != (e->prev == NULL)) return -1;
+    if (e->kind == 0) {
+        if (e->nonce_len != NONCE_BYTES || e->ct_len < TAG_BYTES) return -1;
+    } else if (e->nonce_len != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* -- small object helpers ------------------------------------------------------------- */
+/* The last space and author seen: a batch repeats them, so they are shared, not copied. */
+static PyObject *last_space, *last_author;
+
+static PyObject *shared_b32(PyObject **last, const uint8_t *s) {
+    if (*last != NULL && memcmp(PyBytes_AS_STRING(*last), s, 32) == 0) {
+        Py_INCREF(*last);
+        return *last;
+    }
+    PyObject *b = PyBytes_FromStringAndSize((const char *)s, 32);
+    if (b == NULL) return NULL;
+    Py_XSETREF(*last, Py_NewRef(b));
+    return b;
+}
+
+/* Field names and collection names repeat in every delta: one str object each (its hash
+ * is then computed once), from a small direct-mapped cache keyed by the UTF-8 bytes. */
+#define NAME_SLOTS 64
+#define NAME_MAX_BYTES 64
+static PyObject *name_cache[NAME_SLOTS];
+
+static PyObject *text_of(const uint8_t *s, Py_ssize_t n, int cached) {
+    if (!cached || n == 0 || n > NAME_MAX_BYTES)
+        return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    unsigned slot = ((unsigned)n * 31u + s[0] * 7u + s[n - 1]) % NAME_SLOTS;
+    PyObject *hit = name_cache[slot];
+    if (hit != NULL) {
+        Py_ssize_t len;
+        const char *u = PyUnicode_AsUTF8AndSize(hit, &len);
+        if (u != NULL && len == n && memcmp(u, s, n) == 0) return Py_NewRef(hit);
+    }
+    PyObject *str = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    if (str == NULL) return NULL;
+    PyUnicode_InternInPlace(&str);
+    Py_XSETREF(name_cache[slot], Py_NewRef(str));
+    return str;
+}
+
+/* A tuple subclass instance (NamedTuple) from stolen references, as tuple.__new__ builds. */
+static PyObject *named_tuple(PyTypeObject *type, Py_ssize_t n, PyObject **items) {
+    PyObject *t = type->tp_alloc(type, n);
+    if (t == NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(items[i]);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+}
+
+static void sha256(const uint8_t *data, Py_ssize_t n, unsigned char out[32]) {
+    uint64_t ctx[32]; /* OpenSSL's SHA256_CTX is 112 bytes */
+    sha_init(ctx);
+    sha_update(ctx, data, (size_t)n);
+    sha_final(out, ctx);
+}
+
+/* -- decode_envelope ------------------------------------------------------------------ */
+static PyObject *decode_envelope(PyObject *Py_UNUSED(module), PyObject *data) {
+    layout e;
+    if (envelope_type == NULL || !PyBytes_CheckExact(data)) Py_RETURN_NONE;
+    const uint8_t *raw = (const uint8_t *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (parse_envelope(raw, n, &e) < 0) Py_RETURN_NONE;
+    unsigned char id[32];
+    sha256(raw, n, id);
+    PyObject *v[N_ENV_FIELDS];
+    v[0] = Py_NewRef(e.kind == 0 ? kind_data : kind_control);
+    v[1] = shared_b32(&last_space, e.space);
+    v[2] = shared_b32(&last_author, e.author);
+    v[3] = PyLong_FromUnsignedLongLong(e.seq);
+    v[4] = e.prev == NULL ? Py_NewRef(Py_None)
+                          : PyBytes_FromStringAndSize((const char *)e.prev, 32);
+    v[5] = PyLong_FromUnsignedLongLong(e.epoch);
+    v[6] = PyBytes_FromStringAndSize((const char *)e.nonce, e.nonce_len);
+    v[7] = PyBytes_FromStringAndSize((const char *)e.ct, e.ct_len);
+    v[8] = PyBytes_FromStringAndSize((const char *)e.sig, 64);
+    v[9] = Py_NewRef(version_obj);
+    v[10] = Py_NewRef(data);
+    v[11] = PyBytes_FromStringAndSize((const char *)id, 32);
+    PyObject *env = NULL;
+    int ok = 1;
+    for (int i = 0; i < N_ENV_FIELDS; i++) ok &= v[i] != NULL;
+    if (ok) env = envelope_type->tp_alloc(envelope_type, 0);
+    for (int i = 0; i < N_ENV_FIELDS; i++) {
+        if (env != NULL) {
+            PyObject *d = env_setters[i];
+            if (Py_TYPE(d)->tp_descr_set(d, env, v[i]) < 0) Py_CLEAR(env);
+        }
+        Py_XDECREF(v[i]);
+    }
+    if (env == NULL) {
+        if (getenv("ACCEL_DEBUG")) PyErr_Print();
+        PyErr_Clear(); /* the Python path retries and raises whatever is real */
+        Py_RETURN_NONE;
+    }
+    return env;
+}
+
+/* -- payload values ------------------------------------------------------------------- */
+static double half_to_double(unsigned h) {
+    unsigned exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    double v;
+    if (exp == 0)
+        v = ldexp((double)mant, -24);
+    else if (exp != 31)
+        v = ldexp((double)(mant + 1024), (int)exp - 25);
+    else
+        v = mant == 0 ? Py_HUGE_VAL : Py_NAN;
+    return (h & 0x8000) ? -v : v;
+}
+
+/* One scalar value as cbor2 decodes it; NULL if it is something else (or malformed). */
+static PyObject *read_scalar(reader *r) {
+    if (r->p >= r->end) return NULL;
+    uint8_t b = *r->p;
+    int major;
+    uint64_t arg;
+    const uint8_t *s;
+    Py_ssize_t n;
+    switch (b >> 5) {
+    case 0:
+        if (read_head(r, &major, &arg, 0) < 0) return NULL;
+        return PyLong_FromUnsignedLongLong(arg);
+    case 1:
+        if (read_head(r, &major, &arg, 0) < 0 || arg > (uint64_t)INT64_MAX) return NULL;
+        return PyLong_FromLongLong(-1 - (long long)arg);
+    case 2:
+        if (read_span(r, 2, &s, &n, 0) < 0) return NULL;
+        return PyBytes_FromStringAndSize((const char *)s, n);
+    case 3:
+        if (read_span(r, 3, &s, &n, 0) < 0) return NULL;
+        return text_of(s, n, 0);
+    case 7:
+        break;
+    default:
+        return NULL; /* arrays, maps, tags: the Python path */
+    }
+    r->p++;
+    switch (b) {
+    case 0xf4: return Py_NewRef(Py_False);
+    case 0xf5: return Py_NewRef(Py_True);
+    case 0xf6: return Py_NewRef(Py_None);
+    case 0xf9:
+        if (r->end - r->p < 2) return NULL;
+        r->p += 2;
+        return PyFloat_FromDouble(half_to_double(((unsigned)r->p[-2] << 8) | r->p[-1]));
+    case 0xfa: {
+        if (r->end - r->p < 4) return NULL;
+        uint32_t bits = 0;
+        for (int i = 0; i < 4; i++) bits = (bits << 8) | r->p[i];
+        r->p += 4;
+        float f;
+        memcpy(&f, &bits, 4);
+        return PyFloat_FromDouble((double)f);
+    }
+    case 0xfb: {
+        if (r->end - r->p < 8) return NULL;
+        uint64_t bits = 0;
+        for (int i = 0; i < 8; i++) bits = (bits << 8) | r->p[i];
+        r->p += 8;
+        double d;
+        memcpy(&d, &bits, 8);
+        return PyFloat_FromDouble(d);
+    }
+    default:
+        return NULL; /* undefined and other simple values */
+    }
+}
+
+/* A text key, as a span (keys are compared as UTF-8 bytes, which equal strings share). */
+static int read_key(reader *r, const uint8_t **s, Py_ssize_t *n) {
+    return read_span(r, 3, s, n, 0);
+}
+
+static int key_is(const uint8_t *s, Py_ssize_t n, const char *want) {
+    return (Py_ssize_t)strlen(want) == n && memcmp(s, want, n) == 0;
+}
+
+/* A name as decode_payload accepts it: 1..max_chars characters, all printable if asked
+ * (collection and document id; field names need not be). */
+static PyObject *read_name(reader *r, Py_ssize_t max_chars, int cached, int printable) {
+    const uint8_t *s;
+    Py_ssize_t n;
+    if (read_span(r, 3, &s, &n, 0) < 0 || n == 0) return NULL;
+    PyObject *str = text_of(s, n, cached);
+    if (str == NULL) return NULL;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(str);
+    int kind = PyUnicode_KIND(str);
+    const void *data = PyUnicode_DATA(str);
+    int ok = len > 0 && len <= max_chars;
+    for (Py_ssize_t i = 0; ok && printable && i < len; i++)
+        ok = Py_UNICODE_ISPRINTABLE(PyUnicode_READ(kind, data, i));
+    if (!ok) Py_CLEAR(str);
+    return str;
+}
+
+/* [wall_ms, counter, node] as Timestamp.from_wire accepts it. */
+static PyObject *read_hlc(reader *r) {
+    int major;
+    uint64_t n, wall, counter;
+    const uint8_t *node;
+    Py_ssize_t node_len;
+    if (read_head(r, &major, &n, 0) < 0 || major != 4 || n != 3) return NULL;
+    if (read_uint(r, &wall, 0) < 0 || wall >= (1ULL << 63)) return NULL;
+    if (read_uint(r, &counter, 0) < 0 || counter > max_counter) return NULL;
+    if (read_span(r, 2, &node, &node_len, 0) < 0 || node_len > max_node) return NULL;
+    PyObject *items[3] = {PyLong_FromUnsignedLongLong(wall), PyLong_FromUnsignedLongLong(counter),
+                          PyBytes_FromStringAndSize((const char *)node, node_len)};
+    if (items[0] == NULL || items[1] == NULL || items[2] == NULL) {
+        for (int i = 0; i < 3; i++) Py_XDECREF(items[i]);
+        return NULL;
+    }
+    return named_tuple(timestamp_type, 3, items);
+}
+
+/* One op map. Sets *name_span for the duplicate check; *doc_delete for {"del": true}. */
+static PyObject *read_op(reader *r, const uint8_t **name_s, Py_ssize_t *name_n, int *doc_delete) {
+    int major;
+    uint64_t pairs;
+    if (read_head(r, &major, &pairs, 0) < 0 || major != 5 || pairs < 1 || pairs > 2) return NULL;
+    PyObject *name = NULL, *value = NULL;
+    int has_del = 0, has_value = 0;
+    *doc_delete = 0;
+    for (uint64_t i = 0; i < pairs; i++) {
+        const uint8_t *k;
+        Py_ssize_t kn;
+        if (read_key(r, &k, &kn) < 0) goto fail;
+        if (key_is(k, kn, "field") && name == NULL) {
+            if ((name = read_name(r, max_field, 1, 0)) == NULL) goto fail;
+        } else if (key_is(k, kn, "del") && !has_del) {
+            if (r->p >= r->end || *r->p != 0xf5) goto fail;
+            r->p++;
+            has_del = 1;
+        } else if (key_is(k, kn, "value") && !has_value) {
+            value = read_scalar(r);
+            if (value == NULL) goto fail;
+            has_value = 1;
+        } else {
+            goto fail;
+        }
+    }
+    if (pairs == 1) {
+        if (!has_del) goto fail;
+        *doc_delete = 1;
+        PyObject *items[3] = {Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(Py_True)};
+        return named_tuple(op_type, 3, items);
+    }
+    if (name == NULL || has_del == has_value) goto fail;
+    {
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(name, &n);
+        if (u == NULL) goto fail;
+        *name_s = (const uint8_t *)u;
+        *name_n = n;
+    }
+    PyObject *items[3] = {name, has_value ? value : Py_NewRef(Py_None),
+                          Py_NewRef(has_value ? Py_False : Py_True)};
+    return named_tuple(op_type, 3, items);
+fail:
+    Py_XDECREF(name);
+    Py_XDECREF(value);
+    return NULL;
+}
+
+static PyObject *read_ops(reader *r) {
+    int major;
+    uint64_t n;
+    if (read_head(r, &major, &n, 0) < 0 || major != 4 || n < 1 || n > (uint64_t)max_ops)
+        return NULL;
+    PyObject *ops = PyTuple_New((Py_ssize_t)n);
+    if (ops == NULL) return NULL;
+    const uint8_t *names[256];
+    Py_ssize_t lens[256];
+    for (Py_ssize_t i = 0; i < (Py_ssize_t)n; i++) {
+        int doc_delete;
+        PyObject *op = read_op(r, &names[i], &lens[i], &doc_delete);
+        if (op == NULL || (doc_delete && n != 1)) {
+            Py_XDECREF(op);
+            Py_DECREF(ops);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(ops, i, op);
+        if (doc_delete) continue;
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (lens[j] == lens[i] && memcmp(names[j], names[i], lens[i]) == 0) {
+                Py_DECREF(ops); /* a field twice */
+                return NULL;
+            }
+        }
+    }
+    return ops;
+}
+
+/* The payload map {coll, doc, ops, hlc} (keys in any order, each once). */
+static PyObject *read_payload(const uint8_t *data, Py_ssize_t n) {
+    reader r = {data, data + n};
+    int major;
+    uint64_t pairs;
+    PyObject *coll = NULL, *doc = NULL, *ops = NULL, *hlc = NULL;
+    if (n > max_payload) return NULL;
+    if (read_head(&r, &major, &pairs, 0) < 0 || major != 5 || pairs != 4) return NULL;
+    for (int i = 0; i < 4; i++) {
+        const uint8_t *k;
+        Py_ssize_t kn;
+        if (read_key(&r, &k, &kn) < 0) goto fail;
+        if (key_is(k, kn, "coll") && coll == NULL) {
+            if ((coll = read_name(&r, max_coll, 1, 1)) == NULL) goto fail;
+        } else if (key_is(k, kn, "doc") && doc == NULL) {
+            if ((doc = read_name(&r, max_doc, 0, 1)) == NULL) goto fail;
+        } else if (key_is(k, kn, "ops") && ops == NULL) {
+            if ((ops = read_ops(&r)) == NULL) goto fail;
+        } else if (key_is(k, kn, "hlc") && hlc == NULL) {
+            if ((hlc = read_hlc(&r)) == NULL) goto fail;
+        } else {
+            goto fail;
+        }
+    }
+    if (r.p != r.end) goto fail;
+    PyObject *items[4] = {coll, doc, ops, hlc};
+    return named_tuple(payload_type, 4, items);
+fail:
+    Py_XDECREF(coll);
+    Py_XDECREF(doc);
+    Py_XDECREF(ops);
+    Py_XDECREF(hlc);
+    return NULL;
+}
+
+/* -- open_payload --------------------------------------------------------------------- */
+static PyObject *open_payload(PyObject *Py_UNUSED(module), PyObject *const *args,
+                              Py_ssize_t nargs) {
+    layout e;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "open_payload(raw, key)");
+        return NULL;
+    }
+    PyObject *data = args[0], *key = args[1];
+    if (aead_decrypt == NULL || !PyBytes_CheckExact(data) || !PyBytes_CheckExact(key)
+        || PyBytes_GET_SIZE(key) != KEY_BYTES)
+        Py_RETURN_NONE;
+    const uint8_t *raw = (const uint8_t *)PyBytes_AS_STRING(data);
+    if (parse_envelope(raw, PyBytes_GET_SIZE(data), &e) < 0 || e.kind != 0) Py_RETURN_NONE;
+    /* AAD = canonical {v, seq, kind, prev, epoch, space, author}: cut from the envelope */
+    uint8_t aad[256];
+    Py_ssize_t a = 0;
+    aad[a++] = 0xa7;
+    memcpy(aad + a, "\x61v\x01", 3);
+    a += 3;
+    memcpy(aad + a, e.seq_at, e.seq_end - e.seq_at);
+    a += e.seq_end - e.seq_at;
+    memcpy(aad + a, e.kind_at, e.epoch_end - e.kind_at);
+    a += e.epoch_end - e.kind_at;
+    memcpy(aad + a, e.space - 8, 8 + 32); /* "\x65space\x58\x20" + space */
+    a += 40;
+    memcpy(aad + a, e.author - 9, 9 + 32); /* "\x66author\x58\x20" + author */
+    a += 41;
+    Py_ssize_t size = e.ct_len - TAG_BYTES;
+    uint8_t stack[4096];
+    uint8_t *plain = size <= (Py_ssize_t)sizeof stack ? stack : PyMem_Malloc(size);
+    if (plain == NULL) Py_RETURN_NONE;
+    PyObject *out = NULL;
+    if (aead_decrypt(plain, NULL, NULL, e.ct, (unsigned long long)e.ct_len, aad,
+                     (unsigned long long)a, e.nonce, (const uint8_t *)PyBytes_AS_STRING(key))
+        == 0)
+        out = read_payload(plain, size);
+    if (plain != stack) PyMem_Free(plain);
+    if (out == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
+/* -- configure ------------------------------------------------------------------------ */
+static void *pointer_arg(PyObject *o) {
+    void *p = PyLong_AsVoidPtr(o);
+    if (p == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "null function pointer");
+    return p;
+}
+
+static int type_arg(PyObject *o, PyTypeObject **slot) {
+    if (!PyType_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "expected a type");
+        return -1;
+    }
+    Py_XSETREF(*slot, (PyTypeObject *)Py_NewRef(o));
+    return 0;
+}
+
+PyDoc_STRVAR(configure_doc,
+"configure(pointers, types, setters, kinds, version, limits)\n\n"
+"pointers: addresses of SHA256_Init, SHA256_Update, SHA256_Final and\n"
+"crypto_aead_xchacha20poly1305_ietf_decrypt; types: (Envelope, Payload, Op, Timestamp);\n"
+"setters: Envelope's 12 slot descriptors in field order; kinds: (Kind.DATA,\n"
+"Kind.CONTROL); limits: (envelope, payload, ops, coll chars, doc chars, field chars,\n"
+"hlc node bytes, hlc counter).");
+
+static PyObject *configure(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *pointers, *types, *setters, *kinds, *version, *limits;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OO!", &PyTuple_Type, &pointers, &PyTuple_Type, &types,
+                          &PyTuple_Type, &setters, &PyTuple_Type, &kinds, &version,
+                          &PyTuple_Type, &limits))
+        return NULL;
+    if (PyTuple_GET_SIZE(pointers) != 4 || PyTuple_GET_SIZE(types) != 4
+        || PyTuple_GET_SIZE(setters) != N_ENV_FIELDS || PyTuple_GET_SIZE(kinds) != 2
+        || PyTuple_GET_SIZE(limits) != 8) {
+        PyErr_SetString(PyExc_ValueError, "configure: wrong tuple sizes");
+        return NULL;
+    }
+    void *ptr[4];
+    for (int i = 0; i < 4; i++)
+        if ((ptr[i] = pointer_arg(PyTuple_GET_ITEM(pointers, i))) == NULL) return NULL;
+    for (int i = 0; i < N_ENV_FIELDS; i++) {
+        PyObject *d = PyTuple_GET_ITEM(setters, i);
+        if (Py_TYPE(d)->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "setter is not a data descriptor");
+            return NULL;
+        }
+    }
+    Py_ssize_t lim[8];
+    for (int i = 0; i < 8; i++)
+        if ((lim[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(limits, i))) < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "negative limit");
+            return NULL;
+        }
+    if (lim[2] > 256) {
+        PyErr_SetString(PyExc_ValueError, "at most 256 ops per delta supported");
+        return NULL;
+    }
+    if (type_arg(PyTuple_GET_ITEM(types, 0), &envelope_type) < 0
+        || type_arg(PyTuple_GET_ITEM(types, 1), &payload_type) < 0
+        || type_arg(PyTuple_GET_ITEM(types, 2), &op_type) < 0
+        || type_arg(PyTuple_GET_ITEM(types, 3), &timestamp_type) < 0)
+        return NULL;
+    for (int i = 0; i < N_ENV_FIELDS; i++)
+        Py_XSETREF(env_setters[i], Py_NewRef(PyTuple_GET_ITEM(setters, i)));
+    Py_XSETREF(kind_data, Py_NewRef(PyTuple_GET_ITEM(kinds, 0)));
+    Py_XSETREF(kind_control, Py_NewRef(PyTuple_GET_ITEM(kinds, 1)));
+    Py_XSETREF(version_obj, Py_NewRef(version));
+    max_envelope = lim[0];
+    max_payload = lim[1];
+    max_ops = lim[2];
+    max_coll = lim[3];
+    max_doc = lim[4];
+    max_field = lim[5];
+    max_node = lim[6];
+    max_counter = (unsigned long long)lim[7];
+    sha_init = (sha256_init_fn)ptr[0];
+    sha_update = (sha256_update_fn)ptr[1];
+    sha_final = (sha256_final_fn)ptr[2];
+    aead_decrypt = (aead_decrypt_fn)ptr[3];
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(sha256_doc, "sha256_digest(data) -> bytes: SHA-256 through the configured pointers.");
+
+static PyObject *sha256_digest(PyObject *Py_UNUSED(module), PyObject *data) {
+    Py_buffer view;
+    unsigned char out[32];
+    if (sha_init == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "not configured");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    sha256(view.buf, view.len, out);
+    PyBuffer_Release(&view);
+    return PyBytes_FromStringAndSize((const char *)out, 32);
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS, configure_doc},
+    {"decode_envelope", decode_envelope, METH_O,
+     "Envelope of canonical envelope bytes, or None (then the Python path decides)."},
+    {"open_payload", (PyCFunction)(void (*)(void))open_payload, METH_FASTCALL,
+     "Payload of a DATA envelope's raw bytes under a group key, or None (Python decides)."},
+    {"sha256_digest", sha256_digest, METH_O, sha256_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "mycelium._accel",
+    "Compiled twins of the ingest hot path (see mycelium/accel.py).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__accel(void) { return PyModule_Create(&module); }

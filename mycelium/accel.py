@@ -1,0 +1,111 @@
+"""Optional compiled twins of the ingest hot path (``mycelium/_accel.c``, docs/accel.md).
+
+``decode_envelope(raw)`` and ``open_payload(raw, key)`` return exactly what the Python
+reference path builds (:func:`mycelium.log.envelope._decode_fast`,
+``decode_payload(envelope.open(key))``) or None when unsure, and the caller then runs
+the Python path, which decides and names any error. Both are None here when the
+extension is not built, is disabled with ``MYCELIUM_NO_ACCEL=1``, or fails its self-test
+at import: Mycelium then runs on the pure-Python path, only slower.
+
+The extension calls the SHA-256 of the OpenSSL that :mod:`hashlib` loaded and the
+XChaCha20-Poly1305 of the libsodium that PyNaCl ships, through function pointers looked
+up here, so building it needs no crypto headers and it uses the same crypto code as the
+Python path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Why the compiled path is off (None when it is on, or not loaded yet).
+disabled_reason: str | None = None
+
+
+def _pointers() -> tuple[int, int, int, int]:
+    import _hashlib
+
+    from nacl._sodium import ffi, lib
+
+    crypto = ctypes.CDLL(_hashlib.__file__)  # dlsym also searches the libcrypto it links
+    sha = [ctypes.cast(getattr(crypto, name), ctypes.c_void_p).value
+           for name in ("SHA256_Init", "SHA256_Update", "SHA256_Final")]
+    aead = int(ffi.cast("uintptr_t", lib.crypto_aead_xchacha20poly1305_ietf_decrypt))
+    if not all(sha) or not aead:
+        raise OSError("crypto function pointers not found")
+    return sha[0] or 0, sha[1] or 0, sha[2] or 0, aead
+
+
+def _configure(ext: Any) -> None:
+    from mycelium.crdt.hlc import Timestamp
+    from mycelium.crdt.payload import Op, Payload
+    from mycelium.crypto import aead  # noqa: F401  (PyNaCl's import runs sodium_init)
+    from mycelium.log import limits
+    from mycelium.log.envelope import VERSION, Envelope, Kind
+
+    setters = tuple(getattr(Envelope, f.name) for f in fields(Envelope))
+    ext.configure(
+        _pointers(), (Envelope, Payload, Op, Timestamp), setters, (Kind.DATA, Kind.CONTROL),
+        VERSION,
+        (limits.MAX_ENVELOPE_BYTES, limits.MAX_PAYLOAD_BYTES, limits.MAX_OPS_PER_DELTA,
+         limits.MAX_COLLECTION_CHARS, limits.MAX_DOC_ID_CHARS, limits.MAX_FIELD_NAME_CHARS,
+         limits.MAX_HLC_NODE_BYTES, limits.MAX_HLC_COUNTER))
+    for sample in (b"", b"abc", bytes(range(256)) * 3):
+        if ext.sha256_digest(sample) != hashlib.sha256(sample).digest():
+            raise OSError("SHA-256 self-test failed")
+
+
+def _load() -> None:
+    global decode_envelope, open_payload, disabled_reason
+    if os.environ.get("MYCELIUM_NO_ACCEL"):
+        disabled_reason = "disabled by MYCELIUM_NO_ACCEL"
+        return
+    try:
+        from mycelium import _accel  # type: ignore[attr-defined]
+    except ImportError:
+        disabled_reason = "extension not built (pure-Python path)"
+        return
+    try:
+        _configure(_accel)
+    except (OSError, AttributeError, TypeError, ValueError) as exc:
+        disabled_reason = f"self-test failed: {exc}"
+        log.warning("compiled ingest path disabled: %s", exc)
+        return
+    decode_envelope, open_payload = _accel.decode_envelope, _accel.open_payload
+
+
+def _first_decode_envelope(data: bytes) -> Any:
+    """Loads the extension on first use (it needs modules that import this one)."""
+    _load_once()
+    return decode_envelope(data) if decode_envelope is not None else None
+
+
+def _first_open_payload(raw: bytes, key: bytes) -> Any:
+    _load_once()
+    return open_payload(raw, key) if open_payload is not None else None
+
+
+def _load_once() -> None:
+    global decode_envelope, open_payload
+    decode_envelope = open_payload = None
+    _load()
+
+
+#: Callers read these at call time: a trampoline until the first call, then the compiled
+#: function, or None when there is none (see the module docstring).
+decode_envelope: Callable[[bytes], Any] | None = _first_decode_envelope
+open_payload: Callable[[bytes, bytes], Any] | None = _first_open_payload
+
+
+def active() -> bool:
+    """Whether the compiled path is in use (loads it if that has not happened yet)."""
+    if decode_envelope is _first_decode_envelope:
+        _load_once()
+    return decode_envelope is not None
