@@ -494,15 +494,69 @@ fail:
     return NULL;
 }
 
+/* -- schema ------------------------------------------------------------------------- */
+/* Whether value fits a field spec (code, max_chars, minimum, maximum, choices) as
+ * FieldSpec.problem judges it: 1 yes, 0 no or unsure. Codes: 0 text, 1 int, 2 number,
+ * 3 bool (mycelium/crdt/schema.py, Registry.compiled). */
+static int value_fits(PyObject *spec, PyObject *value) {
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 5) return 0;
+    long code = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    PyObject *minimum = PyTuple_GET_ITEM(spec, 2), *maximum = PyTuple_GET_ITEM(spec, 3);
+    PyObject *choices = PyTuple_GET_ITEM(spec, 4);
+    if (code == 0) {
+        Py_ssize_t max_chars = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 1));
+        if (!PyUnicode_CheckExact(value) || max_chars < 0) return 0;
+        if (PyUnicode_GET_LENGTH(value) > max_chars) return 0;
+        return choices == Py_None || PySet_Contains(choices, value) == 1;
+    }
+    if (code == 3) return PyBool_Check(value);
+    if (code != 1 && code != 2) return 0;
+    if (PyFloat_CheckExact(value)) {
+        if (code == 1 || !isfinite(PyFloat_AS_DOUBLE(value))) return 0;
+    } else if (!PyLong_CheckExact(value)) {
+        return 0; /* bool is not an exact int */
+    }
+    if (minimum != Py_None && PyObject_RichCompareBool(value, minimum, Py_LT) != 0) return 0;
+    if (maximum != Py_None && PyObject_RichCompareBool(value, maximum, Py_GT) != 0) return 0;
+    return 1;
+}
+
+/* Every op of payload fits its collection's specs in table {coll: {field: spec}}. */
+static int payload_fits(PyObject *table, PyObject *payload) {
+    PyObject *specs = PyDict_GetItemWithError(table, PyTuple_GET_ITEM(payload, 0));
+    if (specs == NULL || !PyDict_CheckExact(specs)) return 0;
+    PyObject *ops = PyTuple_GET_ITEM(payload, 2);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ops); i++) {
+        PyObject *op = PyTuple_GET_ITEM(ops, i);
+        PyObject *name = PyTuple_GET_ITEM(op, 0);
+        if (name == Py_None) continue; /* a document delete */
+        PyObject *spec = PyDict_GetItemWithError(specs, name);
+        if (spec == NULL) return 0;
+        if (PyTuple_GET_ITEM(op, 2) == Py_False && !value_fits(spec, PyTuple_GET_ITEM(op, 1)))
+            return 0;
+    }
+    return 1;
+}
+
 /* -- open_payload --------------------------------------------------------------------- */
 static PyObject *open_payload(PyObject *Py_UNUSED(module), PyObject *const *args,
                               Py_ssize_t nargs) {
     layout e;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "open_payload(raw, key)");
+    if (nargs != 2 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "open_payload(raw, key[, schema, max_wall_ms])");
         return NULL;
     }
     PyObject *data = args[0], *key = args[1];
+    PyObject *table = nargs == 4 ? args[2] : NULL;
+    long long max_wall = 0;
+    if (table != NULL) {
+        if (!PyDict_CheckExact(table)) Py_RETURN_NONE;
+        max_wall = PyLong_AsLongLong(args[3]);
+        if (max_wall == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
     if (aead_decrypt == NULL || !PyBytes_CheckExact(data) || !PyBytes_CheckExact(key)
         || PyBytes_GET_SIZE(key) != KEY_BYTES)
         Py_RETURN_NONE;
@@ -532,11 +586,125 @@ static PyObject *open_payload(PyObject *Py_UNUSED(module), PyObject *const *args
         == 0)
         out = read_payload(plain, size);
     if (plain != stack) PyMem_Free(plain);
+    if (out != NULL && table != NULL) {
+        long long wall = PyLong_AsLongLong(PyTuple_GET_ITEM(PyTuple_GET_ITEM(out, 3), 0));
+        if (wall > max_wall || !payload_fits(table, out)) Py_CLEAR(out);
+    }
     if (out == NULL) {
         PyErr_Clear();
         Py_RETURN_NONE;
     }
     return out;
+}
+
+/* -- lww_apply ------------------------------------------------------------------------ */
+static PyObject *hex_of(PyObject *b) {
+    static const char digits[] = "0123456789abcdef";
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    const uint8_t *s = (const uint8_t *)PyBytes_AS_STRING(b);
+    PyObject *out = PyUnicode_New(2 * n, 127);
+    if (out == NULL) return NULL;
+    Py_UCS1 *d = PyUnicode_1BYTE_DATA(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        d[2 * i] = digits[s[i] >> 4];
+        d[2 * i + 1] = digits[s[i] & 15];
+    }
+    return out;
+}
+
+/* The wall clock of a stored entry [wall, counter, node, author, deleted, value]; -1 if
+ * it is not such an entry with a small non-negative wall (then Python decides). */
+static long long entry_wall(PyObject *entry) {
+    if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 6) return -1;
+    PyObject *w = PyList_GET_ITEM(entry, 0);
+    if (!PyLong_CheckExact(w)) return -1;
+    long long v = PyLong_AsLongLong(w);
+    if (v == -1 && PyErr_Occurred()) PyErr_Clear();
+    return v < 0 ? -1 : v;
+}
+
+PyDoc_STRVAR(lww_apply_doc,
+"lww_apply(fields, payload, author) -> bool | None\n\n"
+"DocState.apply for a document without a tombstone: True/False as the Python method\n"
+"returns, with fields updated the same way; None (fields untouched) when Python must\n"
+"decide: a document delete, a wall-clock tie with a held entry, anything unusual.");
+
+static PyObject *lww_apply(PyObject *Py_UNUSED(module), PyObject *const *args,
+                           Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "lww_apply(fields, payload, author)");
+        return NULL;
+    }
+    PyObject *fields = args[0], *payload = args[1], *author = args[2];
+    if (!PyDict_CheckExact(fields) || !PyTuple_Check(payload) || PyTuple_GET_SIZE(payload) != 4
+        || !PyBytes_CheckExact(author))
+        Py_RETURN_NONE;
+    PyObject *ops = PyTuple_GET_ITEM(payload, 2), *hlc = PyTuple_GET_ITEM(payload, 3);
+    if (!PyTuple_Check(ops) || !PyTuple_Check(hlc) || PyTuple_GET_SIZE(hlc) != 3)
+        Py_RETURN_NONE;
+    PyObject *wall = PyTuple_GET_ITEM(hlc, 0), *counter = PyTuple_GET_ITEM(hlc, 1);
+    PyObject *node = PyTuple_GET_ITEM(hlc, 2);
+    if (!PyLong_CheckExact(wall) || !PyLong_CheckExact(counter) || !PyBytes_CheckExact(node))
+        Py_RETURN_NONE;
+    long long w = PyLong_AsLongLong(wall);
+    Py_ssize_t n = PyTuple_GET_SIZE(ops);
+    if ((w == -1 && PyErr_Occurred()) || w < 0 || n > 32) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    /* pass 1: decide without touching fields */
+    int take[32];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *op = PyTuple_GET_ITEM(ops, i);
+        if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) != 3) Py_RETURN_NONE;
+        PyObject *name = PyTuple_GET_ITEM(op, 0);
+        if (!PyUnicode_CheckExact(name)) Py_RETURN_NONE; /* None: a document delete */
+        for (Py_ssize_t j = 0; j < i; j++) {
+            int same = PyUnicode_Compare(name, PyTuple_GET_ITEM(PyTuple_GET_ITEM(ops, j), 0));
+            if (same == 0 || PyErr_Occurred()) {
+                PyErr_Clear();
+                Py_RETURN_NONE;
+            }
+        }
+        PyObject *cur = PyDict_GetItemWithError(fields, name);
+        if (cur == NULL) {
+            if (PyErr_Occurred()) {
+                PyErr_Clear();
+                Py_RETURN_NONE;
+            }
+            take[i] = 1;
+            continue;
+        }
+        long long held = entry_wall(cur);
+        if (held < 0 || held == w) Py_RETURN_NONE;
+        take[i] = w > held;
+    }
+    /* pass 2: write the winners, as [wall, counter, node hex, author hex, deleted, value] */
+    PyObject *node_hex = NULL, *author_hex = NULL;
+    int changed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!take[i]) continue;
+        PyObject *op = PyTuple_GET_ITEM(ops, i);
+        if (node_hex == NULL && ((node_hex = hex_of(node)) == NULL
+                                 || (author_hex = hex_of(author)) == NULL))
+            goto error;
+        PyObject *entry = PyList_New(6);
+        if (entry == NULL) goto error;
+        PyObject *items[6] = {wall, counter, node_hex, author_hex, PyTuple_GET_ITEM(op, 2),
+                              PyTuple_GET_ITEM(op, 1)};
+        for (int k = 0; k < 6; k++) PyList_SET_ITEM(entry, k, Py_NewRef(items[k]));
+        int rc = PyDict_SetItem(fields, PyTuple_GET_ITEM(op, 0), entry);
+        Py_DECREF(entry);
+        if (rc < 0) goto error;
+        changed = 1;
+    }
+    Py_XDECREF(node_hex);
+    Py_XDECREF(author_hex);
+    return PyBool_FromLong(changed);
+error: /* out of memory half-way: a real error, not a "let Python decide" */
+    Py_XDECREF(node_hex);
+    Py_XDECREF(author_hex);
+    return NULL;
 }
 
 /* -- configure ------------------------------------------------------------------------ */
@@ -641,7 +809,9 @@ static PyMethodDef methods[] = {
     {"decode_envelope", decode_envelope, METH_O,
      "Envelope of canonical envelope bytes, or None (then the Python path decides)."},
     {"open_payload", (PyCFunction)(void (*)(void))open_payload, METH_FASTCALL,
-     "Payload of a DATA envelope's raw bytes under a group key, or None (Python decides)."},
+     "open_payload(raw, key[, schema, max_wall_ms]): Payload of a DATA envelope under a\n"
+     "group key (that fits schema and is not ahead of max_wall_ms), or None (Python decides)."},
+    {"lww_apply", (PyCFunction)(void (*)(void))lww_apply, METH_FASTCALL, lww_apply_doc},
     {"sha256_digest", sha256_digest, METH_O, sha256_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -1,9 +1,16 @@
 """Optional compiled twins of the ingest hot path (``mycelium/_accel.c``, docs/accel.md).
 
-``decode_envelope(raw)`` and ``open_payload(raw, key)`` return exactly what the Python
-reference path builds (:func:`mycelium.log.envelope._decode_fast`,
-``decode_payload(envelope.open(key))``) or None when unsure, and the caller then runs
-the Python path, which decides and names any error. Both are None here when the
+Each returns exactly what its Python reference returns, or None when unsure, and the
+caller then runs the Python path, which decides and names any error:
+
+* ``decode_envelope(raw)``: :func:`mycelium.log.envelope._decode_fast`;
+* ``open_payload(raw, key[, schema, max_wall_ms])``: ``decode_payload(envelope.open(key))``
+  and, given ``schema`` (:meth:`mycelium.crdt.schema.Registry.compiled`), the schema check
+  and the clock-drift rule (``hlc.wall_ms <= max_wall_ms``);
+* ``lww_apply(fields, payload, author)``: :meth:`mycelium.crdt.doc.DocState.apply` on a
+  document without a tombstone.
+
+All are None here when the
 extension is not built, is disabled with ``MYCELIUM_NO_ACCEL=1``, or fails its self-test
 at import: Mycelium then runs on the pure-Python path, only slower.
 
@@ -63,7 +70,7 @@ def _configure(ext: Any) -> None:
 
 
 def _load() -> None:
-    global decode_envelope, open_payload, disabled_reason
+    global decode_envelope, open_payload, lww_apply, disabled_reason
     if os.environ.get("MYCELIUM_NO_ACCEL"):
         disabled_reason = "disabled by MYCELIUM_NO_ACCEL"
         return
@@ -79,33 +86,35 @@ def _load() -> None:
         log.warning("compiled ingest path disabled: %s", exc)
         return
     decode_envelope, open_payload = _accel.decode_envelope, _accel.open_payload
+    lww_apply = _accel.lww_apply
 
 
-def _first_decode_envelope(data: bytes) -> Any:
-    """Loads the extension on first use (it needs modules that import this one)."""
-    _load_once()
-    return decode_envelope(data) if decode_envelope is not None else None
-
-
-def _first_open_payload(raw: bytes, key: bytes) -> Any:
-    _load_once()
-    return open_payload(raw, key) if open_payload is not None else None
+def _trampoline(name: str) -> Callable[..., Any]:
+    """Stands in for compiled function ``name`` until the first call, which loads the
+    extension (it needs modules that import this one, so not at import time)."""
+    def first_call(*args: Any) -> Any:
+        _load_once()
+        compiled = globals()[name]
+        return compiled(*args) if compiled is not None else None
+    return first_call
 
 
 def _load_once() -> None:
-    global decode_envelope, open_payload
-    decode_envelope = open_payload = None
+    global decode_envelope, open_payload, lww_apply
+    decode_envelope = open_payload = lww_apply = None
     _load()
 
 
 #: Callers read these at call time: a trampoline until the first call, then the compiled
 #: function, or None when there is none (see the module docstring).
-decode_envelope: Callable[[bytes], Any] | None = _first_decode_envelope
-open_payload: Callable[[bytes, bytes], Any] | None = _first_open_payload
+decode_envelope: Callable[[bytes], Any] | None = _trampoline("decode_envelope")
+open_payload: Callable[..., Any] | None = _trampoline("open_payload")
+lww_apply: Callable[[dict[str, Any], Any, bytes], bool | None] | None = _trampoline("lww_apply")
+_LOADER = decode_envelope
 
 
 def active() -> bool:
     """Whether the compiled path is in use (loads it if that has not happened yet)."""
-    if decode_envelope is _first_decode_envelope:
+    if decode_envelope is _LOADER:
         _load_once()
     return decode_envelope is not None

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mycelium import accel
 from mycelium.codec import cbor
 from mycelium.crdt.payload import Payload, PayloadError
 from mycelium.errors import MyceliumError
@@ -43,6 +44,11 @@ class DocState:
 
     def apply(self, payload: Payload, author: bytes) -> bool:
         """Merge one delta; returns True if the visible state may have changed."""
+        compiled = accel.lww_apply  # the same merge in C, for the common case
+        if compiled is not None and self.tomb is None:
+            changed = compiled(self.fields, payload, author)
+            if changed is not None:
+                return changed
         wall, counter, node = payload.hlc
         stamp: Stamp = [wall, counter, node.hex(), author.hex()]
         if payload.deletes_doc:

@@ -103,12 +103,30 @@ class Collection:
                 raise SchemaError(f"field {name!r}: {problem}")
 
 
+#: ``FieldSpec.type`` as the compiled schema check numbers it (mycelium/_accel.c).
+_TYPE_CODES = {"text": 0, "int": 1, "number": 2, "bool": 3}
+CompiledSchema = dict[str, dict[str, tuple[Any, ...]]]
+
+
 class Registry:
     """The collections a node knows, by name."""
 
     def __init__(self, collections: list[Collection]) -> None:
         self._by_name = {c.name: c for c in collections}
         self._indexed = {c.name: c.indexed for c in collections}
+        self._compiled: dict[str, CompiledSchema] = {}
+
+    def compiled(self, space_kind: SpaceKind) -> CompiledSchema:
+        """The collections allowed in ``space_kind`` as plain data for the compiled check
+        (``{coll: {field: (type code, max_chars, minimum, maximum, choices)}}``); the
+        compiled check passes exactly what :meth:`check` passes, or defers to it."""
+        table = self._compiled.get(space_kind)
+        if table is None:
+            table = self._compiled[space_kind] = {
+                c.name: {name: (_TYPE_CODES[f.type], f.max_chars, f.minimum, f.maximum,
+                                f.choices) for name, f in c.fields.items()}
+                for c in self._by_name.values() if space_kind in c.space_kinds}
+        return table
 
     def indexed(self, name: str) -> frozenset[str]:
         """Indexed fields of a collection (empty for unknown ones); precomputed."""
