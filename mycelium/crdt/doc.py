@@ -49,6 +49,10 @@ class DocState:
             changed = compiled(self.fields, payload, author)
             if changed is not None:
                 return changed
+        return self._apply(payload, author)
+
+    def _apply(self, payload: Payload, author: bytes) -> bool:
+        """:meth:`apply` in Python: the reference, and the path for every rare case."""
         wall, counter, node = payload.hlc
         stamp: Stamp = [wall, counter, node.hex(), author.hex()]
         if payload.deletes_doc:

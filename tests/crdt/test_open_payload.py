@@ -161,3 +161,50 @@ def test_values_and_stamps_keep_their_types() -> None:
     # a big negative int (beyond int64) and an array value are left to Python
     for value in (-(2**63) - 1, [1, 2], {"k": 1}):
         _check(_sealed(cbor2.dumps(_one_field(ops=[{"field": "a", "value": value}]))))
+
+
+def _python_checked(env: Envelope, now: int, kind: str) -> Any:
+    """What Soil's _open_data does: decode, schema check, drift rule."""
+    from mycelium.crdt.hlc import HLC
+    from mycelium.market.collections import REGISTRY
+
+    try:
+        p = payloads.decode_payload(env.open(KEY))
+        REGISTRY.check(p, kind)  # type: ignore[arg-type]
+        HLC(b"me").check(p.hlc, now)
+        return p
+    except MyceliumError as exc:
+        return exc.reason
+
+
+product_values = st.one_of(st.text(max_size=210), st.integers(-3, 10**13), st.booleans(),
+                           st.floats(-1, 2e9), st.sampled_from(["available", "sold", "lost"]),
+                           st.none(), st.just(float("nan")), st.just(float("inf")))
+product_fields = st.sampled_from(["title", "quantity", "status", "price", "unit", "currency",
+                                  "created_ms", "nope"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(coll=st.sampled_from(["products", "diary", "health", "unknown"]),
+       fields=st.dictionaries(product_fields, product_values, min_size=1, max_size=4),
+       wall=st.integers(0, 10**6), kind=st.sampled_from(["community", "personal"]))
+def test_schema_and_drift_checks_equal_the_python_ones(coll: str, fields: dict[str, Any],
+                                                       wall: int, kind: str) -> None:
+    from mycelium.log.limits import MAX_CLOCK_DRIFT_MS
+    from mycelium.market.collections import REGISTRY
+
+    body = cbor2.dumps({"coll": coll, "doc": "d", "hlc": [wall, 0, b"n"],
+                        "ops": [{"field": k, "del": True} if v is None else
+                                {"field": k, "value": v} for k, v in sorted(fields.items())]},
+                       canonical=True)
+    env = _sealed(body)
+    now = 500_000 - MAX_CLOCK_DRIFT_MS  # walls beyond 500_000 are too far ahead
+    compiled = accel.open_payload(env.raw, KEY, REGISTRY.compiled(kind),  # type: ignore[misc]
+                                  now + MAX_CLOCK_DRIFT_MS)
+    python = _python_checked(env, now, kind)
+    if compiled is None:
+        # deferring is only allowed where the Python path refuses (or sees a float NaN)
+        assert not isinstance(python, payloads.Payload), python
+        return
+    assert isinstance(python, payloads.Payload), python
+    assert _shape(compiled) == _shape(python)
