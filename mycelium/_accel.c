@@ -707,6 +707,314 @@ error: /* out of memory half-way: a real error, not a "let Python decide" */
     return NULL;
 }
 
+/* -- stored document states ------------------------------------------------------- */
+/* The store's own rows {"f": {name: [wall, counter, node, author, deleted, value]},
+ * "t": null / [wall, counter, node, author]} (mycelium/crdt/doc.py), written as libipld's
+ * DAG-CBOR. load_state reads what DocState.decode reads; state_row writes exactly the
+ * bytes libipld writes. Both defer (None) on anything else. */
+static PyTypeObject *doc_state_type;
+static PyObject *doc_setters[2]; /* fields, tomb */
+
+/* Any CBOR value that is a scalar, array or text-keyed map (as cbor2 decodes it). */
+static PyObject *read_value(reader *r, int depth) {
+    if (r->p >= r->end || depth > 8) return NULL;
+    int major = *r->p >> 5;
+    if (major != 4 && major != 5) return read_scalar(r);
+    uint64_t n;
+    if (read_head(r, &major, &n, 0) < 0 || n > (uint64_t)(r->end - r->p)) return NULL;
+    if (major == 4) {
+        PyObject *list = PyList_New((Py_ssize_t)n);
+        if (list == NULL) return NULL;
+        for (Py_ssize_t i = 0; i < (Py_ssize_t)n; i++) {
+            PyObject *item = read_value(r, depth + 1);
+            if (item == NULL) {
+                Py_DECREF(list);
+                return NULL;
+            }
+            PyList_SET_ITEM(list, i, item);
+        }
+        return list;
+    }
+    PyObject *dict = PyDict_New();
+    if (dict == NULL) return NULL;
+    for (uint64_t i = 0; i < n; i++) {
+        const uint8_t *k;
+        Py_ssize_t kn;
+        PyObject *key = NULL, *value = NULL;
+        if (read_key(r, &k, &kn) < 0 || (key = text_of(k, kn, 1)) == NULL
+            || (value = read_value(r, depth + 1)) == NULL || PyDict_SetItem(dict, key, value) < 0
+            || PyDict_GET_SIZE(dict) != (Py_ssize_t)i + 1) { /* a key twice: Python decides */
+            Py_XDECREF(key);
+            Py_XDECREF(value);
+            Py_DECREF(dict);
+            return NULL;
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+    }
+    return dict;
+}
+
+static int is_stamp_part(PyObject *entry, int text_from) {
+    for (int i = 0; i < 4; i++) {
+        PyObject *x = PyList_GET_ITEM(entry, i);
+        if (i < text_from ? !PyLong_CheckExact(x) : !PyUnicode_CheckExact(x)) return 0;
+    }
+    return 1;
+}
+
+/* The live values of the fields in indexed (a frozenset), in its iteration order, as
+ * DocState.values_of builds them. */
+static PyObject *values_of(PyObject *fields, PyObject *indexed) {
+    PyObject *out = PyDict_New(), *it = out ? PyObject_GetIter(indexed) : NULL, *name;
+    if (it == NULL) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    while ((name = PyIter_Next(it)) != NULL) {
+        PyObject *entry = PyDict_GetItemWithError(fields, name);
+        int rc = 0;
+        if (entry != NULL && PyList_CheckExact(entry) && PyList_GET_SIZE(entry) == 6) {
+            int deleted = PyObject_IsTrue(PyList_GET_ITEM(entry, 4));
+            rc = deleted < 0 ? -1 : deleted ? 0 : PyDict_SetItem(out, name, PyList_GET_ITEM(entry, 5));
+        } else if (entry != NULL || PyErr_Occurred()) {
+            rc = -1;
+        }
+        Py_DECREF(name);
+        if (rc < 0) break;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) Py_CLEAR(out);
+    return out;
+}
+
+PyDoc_STRVAR(load_state_doc,
+"load_state(body, indexed) -> (DocState, values) | None\n\n"
+"DocState.decode(body) and its values_of(indexed), or None (then Python decides).");
+
+static PyObject *load_state(PyObject *Py_UNUSED(module), PyObject *const *args,
+                            Py_ssize_t nargs) {
+    if (nargs != 2 || doc_state_type == NULL || !PyBytes_CheckExact(args[0])) Py_RETURN_NONE;
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    reader r = {data, data + PyBytes_GET_SIZE(args[0])};
+    PyObject *fields = NULL, *tomb = NULL, *state = NULL, *values = NULL;
+    if (EXPECT(&r, "\xa2\x61" "f") < 0) goto defer;
+    if (r.p >= r.end || (*r.p >> 5) != 5 || (fields = read_value(&r, 0)) == NULL) goto defer;
+    if (EXPECT(&r, "\x61t") < 0) goto defer;
+    if (r.p < r.end && *r.p == 0xf6) {
+        tomb = Py_NewRef(Py_None);
+        r.p++;
+    } else if ((tomb = read_value(&r, 0)) == NULL || !PyList_CheckExact(tomb)
+               || PyList_GET_SIZE(tomb) != 4 || !is_stamp_part(tomb, 2)) {
+        goto defer;
+    }
+    if (r.p != r.end) goto defer;
+    Py_ssize_t pos = 0;
+    PyObject *key, *entry;
+    while (PyDict_Next(fields, &pos, &key, &entry)) /* only hex stamps: old rows are Python's */
+        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 6 || !is_stamp_part(entry, 2))
+            goto defer;
+    if ((values = values_of(fields, args[1])) == NULL) goto defer;
+    if ((state = doc_state_type->tp_alloc(doc_state_type, 0)) == NULL) goto defer;
+    if (Py_TYPE(doc_setters[0])->tp_descr_set(doc_setters[0], state, fields) < 0
+        || Py_TYPE(doc_setters[1])->tp_descr_set(doc_setters[1], state, tomb) < 0)
+        goto defer;
+    Py_DECREF(fields);
+    Py_DECREF(tomb);
+    PyObject *out = PyTuple_Pack(2, state, values);
+    Py_DECREF(state);
+    Py_DECREF(values);
+    if (out == NULL) PyErr_Clear();
+    return out != NULL ? out : Py_NewRef(Py_None);
+defer:
+    Py_XDECREF(fields);
+    Py_XDECREF(tomb);
+    Py_XDECREF(state);
+    Py_XDECREF(values);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+/* A growing output buffer. */
+typedef struct {
+    uint8_t *buf;
+    Py_ssize_t len, cap;
+} writer;
+
+static int put(writer *w, const void *data, Py_ssize_t n) {
+    if (w->len + n > w->cap) {
+        Py_ssize_t cap = (w->cap + n) * 2;
+        uint8_t *grown = PyMem_Realloc(w->buf, cap);
+        if (grown == NULL) return -1;
+        w->buf = grown;
+        w->cap = cap;
+    }
+    memcpy(w->buf + w->len, data, n);
+    w->len += n;
+    return 0;
+}
+
+static int put_head(writer *w, int major, uint64_t arg) {
+    uint8_t h[9];
+    int n;
+    if (arg < 24) {
+        h[0] = (uint8_t)(major << 5 | arg);
+        n = 1;
+    } else {
+        int width = arg < 0x100 ? 1 : arg < 0x10000 ? 2 : arg < 0x100000000ULL ? 4 : 8;
+        h[0] = (uint8_t)(major << 5 | (width == 1 ? 24 : width == 2 ? 25 : width == 4 ? 26 : 27));
+        for (int i = 0; i < width; i++) h[1 + i] = (uint8_t)(arg >> (8 * (width - 1 - i)));
+        n = 1 + width;
+    }
+    return put(w, h, n);
+}
+
+static int put_text(writer *w, PyObject *s) {
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (u == NULL) return -1;
+    return put_head(w, 3, (uint64_t)n) < 0 ? -1 : put(w, u, n);
+}
+
+typedef struct {
+    const char *utf8;
+    Py_ssize_t len;
+    PyObject *key, *value;
+} map_item;
+
+/* DAG-CBOR key order: shorter first, then bytewise. */
+static int key_before(const map_item *a, const map_item *b) {
+    if (a->len != b->len) return a->len < b->len;
+    return memcmp(a->utf8, b->utf8, a->len) < 0;
+}
+
+/* Encode as libipld.encode_dag_cbor does; -1 for anything it would refuse or that is not
+ * plain data (then the Python path encodes, through libipld or cbor2). */
+static int put_value(writer *w, PyObject *v, int depth) {
+    if (depth > 8) return -1;
+    if (v == Py_None) return put(w, "\xf6", 1);
+    if (v == Py_True) return put(w, "\xf5", 1);
+    if (v == Py_False) return put(w, "\xf4", 1);
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow > 0) {
+            unsigned long long u = PyLong_AsUnsignedLongLong(v);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+            return put_head(w, 0, u);
+        }
+        if (overflow < 0 || (x == -1 && PyErr_Occurred())) return -1;
+        return x >= 0 ? put_head(w, 0, (uint64_t)x) : put_head(w, 1, (uint64_t)(-1 - x));
+    }
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        if (!isfinite(d) || (d == 0.0 && signbit(d))) return -1;
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        uint8_t out[9] = {0xfb};
+        for (int i = 0; i < 8; i++) out[1 + i] = (uint8_t)(bits >> (8 * (7 - i)));
+        return put(w, out, 9);
+    }
+    if (PyUnicode_CheckExact(v)) return put_text(w, v);
+    if (PyList_CheckExact(v)) {
+        Py_ssize_t n = PyList_GET_SIZE(v);
+        if (put_head(w, 4, (uint64_t)n) < 0) return -1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (put_value(w, PyList_GET_ITEM(v, i), depth + 1) < 0) return -1;
+        return 0;
+    }
+    if (PyDict_CheckExact(v)) {
+        Py_ssize_t n = PyDict_GET_SIZE(v), pos = 0, i = 0;
+        if (n > 64) return -1;
+        map_item items[64];
+        PyObject *key, *value;
+        while (PyDict_Next(v, &pos, &key, &value)) {
+            if (!PyUnicode_CheckExact(key)) return -1;
+            items[i].utf8 = PyUnicode_AsUTF8AndSize(key, &items[i].len);
+            if (items[i].utf8 == NULL) return -1;
+            items[i].key = key;
+            items[i].value = value;
+            for (Py_ssize_t j = i; j > 0 && key_before(&items[j], &items[j - 1]); j--) {
+                map_item t = items[j];
+                items[j] = items[j - 1];
+                items[j - 1] = t;
+            }
+            i++;
+        }
+        if (put_head(w, 5, (uint64_t)n) < 0) return -1;
+        for (i = 0; i < n; i++)
+            if (put_head(w, 3, (uint64_t)items[i].len) < 0
+                || put(w, items[i].utf8, items[i].len) < 0
+                || put_value(w, items[i].value, depth + 1) < 0)
+                return -1;
+        return 0;
+    }
+    return -1; /* bytes (libipld may write a CID), tuples, anything else */
+}
+
+/* Whether the bytes 0xfb and eight zeros (a float +0.0) occur anywhere in buf. */
+static int has_float_zero(const uint8_t *buf, Py_ssize_t len) {
+    static const uint8_t zero[8];
+    for (Py_ssize_t i = 0; i + 9 <= len; i++)
+        if (buf[i] == 0xfb && memcmp(buf + i + 1, zero, 8) == 0) return 1;
+    return 0;
+}
+
+PyDoc_STRVAR(state_row_doc,
+"state_row(fields, tomb, indexed) -> (live, body, values) | None\n\n"
+"DocState(fields, tomb): its live flag, encode() and values_of(indexed), or None.");
+
+static PyObject *state_row(PyObject *Py_UNUSED(module), PyObject *const *args,
+                           Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_CheckExact(args[0])) Py_RETURN_NONE;
+    PyObject *fields = args[0], *tomb = args[1];
+    int live = 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *entry;
+    while (PyDict_Next(fields, &pos, &key, &entry)) {
+        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 6) Py_RETURN_NONE;
+        int deleted = PyObject_IsTrue(PyList_GET_ITEM(entry, 4));
+        if (deleted < 0) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        live |= !deleted;
+    }
+    writer w = {NULL, 0, 0};
+    int rc = put(&w, "\xa2\x61" "f", 3);
+    if (rc == 0) rc = put_value(&w, fields, 0);
+    if (rc == 0) rc = put(&w, "\x61t", 2);
+    if (rc == 0) rc = put_value(&w, tomb, 0);
+    /* encode_stored hands output holding these bytes to cbor2 (libipld's -0.0): so do we */
+    if (rc == 0 && has_float_zero(w.buf, w.len)) rc = -1;
+    PyObject *body = rc == 0 ? PyBytes_FromStringAndSize((const char *)w.buf, w.len) : NULL;
+    PyMem_Free(w.buf);
+    PyObject *values = body != NULL ? values_of(fields, args[2]) : NULL;
+    PyObject *out = values != NULL ? PyTuple_Pack(3, live ? Py_True : Py_False, body, values)
+                                   : NULL;
+    Py_XDECREF(body);
+    Py_XDECREF(values);
+    if (out == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
+static PyObject *configure_docs(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *type, *fields_setter, *tomb_setter;
+    if (!PyArg_ParseTuple(args, "O!OO", &PyType_Type, &type, &fields_setter, &tomb_setter))
+        return NULL;
+    if (Py_TYPE(fields_setter)->tp_descr_set == NULL || Py_TYPE(tomb_setter)->tp_descr_set == NULL) {
+        PyErr_SetString(PyExc_TypeError, "setters must be data descriptors");
+        return NULL;
+    }
+    Py_XSETREF(doc_state_type, (PyTypeObject *)Py_NewRef(type));
+    Py_XSETREF(doc_setters[0], Py_NewRef(fields_setter));
+    Py_XSETREF(doc_setters[1], Py_NewRef(tomb_setter));
+    Py_RETURN_NONE;
+}
+
 /* -- configure ------------------------------------------------------------------------ */
 static void *pointer_arg(PyObject *o) {
     void *p = PyLong_AsVoidPtr(o);
@@ -812,6 +1120,10 @@ static PyMethodDef methods[] = {
      "open_payload(raw, key[, schema, max_wall_ms]): Payload of a DATA envelope under a\n"
      "group key (that fits schema and is not ahead of max_wall_ms), or None (Python decides)."},
     {"lww_apply", (PyCFunction)(void (*)(void))lww_apply, METH_FASTCALL, lww_apply_doc},
+    {"load_state", (PyCFunction)(void (*)(void))load_state, METH_FASTCALL, load_state_doc},
+    {"state_row", (PyCFunction)(void (*)(void))state_row, METH_FASTCALL, state_row_doc},
+    {"configure_docs", configure_docs, METH_VARARGS,
+     "configure_docs(DocState, fields descriptor, tomb descriptor)"},
     {"sha256_digest", sha256_digest, METH_O, sha256_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -8,7 +8,10 @@ caller then runs the Python path, which decides and names any error:
   and, given ``schema`` (:meth:`mycelium.crdt.schema.Registry.compiled`), the schema check
   and the clock-drift rule (``hlc.wall_ms <= max_wall_ms``);
 * ``lww_apply(fields, payload, author)``: :meth:`mycelium.crdt.doc.DocState.apply` on a
-  document without a tombstone.
+  document without a tombstone;
+* ``load_state(body, indexed)``: ``(DocState.decode(body), state.values_of(indexed))``;
+* ``state_row(fields, tomb, indexed)``: ``(state.live, state.encode(),
+  state.values_of(indexed))`` of ``DocState(fields, tomb)``.
 
 All are None here when the
 extension is not built, is disabled with ``MYCELIUM_NO_ACCEL=1``, or fails its self-test
@@ -51,6 +54,7 @@ def _pointers() -> tuple[int, int, int, int]:
 
 
 def _configure(ext: Any) -> None:
+    from mycelium.crdt.doc import DocState
     from mycelium.crdt.hlc import Timestamp
     from mycelium.crdt.payload import Op, Payload
     from mycelium.crypto import aead  # noqa: F401  (PyNaCl's import runs sodium_init)
@@ -64,13 +68,14 @@ def _configure(ext: Any) -> None:
         (limits.MAX_ENVELOPE_BYTES, limits.MAX_PAYLOAD_BYTES, limits.MAX_OPS_PER_DELTA,
          limits.MAX_COLLECTION_CHARS, limits.MAX_DOC_ID_CHARS, limits.MAX_FIELD_NAME_CHARS,
          limits.MAX_HLC_NODE_BYTES, limits.MAX_HLC_COUNTER))
+    ext.configure_docs(DocState, DocState.fields, DocState.tomb)  # type: ignore[attr-defined]
     for sample in (b"", b"abc", bytes(range(256)) * 3):
         if ext.sha256_digest(sample) != hashlib.sha256(sample).digest():
             raise OSError("SHA-256 self-test failed")
 
 
 def _load() -> None:
-    global decode_envelope, open_payload, lww_apply, disabled_reason
+    global decode_envelope, open_payload, lww_apply, load_state, state_row, disabled_reason
     if os.environ.get("MYCELIUM_NO_ACCEL"):
         disabled_reason = "disabled by MYCELIUM_NO_ACCEL"
         return
@@ -86,7 +91,7 @@ def _load() -> None:
         log.warning("compiled ingest path disabled: %s", exc)
         return
     decode_envelope, open_payload = _accel.decode_envelope, _accel.open_payload
-    lww_apply = _accel.lww_apply
+    lww_apply, load_state, state_row = _accel.lww_apply, _accel.load_state, _accel.state_row
 
 
 def _trampoline(name: str) -> Callable[..., Any]:
@@ -100,8 +105,8 @@ def _trampoline(name: str) -> Callable[..., Any]:
 
 
 def _load_once() -> None:
-    global decode_envelope, open_payload, lww_apply
-    decode_envelope = open_payload = lww_apply = None
+    global decode_envelope, open_payload, lww_apply, load_state, state_row
+    decode_envelope = open_payload = lww_apply = load_state = state_row = None
     _load()
 
 
@@ -110,6 +115,8 @@ def _load_once() -> None:
 decode_envelope: Callable[[bytes], Any] | None = _trampoline("decode_envelope")
 open_payload: Callable[..., Any] | None = _trampoline("open_payload")
 lww_apply: Callable[[dict[str, Any], Any, bytes], bool | None] | None = _trampoline("lww_apply")
+load_state: Callable[[bytes, frozenset[str]], Any] | None = _trampoline("load_state")
+state_row: Callable[[dict[str, Any], Any, frozenset[str]], Any] | None = _trampoline("state_row")
 _LOADER = decode_envelope
 
 

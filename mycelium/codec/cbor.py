@@ -56,16 +56,23 @@ def encode_ordered(value: dict[str, Any]) -> bytes:
         raise CodecError(f"cannot encode value as CBOR: {exc}") from exc
 
 
+#: libipld writes -0.0 as this (+0.0): any output containing these bytes is written by
+#: cbor2 instead, which keeps the sign (a false alarm only costs the slower encoder).
+_FLOAT_ZERO = b"\xfb" + bytes(8)
+
+
 def encode_stored(value: Any) -> bytes:
     """Encode state the node keeps for itself (never sent, signed or hashed): DAG-CBOR via
     libipld, ~6x faster than cbor2, for values of text, numbers, booleans, null, lists
-    and text-keyed maps. What DAG-CBOR cannot carry (integers beyond 64 bits, NaN) is
+    and text-keyed maps. What DAG-CBOR cannot carry (integers beyond 64 bits, NaN, -0.0) is
     written by cbor2 instead; :func:`decode_stored` reads both.
 
     Callers store no byte strings this way: libipld's encoder may write one as a CID
     (tag 42), which only libipld decodes back to the same bytes."""
     try:
-        return libipld.encode_dag_cbor(value)
+        out = libipld.encode_dag_cbor(value)
+        if _FLOAT_ZERO not in out:
+            return out
     except _FAST_ERRORS:
         pass
     try:

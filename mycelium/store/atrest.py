@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
+from mycelium import accel
 from mycelium.codec import cbor
 from mycelium.crdt.doc import DocState
 from mycelium.crypto import aead
@@ -53,6 +55,32 @@ class DocCodec:
         nonce = aead.new_nonce()
         inner = cbor.encode({"id": doc, "s": body})
         return nonce + aead.encrypt(self.storage_key, nonce, inner, self._aad(coll, doc))
+
+    def row(self, coll: str, doc: str, state: DocState,
+            indexed: frozenset[str]) -> tuple[bool, bytes, dict[str, Any] | None]:
+        """``(live, body, indexed values)`` of a document row in one pass (values are None
+        for sealed spaces, which keep no plaintext index); compiled when it can be."""
+        if self.storage_key is None:
+            compiled = accel.state_row
+            if compiled is not None:
+                done = compiled(state.fields, state.tomb, indexed)
+                if done is not None:
+                    return done  # type: ignore[no-any-return]
+            return state.live, state.encode(), state.values_of(indexed)
+        return state.live, self.seal(coll, doc, state), None
+
+    def open_indexed(self, coll: str, doc: str, body: bytes,
+                     indexed: frozenset[str]) -> tuple[DocState, dict[str, Any] | None]:
+        """:meth:`open` plus the state's indexed values (None for sealed spaces)."""
+        if self.storage_key is None:
+            compiled = accel.load_state
+            if compiled is not None:
+                done = compiled(body, indexed)
+                if done is not None:
+                    return done  # type: ignore[no-any-return]
+            state = DocState.decode(body)
+            return state, state.values_of(indexed)
+        return self.open(coll, doc, body), None
 
     def open(self, coll: str, doc: str, body: bytes) -> DocState:
         if self.storage_key is None:

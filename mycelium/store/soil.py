@@ -568,8 +568,10 @@ class Soil:
             if wanted is None:
                 wanted = by_coll[ck] = {}
             wanted[dk] = key
+        fresh_values = None if codec.sealed else {}
         for ck, wanted in by_coll.items():
             doc_keys = list(wanted)
+            indexed = self.registry.indexed(next(iter(wanted.values()))[0])
             for i in range(0, len(doc_keys), 500):
                 chunk = doc_keys[i:i + 500]
                 marks = ",".join("?" * len(chunk))
@@ -577,21 +579,18 @@ class Soil:
                         f"SELECT doc, body FROM docs WHERE space=? AND coll=? AND doc IN ({marks})",
                         (work.space, ck, *chunk)):
                     key = wanted[dk]
-                    self._loaded(work, mem, key, codec.open(*key, bytes(body)))
+                    self._loaded(work, key, *codec.open_indexed(*key, bytes(body), indexed))
             for key in wanted.values():
                 if key not in work.docs:
-                    self._loaded(work, mem, key, DocState())
+                    self._loaded(work, key, DocState(), fresh_values)
 
-    def _loaded(self, work: _Work, mem: _SpaceMem, key: tuple[str, str], state: DocState) -> None:
+    def _loaded(self, work: _Work, key: tuple[str, str], state: DocState,
+                values: dict[str, Any] | None) -> None:
         """Register the state of document ``key = (coll, doc)`` read in this transaction
-        (and its indexed values)."""
+        and its indexed values (None in sealed spaces, which have no plaintext index)."""
         work.docs[key] = state
-        if not mem.codec.sealed:
-            work.indexed_before[key] = self._index_values(key[0], state) if state.fields else {}
-
-    def _index_values(self, coll: str, state: DocState) -> dict[str, Any]:
-        """The document's live values of its collection's indexed fields."""
-        return state.values_of(self.registry.indexed(coll))
+        if values is not None:
+            work.indexed_before[key] = values
 
     def _defer(self, work: _Work, mem: _SpaceMem, env: Envelope, reason: str,
                fresh: bool) -> str:
@@ -630,8 +629,11 @@ class Soil:
         codec = mem.codec
         row = self.conn.execute("SELECT body FROM docs WHERE space=? AND coll=? AND doc=?",
                                 (work.space, *codec.row_keys(*key))).fetchone()
-        state = codec.open(*key, bytes(row[0])) if row is not None else DocState()
-        self._loaded(work, mem, key, state)
+        if row is None:
+            state, values = DocState(), (None if codec.sealed else {})
+        else:
+            state, values = codec.open_indexed(*key, bytes(row[0]), self.registry.indexed(key[0]))
+        self._loaded(work, key, state, values)
         return state
 
     # -- writing a transaction ------------------------------------------------------
@@ -661,17 +663,15 @@ class Soil:
         rows: list[tuple[Any, ...]] = []
         stale: list[tuple[Any, ...]] = []
         fresh: list[tuple[Any, ...]] = []
+        indexed = self.registry.indexed
         for key, delta_id in work.dirty.items():
             coll, doc = key
-            state = docs[key]
-            live = state.live
-            rows.append((space, *codec.row_keys(coll, doc), int(live),
-                         codec.seal(coll, doc, state)))
+            live, body, new = codec.row(coll, doc, docs[key], indexed(coll))
+            rows.append((space, *codec.row_keys(coll, doc), int(live), body))
             work.changes.append(Change(space, coll, doc, delta_id, not live))
-            if codec.sealed:  # personal spaces have no plaintext index
+            if new is None:  # personal spaces have no plaintext index
                 continue
             old = before.get(key, _NO_VALUES)
-            new = self._index_values(coll, state)
             if new != old:
                 stale += [(space, coll, k, v, doc) for k, v in old.items()
                           if new.get(k, _ABSENT) != v]
