@@ -68,7 +68,8 @@ def _configure(ext: Any) -> None:
         (limits.MAX_ENVELOPE_BYTES, limits.MAX_PAYLOAD_BYTES, limits.MAX_OPS_PER_DELTA,
          limits.MAX_COLLECTION_CHARS, limits.MAX_DOC_ID_CHARS, limits.MAX_FIELD_NAME_CHARS,
          limits.MAX_HLC_NODE_BYTES, limits.MAX_HLC_COUNTER))
-    ext.configure_docs(DocState, DocState.fields, DocState.tomb)  # type: ignore[attr-defined]
+    slots = {f.name: getattr(DocState, f.name) for f in fields(DocState)}  # slot descriptors
+    ext.configure_docs(DocState, slots["fields"], slots["tomb"])
     for sample in (b"", b"abc", bytes(range(256)) * 3):
         if ext.sha256_digest(sample) != hashlib.sha256(sample).digest():
             raise OSError("SHA-256 self-test failed")

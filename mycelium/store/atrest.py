@@ -65,7 +65,7 @@ class DocCodec:
             if compiled is not None:
                 done = compiled(state.fields, state.tomb, indexed)
                 if done is not None:
-                    return done  # type: ignore[no-any-return]
+                    return done
             return state.live, state.encode(), state.values_of(indexed)
         return state.live, self.seal(coll, doc, state), None
 
@@ -77,7 +77,7 @@ class DocCodec:
             if compiled is not None:
                 done = compiled(body, indexed)
                 if done is not None:
-                    return done  # type: ignore[no-any-return]
+                    return done
             state = DocState.decode(body)
             return state, state.values_of(indexed)
         return self.open(coll, doc, body), None

@@ -568,7 +568,7 @@ class Soil:
             if wanted is None:
                 wanted = by_coll[ck] = {}
             wanted[dk] = key
-        fresh_values = None if codec.sealed else {}
+        fresh_values: dict[str, Any] | None = None if codec.sealed else {}
         for ck, wanted in by_coll.items():
             doc_keys = list(wanted)
             indexed = self.registry.indexed(next(iter(wanted.values()))[0])
@@ -629,6 +629,7 @@ class Soil:
         codec = mem.codec
         row = self.conn.execute("SELECT body FROM docs WHERE space=? AND coll=? AND doc=?",
                                 (work.space, *codec.row_keys(*key))).fetchone()
+        values: dict[str, Any] | None
         if row is None:
             state, values = DocState(), (None if codec.sealed else {})
         else:
