@@ -264,6 +264,95 @@ static PyObject *decode_envelope(PyObject *Py_UNUSED(module), PyObject *data) {
     return env;
 }
 
+/* -- chain_runs ----------------------------------------------------------------------- */
+/* Envelope field i (in dataclass field order) of env, as a new reference. */
+static PyObject *slot_get(int i, PyObject *env) {
+    PyObject *d = env_setters[i];
+    return Py_TYPE(d)->tp_descr_get(d, env, (PyObject *)envelope_type);
+}
+
+PyDoc_STRVAR(chain_runs_doc,
+"chain_runs(raws, space, heads) -> list[list[Envelope]] | None\n\n"
+"The common batch: every envelope decodes, names space, and each author's envelopes\n"
+"come in ascending seq, extending heads[author] = (seq, delta_id) (or nothing held)\n"
+"contiguously, each prev the id of the one before. Then one linked run per author, in\n"
+"order of first appearance (validate_batch's ready list, signatures not yet checked);\n"
+"otherwise None and validate_batch sorts the batch out.");
+
+static PyObject *chain_runs(PyObject *Py_UNUSED(module), PyObject *const *args,
+                            Py_ssize_t nargs) {
+    if (nargs != 3 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))
+        || !PyBytes_CheckExact(args[1]) || !PyDict_CheckExact(args[2])
+        || PyBytes_GET_SIZE(args[1]) != 32 || envelope_type == NULL)
+        Py_RETURN_NONE;
+    PyObject *heads = args[2];
+    PyObject **raws = PySequence_Fast_ITEMS(args[0]);
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(args[0]);
+    const char *space = PyBytes_AS_STRING(args[1]);
+    PyObject *runs = PyList_New(0), *by_author = PyDict_New();
+    if (runs == NULL || by_author == NULL) goto defer;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *raw = raws[i];
+        layout e;
+        if (!PyBytes_CheckExact(raw)
+            || parse_envelope((const uint8_t *)PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), &e) < 0
+            || memcmp(e.space, space, 32) != 0)
+            goto defer;
+        PyObject *env = decode_envelope(NULL, raw);
+        if (env == NULL || env == Py_None) {
+            Py_XDECREF(env);
+            goto defer;
+        }
+        PyObject *author = slot_get(2, env);
+        PyObject *run = author ? PyDict_GetItemWithError(by_author, author) : NULL;
+        int ok = author != NULL && !PyErr_Occurred();
+        if (ok && run == NULL) { /* first envelope of this author: must extend its head */
+            PyObject *head = PyDict_GetItemWithError(heads, author);
+            uint64_t head_seq = 0;
+            const char *head_id = NULL;
+            if (head != NULL) {
+                ok = PyTuple_CheckExact(head) && PyTuple_GET_SIZE(head) == 2
+                     && PyLong_CheckExact(PyTuple_GET_ITEM(head, 0))
+                     && PyBytes_CheckExact(PyTuple_GET_ITEM(head, 1))
+                     && PyBytes_GET_SIZE(PyTuple_GET_ITEM(head, 1)) == 32;
+                if (ok) {
+                    head_seq = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(head, 0));
+                    head_id = PyBytes_AS_STRING(PyTuple_GET_ITEM(head, 1));
+                    ok = !PyErr_Occurred();
+                }
+            } else {
+                ok = !PyErr_Occurred();
+            }
+            ok = ok && e.seq == head_seq + 1
+                 && (head_id == NULL ? e.prev == NULL
+                                     : e.prev != NULL && memcmp(e.prev, head_id, 32) == 0);
+            run = ok ? PyList_New(0) : NULL;
+            ok = run != NULL && PyDict_SetItem(by_author, author, run) == 0
+                 && PyList_Append(runs, run) == 0;
+            Py_XDECREF(run); /* held by by_author and runs */
+        } else if (ok) { /* must follow the author's previous envelope in this batch */
+            PyObject *last = PyList_GET_ITEM(run, PyList_GET_SIZE(run) - 1);
+            PyObject *seq = slot_get(3, last), *id = slot_get(11, last);
+            ok = seq != NULL && id != NULL && PyBytes_CheckExact(id) && PyBytes_GET_SIZE(id) == 32
+                 && e.seq == PyLong_AsUnsignedLongLong(seq) + 1 && !PyErr_Occurred()
+                 && e.prev != NULL && memcmp(e.prev, PyBytes_AS_STRING(id), 32) == 0;
+            Py_XDECREF(seq);
+            Py_XDECREF(id);
+        }
+        ok = ok && PyList_Append(run, env) == 0;
+        Py_XDECREF(author);
+        Py_DECREF(env);
+        if (!ok) goto defer;
+    }
+    Py_DECREF(by_author);
+    return runs;
+defer:
+    Py_XDECREF(runs);
+    Py_XDECREF(by_author);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 /* -- payload values ------------------------------------------------------------------- */
 static double half_to_double(unsigned h) {
     unsigned exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
@@ -1119,6 +1208,7 @@ static PyMethodDef methods[] = {
     {"open_payload", (PyCFunction)(void (*)(void))open_payload, METH_FASTCALL,
      "open_payload(raw, key[, schema, max_wall_ms]): Payload of a DATA envelope under a\n"
      "group key (that fits schema and is not ahead of max_wall_ms), or None (Python decides)."},
+    {"chain_runs", (PyCFunction)(void (*)(void))chain_runs, METH_FASTCALL, chain_runs_doc},
     {"lww_apply", (PyCFunction)(void (*)(void))lww_apply, METH_FASTCALL, lww_apply_doc},
     {"load_state", (PyCFunction)(void (*)(void))load_state, METH_FASTCALL, load_state_doc},
     {"state_row", (PyCFunction)(void (*)(void))state_row, METH_FASTCALL, state_row_doc},

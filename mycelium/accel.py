@@ -7,6 +7,9 @@ caller then runs the Python path, which decides and names any error:
 * ``open_payload(raw, key[, schema, max_wall_ms])``: ``decode_payload(envelope.open(key))``
   and, given ``schema`` (:meth:`mycelium.crdt.schema.Registry.compiled`), the schema check
   and the clock-drift rule (``hlc.wall_ms <= max_wall_ms``);
+* ``chain_runs(raws, space, heads)``: the authors' linked runs of a batch that
+  :func:`mycelium.log.validate.validate_batch` would find entirely ready (before the
+  signature check);
 * ``lww_apply(fields, payload, author)``: :meth:`mycelium.crdt.doc.DocState.apply` on a
   document without a tombstone;
 * ``load_state(body, indexed)``: ``(DocState.decode(body), state.values_of(indexed))``;
@@ -76,7 +79,8 @@ def _configure(ext: Any) -> None:
 
 
 def _load() -> None:
-    global decode_envelope, open_payload, lww_apply, load_state, state_row, disabled_reason
+    global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
+    global disabled_reason
     if os.environ.get("MYCELIUM_NO_ACCEL"):
         disabled_reason = "disabled by MYCELIUM_NO_ACCEL"
         return
@@ -93,6 +97,7 @@ def _load() -> None:
         return
     decode_envelope, open_payload = _accel.decode_envelope, _accel.open_payload
     lww_apply, load_state, state_row = _accel.lww_apply, _accel.load_state, _accel.state_row
+    chain_runs = _accel.chain_runs
 
 
 def _trampoline(name: str) -> Callable[..., Any]:
@@ -106,8 +111,8 @@ def _trampoline(name: str) -> Callable[..., Any]:
 
 
 def _load_once() -> None:
-    global decode_envelope, open_payload, lww_apply, load_state, state_row
-    decode_envelope = open_payload = lww_apply = load_state = state_row = None
+    global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
+    decode_envelope = open_payload = lww_apply = load_state = state_row = chain_runs = None
     _load()
 
 
@@ -118,6 +123,7 @@ open_payload: Callable[..., Any] | None = _trampoline("open_payload")
 lww_apply: Callable[[dict[str, Any], Any, bytes], bool | None] | None = _trampoline("lww_apply")
 load_state: Callable[[bytes, frozenset[str]], Any] | None = _trampoline("load_state")
 state_row: Callable[[dict[str, Any], Any, frozenset[str]], Any] | None = _trampoline("state_row")
+chain_runs: Callable[[Any, bytes, dict[bytes, Any]], Any] | None = _trampoline("chain_runs")
 _LOADER = decode_envelope
 
 
