@@ -802,6 +802,7 @@ error: /* out of memory half-way: a real error, not a "let Python decide" */
  * DAG-CBOR. load_state reads what DocState.decode reads; state_row writes exactly the
  * bytes libipld writes. Both defer (None) on anything else. */
 static PyTypeObject *doc_state_type;
+static PyObject *int_zero, *int_one; /* the docs table's live column */
 static PyObject *doc_setters[2]; /* fields, tomb */
 
 /* Any CBOR value that is a scalar, array or text-keyed map (as cbor2 decodes it). */
@@ -1053,21 +1054,22 @@ PyDoc_STRVAR(state_row_doc,
 "state_row(fields, tomb, indexed) -> (live, body, values) | None\n\n"
 "DocState(fields, tomb): its live flag, encode() and values_of(indexed), or None.");
 
-static PyObject *state_row(PyObject *Py_UNUSED(module), PyObject *const *args,
-                           Py_ssize_t nargs) {
-    if (nargs != 3 || !PyDict_CheckExact(args[0])) Py_RETURN_NONE;
-    PyObject *fields = args[0], *tomb = args[1];
-    int live = 0;
+/* live flag, body and indexed values of a state; 0, or -1 (no exception) to defer. */
+static int row_parts(PyObject *fields, PyObject *tomb, PyObject *indexed, int *live,
+                     PyObject **body, PyObject **values) {
     Py_ssize_t pos = 0;
     PyObject *key, *entry;
+    *live = 0;
+    *body = *values = NULL;
+    if (!PyDict_CheckExact(fields)) return -1;
     while (PyDict_Next(fields, &pos, &key, &entry)) {
-        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 6) Py_RETURN_NONE;
+        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 6) return -1;
         int deleted = PyObject_IsTrue(PyList_GET_ITEM(entry, 4));
         if (deleted < 0) {
             PyErr_Clear();
-            Py_RETURN_NONE;
+            return -1;
         }
-        live |= !deleted;
+        *live |= !deleted;
     }
     writer w = {NULL, 0, 0};
     int rc = put(&w, "\xa2\x61" "f", 3);
@@ -1076,13 +1078,122 @@ static PyObject *state_row(PyObject *Py_UNUSED(module), PyObject *const *args,
     if (rc == 0) rc = put_value(&w, tomb, 0);
     /* encode_stored hands output holding these bytes to cbor2 (libipld's -0.0): so do we */
     if (rc == 0 && has_float_zero(w.buf, w.len)) rc = -1;
-    PyObject *body = rc == 0 ? PyBytes_FromStringAndSize((const char *)w.buf, w.len) : NULL;
+    *body = rc == 0 ? PyBytes_FromStringAndSize((const char *)w.buf, w.len) : NULL;
     PyMem_Free(w.buf);
-    PyObject *values = body != NULL ? values_of(fields, args[2]) : NULL;
-    PyObject *out = values != NULL ? PyTuple_Pack(3, live ? Py_True : Py_False, body, values)
-                                   : NULL;
-    Py_XDECREF(body);
-    Py_XDECREF(values);
+    *values = *body != NULL ? values_of(fields, indexed) : NULL;
+    if (*values == NULL) {
+        Py_CLEAR(*body);
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *state_row(PyObject *Py_UNUSED(module), PyObject *const *args,
+                           Py_ssize_t nargs) {
+    int live;
+    PyObject *body, *values;
+    if (nargs != 3 || row_parts(args[0], args[1], args[2], &live, &body, &values) < 0)
+        Py_RETURN_NONE;
+    PyObject *out = PyTuple_Pack(3, live ? Py_True : Py_False, body, values);
+    Py_DECREF(body);
+    Py_DECREF(values);
+    if (out == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
+/* Index rows (space, coll, field, value, doc) of the values in a that b lacks or holds
+ * differently: the list comprehensions of Soil._write_docs. */
+static int index_rows(PyObject *out, PyObject *a, PyObject *b, PyObject *space, PyObject *coll,
+                      PyObject *doc) {
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(a, &pos, &k, &v)) {
+        PyObject *other = PyDict_GetItemWithError(b, k);
+        int differs = other == NULL ? (PyErr_Occurred() ? -1 : 1)
+                                    : PyObject_RichCompareBool(other, v, Py_NE);
+        if (differs < 0) return -1;
+        if (!differs) continue;
+        PyObject *row = PyTuple_Pack(5, space, coll, k, v, doc);
+        int rc = row != NULL ? PyList_Append(out, row) : -1;
+        Py_XDECREF(row);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(doc_rows_doc,
+"doc_rows(space, dirty, docs, before, indexed, Change) -> (rows, changes, stale, fresh) | None\n\n"
+"The loop of Soil._write_docs for a space without encryption at rest: a docs row and a\n"
+"Change per dirty document, index rows to delete and insert; before[key] updated where\n"
+"the indexed values changed. None (nothing touched) sends the batch to that loop.");
+
+static PyObject *doc_rows(PyObject *Py_UNUSED(module), PyObject *const *args,
+                          Py_ssize_t nargs) {
+    if (nargs != 6 || doc_state_type == NULL || !PyDict_CheckExact(args[1])
+        || !PyDict_CheckExact(args[2]) || !PyDict_CheckExact(args[3])
+        || !PyDict_CheckExact(args[4]) || !PyType_Check(args[5]))
+        Py_RETURN_NONE;
+    PyObject *space = args[0], *dirty = args[1], *docs = args[2], *before = args[3];
+    PyObject *indexed_of = args[4];
+    PyTypeObject *change_type = (PyTypeObject *)args[5];
+    PyObject *rows = PyList_New(0), *changes = PyList_New(0), *stale = PyList_New(0);
+    PyObject *fresh = PyList_New(0), *updates = PyList_New(0), *empty = PyDict_New();
+    PyObject *key, *delta_id, *out = NULL;
+    Py_ssize_t pos = 0;
+    if (!rows || !changes || !stale || !fresh || !updates || !empty) goto done;
+    while (PyDict_Next(dirty, &pos, &key, &delta_id)) {
+        if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2) goto done;
+        PyObject *coll = PyTuple_GET_ITEM(key, 0), *doc = PyTuple_GET_ITEM(key, 1);
+        PyObject *state = PyDict_GetItemWithError(docs, key);
+        PyObject *indexed = PyDict_GetItemWithError(indexed_of, coll);
+        if (state == NULL || Py_TYPE(state) != doc_state_type || indexed == NULL) goto done;
+        PyObject *fields = Py_TYPE(doc_setters[0])->tp_descr_get(doc_setters[0], state, NULL);
+        PyObject *tomb = Py_TYPE(doc_setters[1])->tp_descr_get(doc_setters[1], state, NULL);
+        int live, rc = fields != NULL && tomb != NULL ? 0 : -1;
+        PyObject *body = NULL, *values = NULL;
+        if (rc == 0) rc = row_parts(fields, tomb, indexed, &live, &body, &values);
+        Py_XDECREF(fields);
+        Py_XDECREF(tomb);
+        if (rc < 0) goto done;
+        PyObject *row = PyTuple_Pack(5, space, coll, doc, live ? int_one : int_zero, body);
+        PyObject *items[5] = {Py_NewRef(space), Py_NewRef(coll), Py_NewRef(doc),
+                              Py_NewRef(delta_id), Py_NewRef(live ? Py_False : Py_True)};
+        PyObject *change = named_tuple(change_type, 5, items);
+        rc = row != NULL && change != NULL && PyList_Append(rows, row) == 0
+             && PyList_Append(changes, change) == 0 ? 0 : -1;
+        Py_XDECREF(row);
+        Py_XDECREF(change);
+        Py_DECREF(body);
+        PyObject *old = rc == 0 ? PyDict_GetItemWithError(before, key) : NULL;
+        if (old == NULL && !PyErr_Occurred()) old = empty;
+        int differs = rc == 0 && old != NULL ? PyObject_RichCompareBool(values, old, Py_NE) : -1;
+        if (differs > 0) {
+            PyObject *pair = PyTuple_Pack(2, key, values);
+            differs = index_rows(stale, old, values, space, coll, doc) < 0
+                      || index_rows(fresh, values, old, space, coll, doc) < 0 || pair == NULL
+                      || PyList_Append(updates, pair) < 0 ? -1 : 1;
+            Py_XDECREF(pair);
+        }
+        Py_DECREF(values);
+        if (differs < 0) goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(updates); i++) { /* all rows made: commit */
+        PyObject *pair = PyList_GET_ITEM(updates, i);
+        if (PyDict_SetItem(before, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1)) < 0)
+            goto done; /* out of memory: a real error */
+    }
+    out = PyTuple_Pack(4, rows, changes, stale, fresh);
+done:
+    Py_XDECREF(rows);
+    Py_XDECREF(changes);
+    Py_XDECREF(stale);
+    Py_XDECREF(fresh);
+    Py_XDECREF(updates);
+    Py_XDECREF(empty);
     if (out == NULL) {
         PyErr_Clear();
         Py_RETURN_NONE;
@@ -1099,6 +1210,8 @@ static PyObject *configure_docs(PyObject *Py_UNUSED(module), PyObject *args) {
         return NULL;
     }
     Py_XSETREF(doc_state_type, (PyTypeObject *)Py_NewRef(type));
+    Py_XSETREF(int_zero, PyLong_FromLong(0));
+    Py_XSETREF(int_one, PyLong_FromLong(1));
     Py_XSETREF(doc_setters[0], Py_NewRef(fields_setter));
     Py_XSETREF(doc_setters[1], Py_NewRef(tomb_setter));
     Py_RETURN_NONE;
@@ -1211,6 +1324,7 @@ static PyMethodDef methods[] = {
     {"chain_runs", (PyCFunction)(void (*)(void))chain_runs, METH_FASTCALL, chain_runs_doc},
     {"lww_apply", (PyCFunction)(void (*)(void))lww_apply, METH_FASTCALL, lww_apply_doc},
     {"load_state", (PyCFunction)(void (*)(void))load_state, METH_FASTCALL, load_state_doc},
+    {"doc_rows", (PyCFunction)(void (*)(void))doc_rows, METH_FASTCALL, doc_rows_doc},
     {"state_row", (PyCFunction)(void (*)(void))state_row, METH_FASTCALL, state_row_doc},
     {"configure_docs", configure_docs, METH_VARARGS,
      "configure_docs(DocState, fields descriptor, tomb descriptor)"},

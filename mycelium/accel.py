@@ -12,6 +12,9 @@ caller then runs the Python path, which decides and names any error:
   signature check);
 * ``lww_apply(fields, payload, author)``: :meth:`mycelium.crdt.doc.DocState.apply` on a
   document without a tombstone;
+* ``doc_rows(space, dirty, docs, before, indexed, Change)``: the rows
+  :meth:`mycelium.store.soil.Soil._doc_rows` builds for a space without encryption at
+  rest;
 * ``load_state(body, indexed)``: ``(DocState.decode(body), state.values_of(indexed))``;
 * ``state_row(fields, tomb, indexed)``: ``(state.live, state.encode(),
   state.values_of(indexed))`` of ``DocState(fields, tomb)``.
@@ -80,7 +83,7 @@ def _configure(ext: Any) -> None:
 
 def _load() -> None:
     global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
-    global disabled_reason
+    global doc_rows, disabled_reason
     if os.environ.get("MYCELIUM_NO_ACCEL"):
         disabled_reason = "disabled by MYCELIUM_NO_ACCEL"
         return
@@ -97,7 +100,7 @@ def _load() -> None:
         return
     decode_envelope, open_payload = _accel.decode_envelope, _accel.open_payload
     lww_apply, load_state, state_row = _accel.lww_apply, _accel.load_state, _accel.state_row
-    chain_runs = _accel.chain_runs
+    chain_runs, doc_rows = _accel.chain_runs, _accel.doc_rows
 
 
 def _trampoline(name: str) -> Callable[..., Any]:
@@ -112,7 +115,9 @@ def _trampoline(name: str) -> Callable[..., Any]:
 
 def _load_once() -> None:
     global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
+    global doc_rows
     decode_envelope = open_payload = lww_apply = load_state = state_row = chain_runs = None
+    doc_rows = None
     _load()
 
 
@@ -124,6 +129,7 @@ lww_apply: Callable[[dict[str, Any], Any, bytes], bool | None] | None = _trampol
 load_state: Callable[[bytes, frozenset[str]], Any] | None = _trampoline("load_state")
 state_row: Callable[[dict[str, Any], Any, frozenset[str]], Any] | None = _trampoline("state_row")
 chain_runs: Callable[[Any, bytes, dict[bytes, Any]], Any] | None = _trampoline("chain_runs")
+doc_rows: Callable[..., Any] | None = _trampoline("doc_rows")
 _LOADER = decode_envelope
 
 

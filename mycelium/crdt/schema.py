@@ -128,6 +128,11 @@ class Registry:
                 for c in self._by_name.values() if space_kind in c.space_kinds}
         return table
 
+    @property
+    def indexed_map(self) -> dict[str, frozenset[str]]:
+        """Indexed fields of every collection by name (read only)."""
+        return self._indexed
+
     def indexed(self, name: str) -> frozenset[str]:
         """Indexed fields of a collection (empty for unknown ones); precomputed."""
         return self._indexed.get(name, frozenset())

@@ -665,6 +665,25 @@ class Soil:
 
     def _write_docs(self, work: _Work, mem: _SpaceMem) -> None:
         """One row per changed document, index rows only where an indexed value changed."""
+        compiled = None if mem.codec.sealed else accel.doc_rows
+        done = None if compiled is None else compiled(
+            work.space, work.dirty, work.docs, work.indexed_before, self.registry.indexed_map,
+            Change)
+        if done is None:
+            rows, stale, fresh = self._doc_rows(work, mem)
+        else:  # the same rows, built in C
+            rows, changes, stale, fresh = done
+            work.changes += changes
+        self.conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)", rows)
+        if stale:
+            self.conn.executemany("DELETE FROM doc_index WHERE space=? AND coll=? AND field=? "
+                                  "AND value=? AND doc=?", stale)
+        if fresh:
+            self.conn.executemany("INSERT OR IGNORE INTO doc_index VALUES (?, ?, ?, ?, ?)", fresh)
+
+    def _doc_rows(self, work: _Work, mem: _SpaceMem) -> tuple[list[tuple[Any, ...]], ...]:
+        """Rows of the docs table, index rows to delete and to insert, for the dirty
+        documents (their changes go to ``work.changes``)."""
         codec, space, docs, before = mem.codec, work.space, work.docs, work.indexed_before
         rows: list[tuple[Any, ...]] = []
         stale: list[tuple[Any, ...]] = []
@@ -684,12 +703,7 @@ class Soil:
                 fresh += [(space, coll, k, v, doc) for k, v in new.items()
                           if old.get(k, _ABSENT) != v]
                 before[key] = new
-        self.conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)", rows)
-        if stale:
-            self.conn.executemany("DELETE FROM doc_index WHERE space=? AND coll=? AND field=? "
-                                  "AND value=? AND doc=?", stale)
-        if fresh:
-            self.conn.executemany("INSERT OR IGNORE INTO doc_index VALUES (?, ?, ?, ?, ?)", fresh)
+        return rows, stale, fresh
 
     # -- local writes ---------------------------------------------------------------
     def append(self, space_id: bytes, kind: Kind, payload: bytes) -> Envelope:
