@@ -41,6 +41,9 @@ static PyTypeObject *envelope_type, *payload_type, *op_type, *timestamp_type;
 #define N_ENV_FIELDS 12 /* kind space author seq prev epoch nonce ct sig v raw _id */
 static PyObject *env_setters[N_ENV_FIELDS];
 static PyObject *kind_data, *kind_control, *version_obj;
+static PyTypeObject *doc_state_type; /* DocState and its slot descriptors: fields, tomb */
+static PyObject *doc_setters[2];
+static PyObject *int_zero, *int_one; /* the docs table's live column */
 static Py_ssize_t max_envelope, max_payload, max_ops, max_coll, max_doc, max_field;
 static Py_ssize_t max_node;
 static unsigned long long max_counter;
@@ -222,6 +225,12 @@ static void sha256(const uint8_t *data, Py_ssize_t n, unsigned char out[32]) {
     sha_final(out, ctx);
 }
 
+/* Envelope field i (in dataclass field order) of env, as a new reference. */
+static PyObject *slot_get(int i, PyObject *env) {
+    PyObject *d = env_setters[i];
+    return Py_TYPE(d)->tp_descr_get(d, env, (PyObject *)envelope_type);
+}
+
 /* -- decode_envelope ------------------------------------------------------------------ */
 static PyObject *decode_envelope(PyObject *Py_UNUSED(module), PyObject *data) {
     layout e;
@@ -265,11 +274,6 @@ static PyObject *decode_envelope(PyObject *Py_UNUSED(module), PyObject *data) {
 }
 
 /* -- chain_runs ----------------------------------------------------------------------- */
-/* Envelope field i (in dataclass field order) of env, as a new reference. */
-static PyObject *slot_get(int i, PyObject *env) {
-    PyObject *d = env_setters[i];
-    return Py_TYPE(d)->tp_descr_get(d, env, (PyObject *)envelope_type);
-}
 
 PyDoc_STRVAR(chain_runs_doc,
 "chain_runs(raws, space, heads) -> list[list[Envelope]] | None\n\n"
@@ -628,29 +632,15 @@ static int payload_fits(PyObject *table, PyObject *payload) {
 }
 
 /* -- open_payload --------------------------------------------------------------------- */
-static PyObject *open_payload(PyObject *Py_UNUSED(module), PyObject *const *args,
-                              Py_ssize_t nargs) {
+/* The payload of DATA envelope data under key, checked against table (if not NULL) and
+ * max_wall; NULL (exception cleared) whenever the Python path must decide. */
+static PyObject *open_one(PyObject *data, PyObject *key, PyObject *table, long long max_wall) {
     layout e;
-    if (nargs != 2 && nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "open_payload(raw, key[, schema, max_wall_ms])");
-        return NULL;
-    }
-    PyObject *data = args[0], *key = args[1];
-    PyObject *table = nargs == 4 ? args[2] : NULL;
-    long long max_wall = 0;
-    if (table != NULL) {
-        if (!PyDict_CheckExact(table)) Py_RETURN_NONE;
-        max_wall = PyLong_AsLongLong(args[3]);
-        if (max_wall == -1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
-    }
     if (aead_decrypt == NULL || !PyBytes_CheckExact(data) || !PyBytes_CheckExact(key)
         || PyBytes_GET_SIZE(key) != KEY_BYTES)
-        Py_RETURN_NONE;
+        return NULL;
     const uint8_t *raw = (const uint8_t *)PyBytes_AS_STRING(data);
-    if (parse_envelope(raw, PyBytes_GET_SIZE(data), &e) < 0 || e.kind != 0) Py_RETURN_NONE;
+    if (parse_envelope(raw, PyBytes_GET_SIZE(data), &e) < 0 || e.kind != 0) return NULL;
     /* AAD = canonical {v, seq, kind, prev, epoch, space, author}: cut from the envelope */
     uint8_t aad[256];
     Py_ssize_t a = 0;
@@ -679,11 +669,80 @@ static PyObject *open_payload(PyObject *Py_UNUSED(module), PyObject *const *args
         long long wall = PyLong_AsLongLong(PyTuple_GET_ITEM(PyTuple_GET_ITEM(out, 3), 0));
         if (wall > max_wall || !payload_fits(table, out)) Py_CLEAR(out);
     }
-    if (out == NULL) {
+    if (out == NULL) PyErr_Clear();
+    return out;
+}
+
+static PyObject *open_payload(PyObject *Py_UNUSED(module), PyObject *const *args,
+                              Py_ssize_t nargs) {
+    if (nargs != 2 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "open_payload(raw, key[, schema, max_wall_ms])");
+        return NULL;
+    }
+    PyObject *table = nargs == 4 ? args[2] : NULL;
+    long long max_wall = 0;
+    if (table != NULL) {
+        if (!PyDict_CheckExact(table)) Py_RETURN_NONE;
+        max_wall = PyLong_AsLongLong(args[3]);
+        if (max_wall == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *out = open_one(args[0], args[1], table, max_wall);
+    return out != NULL ? out : Py_NewRef(Py_None);
+}
+
+PyDoc_STRVAR(open_all_doc,
+"open_all(envelopes, keys, schema, max_wall_ms) -> (pairs, newest, doc_keys) | None\n\n"
+"open_payload for every envelope of a batch, keys the group key by epoch: a list of\n"
+"(envelope, payload), the greatest hlc among them and the set of (coll, doc) written;\n"
+"None unless every envelope opens and passes (then each goes its own way in Python).");
+
+static PyObject *open_all(PyObject *Py_UNUSED(module), PyObject *const *args,
+                          Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1])
+        || !PyDict_CheckExact(args[2]) || envelope_type == NULL)
+        Py_RETURN_NONE;
+    PyObject *envs = args[0], *keys = args[1], *table = args[2];
+    long long max_wall = PyLong_AsLongLong(args[3]);
+    if (max_wall == -1 && PyErr_Occurred()) {
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    return out;
+    Py_ssize_t n = PyList_GET_SIZE(envs);
+    PyObject *pairs = PyList_New(n), *doc_keys = PySet_New(NULL), *newest = NULL, *out = NULL;
+    if (pairs == NULL || doc_keys == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *env = PyList_GET_ITEM(envs, i);
+        if (Py_TYPE(env) != envelope_type) goto done;
+        PyObject *epoch = slot_get(5, env), *raw = slot_get(10, env);
+        PyObject *key = epoch != NULL ? PyDict_GetItemWithError(keys, epoch) : NULL;
+        PyObject *payload = key != NULL && raw != NULL ? open_one(raw, key, table, max_wall) : NULL;
+        Py_XDECREF(epoch);
+        Py_XDECREF(raw);
+        if (payload == NULL) goto done;
+        PyObject *pair = PyTuple_Pack(2, env, payload);
+        PyObject *doc_key = PyTuple_GetSlice(payload, 0, 2);
+        PyObject *hlc = PyTuple_GET_ITEM(payload, 3);
+        int later = newest == NULL ? 1 : PyObject_RichCompareBool(hlc, newest, Py_GT);
+        if (later > 0) Py_XSETREF(newest, Py_NewRef(hlc));
+        Py_DECREF(payload);
+        if (pair == NULL || doc_key == NULL || later < 0 || PySet_Add(doc_keys, doc_key) < 0) {
+            Py_XDECREF(pair);
+            Py_XDECREF(doc_key);
+            goto done;
+        }
+        Py_DECREF(doc_key);
+        PyList_SET_ITEM(pairs, i, pair);
+    }
+    out = PyTuple_Pack(3, pairs, newest != NULL ? newest : Py_None, doc_keys);
+done:
+    Py_XDECREF(pairs); /* unset items are NULL, which list dealloc skips */
+    Py_XDECREF(doc_keys);
+    Py_XDECREF(newest);
+    if (out == NULL) PyErr_Clear();
+    return out != NULL ? out : Py_NewRef(Py_None);
 }
 
 /* -- lww_apply ------------------------------------------------------------------------ */
@@ -718,13 +777,8 @@ PyDoc_STRVAR(lww_apply_doc,
 "returns, with fields updated the same way; None (fields untouched) when Python must\n"
 "decide: a document delete, a wall-clock tie with a held entry, anything unusual.");
 
-static PyObject *lww_apply(PyObject *Py_UNUSED(module), PyObject *const *args,
-                           Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "lww_apply(fields, payload, author)");
-        return NULL;
-    }
-    PyObject *fields = args[0], *payload = args[1], *author = args[2];
+/* lww_apply's work: a new reference to True, False or None, or NULL on a real error. */
+static PyObject *lww_core(PyObject *fields, PyObject *payload, PyObject *author) {
     if (!PyDict_CheckExact(fields) || !PyTuple_Check(payload) || PyTuple_GET_SIZE(payload) != 4
         || !PyBytes_CheckExact(author))
         Py_RETURN_NONE;
@@ -796,14 +850,78 @@ error: /* out of memory half-way: a real error, not a "let Python decide" */
     return NULL;
 }
 
+static PyObject *lww_apply(PyObject *Py_UNUSED(module), PyObject *const *args,
+                           Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "lww_apply(fields, payload, author)");
+        return NULL;
+    }
+    return lww_core(args[0], args[1], args[2]);
+}
+
+PyDoc_STRVAR(merge_all_doc,
+"merge_all(pairs, docs, dirty, fallback) -> None\n\n"
+"Soil._merge for every (envelope, payload) of pairs, in order: the LWW merge in C into\n"
+"docs[(coll, doc)] where it can decide, dirty[(coll, doc)] = delta id where the document\n"
+"changed; fallback(envelope, payload) (Soil._merge itself) for every other pair.");
+
+static PyObject *merge_all(PyObject *Py_UNUSED(module), PyObject *const *args,
+                           Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1])
+        || !PyDict_CheckExact(args[2]) || doc_state_type == NULL || envelope_type == NULL) {
+        PyErr_SetString(PyExc_TypeError, "merge_all(pairs: list, docs: dict, dirty: dict, fallback)");
+        return NULL;
+    }
+    PyObject *pairs = args[0], *docs = args[1], *dirty = args[2], *fallback = args[3];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pairs); i++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "merge_all: pairs must be (envelope, payload)");
+            return NULL;
+        }
+        PyObject *env = PyTuple_GET_ITEM(pair, 0), *payload = PyTuple_GET_ITEM(pair, 1);
+        PyObject *decided = NULL, *key = NULL;
+        if (Py_TYPE(env) == envelope_type && PyTuple_Check(payload)
+            && PyTuple_GET_SIZE(payload) == 4 && (key = PyTuple_GetSlice(payload, 0, 2)) != NULL) {
+            PyObject *state = PyDict_GetItemWithError(docs, key);
+            if (state != NULL && Py_TYPE(state) == doc_state_type) {
+                PyObject *tomb = Py_TYPE(doc_setters[1])->tp_descr_get(doc_setters[1], state, NULL);
+                PyObject *fields = Py_TYPE(doc_setters[0])->tp_descr_get(doc_setters[0], state, NULL);
+                PyObject *author = slot_get(2, env);
+                if (tomb == Py_None && fields != NULL && author != NULL)
+                    decided = lww_core(fields, payload, author);
+                Py_XDECREF(tomb);
+                Py_XDECREF(fields);
+                Py_XDECREF(author);
+                if (decided == NULL && PyErr_Occurred()) {
+                    Py_DECREF(key);
+                    return NULL;
+                }
+            }
+        }
+        PyErr_Clear();
+        int rc = 0;
+        if (decided == NULL || decided == Py_None) {
+            PyObject *r = PyObject_CallFunctionObjArgs(fallback, env, payload, NULL);
+            rc = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+        } else if (decided == Py_True) {
+            PyObject *id = slot_get(11, env);
+            rc = id == NULL ? -1 : PyDict_SetItem(dirty, key, id);
+            Py_XDECREF(id);
+        }
+        Py_XDECREF(decided);
+        Py_XDECREF(key);
+        if (rc < 0) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* -- stored document states ------------------------------------------------------- */
 /* The store's own rows {"f": {name: [wall, counter, node, author, deleted, value]},
  * "t": null / [wall, counter, node, author]} (mycelium/crdt/doc.py), written as libipld's
  * DAG-CBOR. load_state reads what DocState.decode reads; state_row writes exactly the
  * bytes libipld writes. Both defer (None) on anything else. */
-static PyTypeObject *doc_state_type;
-static PyObject *int_zero, *int_one; /* the docs table's live column */
-static PyObject *doc_setters[2]; /* fields, tomb */
 
 /* Any CBOR value that is a scalar, array or text-keyed map (as cbor2 decodes it). */
 static PyObject *read_value(reader *r, int depth) {
@@ -1322,6 +1440,8 @@ static PyMethodDef methods[] = {
      "open_payload(raw, key[, schema, max_wall_ms]): Payload of a DATA envelope under a\n"
      "group key (that fits schema and is not ahead of max_wall_ms), or None (Python decides)."},
     {"chain_runs", (PyCFunction)(void (*)(void))chain_runs, METH_FASTCALL, chain_runs_doc},
+    {"open_all", (PyCFunction)(void (*)(void))open_all, METH_FASTCALL, open_all_doc},
+    {"merge_all", (PyCFunction)(void (*)(void))merge_all, METH_FASTCALL, merge_all_doc},
     {"lww_apply", (PyCFunction)(void (*)(void))lww_apply, METH_FASTCALL, lww_apply_doc},
     {"load_state", (PyCFunction)(void (*)(void))load_state, METH_FASTCALL, load_state_doc},
     {"doc_rows", (PyCFunction)(void (*)(void))doc_rows, METH_FASTCALL, doc_rows_doc},

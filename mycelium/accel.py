@@ -7,6 +7,10 @@ caller then runs the Python path, which decides and names any error:
 * ``open_payload(raw, key[, schema, max_wall_ms])``: ``decode_payload(envelope.open(key))``
   and, given ``schema`` (:meth:`mycelium.crdt.schema.Registry.compiled`), the schema check
   and the clock-drift rule (``hlc.wall_ms <= max_wall_ms``);
+* ``open_all(envelopes, keys, schema, max_wall_ms)``: ``Soil._open_each`` for a batch
+  whose every envelope opens (the pairs, the greatest clock, the documents written);
+* ``merge_all(pairs, docs, dirty, fallback)``: ``Soil._merge`` of every pair, calling
+  ``fallback`` (that method) for the pairs it leaves to Python;
 * ``chain_runs(raws, space, heads)``: the authors' linked runs of a batch that
   :func:`mycelium.log.validate.validate_batch` would find entirely ready (before the
   signature check);
@@ -83,7 +87,7 @@ def _configure(ext: Any) -> None:
 
 def _load() -> None:
     global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
-    global doc_rows, disabled_reason
+    global doc_rows, open_all, merge_all, disabled_reason
     if os.environ.get("MYCELIUM_NO_ACCEL"):
         disabled_reason = "disabled by MYCELIUM_NO_ACCEL"
         return
@@ -101,6 +105,7 @@ def _load() -> None:
     decode_envelope, open_payload = _accel.decode_envelope, _accel.open_payload
     lww_apply, load_state, state_row = _accel.lww_apply, _accel.load_state, _accel.state_row
     chain_runs, doc_rows = _accel.chain_runs, _accel.doc_rows
+    open_all, merge_all = _accel.open_all, _accel.merge_all
 
 
 def _trampoline(name: str) -> Callable[..., Any]:
@@ -115,9 +120,9 @@ def _trampoline(name: str) -> Callable[..., Any]:
 
 def _load_once() -> None:
     global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
-    global doc_rows
+    global doc_rows, open_all, merge_all
     decode_envelope = open_payload = lww_apply = load_state = state_row = chain_runs = None
-    doc_rows = None
+    doc_rows = open_all = merge_all = None
     _load()
 
 
@@ -130,6 +135,8 @@ load_state: Callable[[bytes, frozenset[str]], Any] | None = _trampoline("load_st
 state_row: Callable[[dict[str, Any], Any, frozenset[str]], Any] | None = _trampoline("state_row")
 chain_runs: Callable[[Any, bytes, dict[bytes, Any]], Any] | None = _trampoline("chain_runs")
 doc_rows: Callable[..., Any] | None = _trampoline("doc_rows")
+open_all: Callable[..., Any] | None = _trampoline("open_all")
+merge_all: Callable[..., Any] | None = _trampoline("merge_all")
 _LOADER = decode_envelope
 
 

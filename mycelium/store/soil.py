@@ -506,19 +506,40 @@ class Soil:
         """Decrypt, check and merge the DATA envelopes appended in this transaction."""
         mem = self._spaces[work.space]
         now = self.wall()
-        opened = []
-        newest = None
-        keys: dict[int, bytes | None] = {}  # group key by epoch, looked up once per batch
-        # The compiled twin of _open_data's work (decrypt, decode, schema, drift rule)
-        # answers for the common case; None sends the envelope down the Python path.
-        compiled = accel.open_payload
+        keys = {epoch: mem.state.epoch_key(epoch, self.identity)  # once per epoch and batch
+                for epoch in {env.epoch for env in work.data}}
         schema = self.registry.compiled(mem.state.kind)
         max_wall = now + self.hlc.max_drift_ms
+        opened_all = accel.open_all  # the whole batch in C when every envelope opens
+        done = None
+        if opened_all is not None and work.data:
+            done = opened_all(work.data, {e: k for e, k in keys.items() if k is not None},
+                              schema, max_wall)
+        if done is None:
+            done = self._open_each(work, mem, keys, now, schema, max_wall)
+        opened, newest, doc_keys = done
+        work.data = []
+        if newest is not None:
+            self.hlc.recv(newest, now)  # once per batch: the clock only needs the greatest
+        self._prefetch(work, mem, doc_keys)
+        merge_all = accel.merge_all
+        if merge_all is not None:
+            merge_all(opened, work.docs, work.dirty, lambda e, p: self._merge(work, mem, e, p))
+        else:
+            for env, p in opened:
+                self._merge(work, mem, env, p)
+
+    def _open_each(self, work: _Work, mem: _SpaceMem, keys: dict[int, bytes | None], now: int,
+                   schema: Any, max_wall: int) -> tuple[list[tuple[Envelope, payloads.Payload]],
+                                                        Timestamp | None, set[tuple[str, str]]]:
+        """Open the batch's envelopes one by one: ``(opened pairs, greatest hlc, (coll, doc)
+        of each)``. The compiled twin of _open_data's work (decrypt, decode, schema, drift
+        rule) answers for the common case; None sends the envelope down the Python path."""
+        opened = []
+        newest = None
+        compiled = accel.open_payload
         for env in work.data:
-            if env.epoch in keys:
-                key = keys[env.epoch]
-            else:
-                key = keys[env.epoch] = mem.state.epoch_key(env.epoch, self.identity)
+            key = keys[env.epoch]
             payload = None
             if compiled is not None and key is not None:
                 payload = compiled(env.raw, key, schema, max_wall)
@@ -529,12 +550,7 @@ class Soil:
             opened.append((env, payload))
             if newest is None or payload.hlc > newest:
                 newest = payload.hlc
-        work.data = []
-        if newest is not None:
-            self.hlc.recv(newest, now)  # once per batch: the clock only needs the greatest
-        self._prefetch(work, mem, {p[:2] for _, p in opened})  # (coll, doc) of each
-        for env, p in opened:
-            self._merge(work, mem, env, p)
+        return opened, newest, {p[:2] for _, p in opened}
 
     def _open_data(self, work: _Work, mem: _SpaceMem, env: Envelope, key: bytes | None,
                    now: int, *, fresh: bool) -> tuple[payloads.Payload | None, str | None]:
