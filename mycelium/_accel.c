@@ -1000,11 +1000,11 @@ PyDoc_STRVAR(load_state_doc,
 "load_state(body, indexed) -> (DocState, values) | None\n\n"
 "DocState.decode(body) and its values_of(indexed), or None (then Python decides).");
 
-static PyObject *load_state(PyObject *Py_UNUSED(module), PyObject *const *args,
-                            Py_ssize_t nargs) {
-    if (nargs != 2 || doc_state_type == NULL || !PyBytes_CheckExact(args[0])) Py_RETURN_NONE;
-    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[0]);
-    reader r = {data, data + PyBytes_GET_SIZE(args[0])};
+/* (DocState, values) of a stored row, or NULL (exception cleared) to defer. */
+static PyObject *load_one(PyObject *body, PyObject *indexed) {
+    if (doc_state_type == NULL || !PyBytes_CheckExact(body)) return NULL;
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(body);
+    reader r = {data, data + PyBytes_GET_SIZE(body)};
     PyObject *fields = NULL, *tomb = NULL, *state = NULL, *values = NULL;
     if (EXPECT(&r, "\xa2\x61" "f") < 0) goto defer;
     if (r.p >= r.end || (*r.p >> 5) != 5 || (fields = read_value(&r, 0)) == NULL) goto defer;
@@ -1022,7 +1022,7 @@ static PyObject *load_state(PyObject *Py_UNUSED(module), PyObject *const *args,
     while (PyDict_Next(fields, &pos, &key, &entry)) /* only hex stamps: old rows are Python's */
         if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 6 || !is_stamp_part(entry, 2))
             goto defer;
-    if ((values = values_of(fields, args[1])) == NULL) goto defer;
+    if ((values = values_of(fields, indexed)) == NULL) goto defer;
     if ((state = doc_state_type->tp_alloc(doc_state_type, 0)) == NULL) goto defer;
     if (Py_TYPE(doc_setters[0])->tp_descr_set(doc_setters[0], state, fields) < 0
         || Py_TYPE(doc_setters[1])->tp_descr_set(doc_setters[1], state, tomb) < 0)
@@ -1033,13 +1033,98 @@ static PyObject *load_state(PyObject *Py_UNUSED(module), PyObject *const *args,
     Py_DECREF(state);
     Py_DECREF(values);
     if (out == NULL) PyErr_Clear();
-    return out != NULL ? out : Py_NewRef(Py_None);
+    return out;
 defer:
     Py_XDECREF(fields);
     Py_XDECREF(tomb);
     Py_XDECREF(state);
     Py_XDECREF(values);
     PyErr_Clear();
+    return NULL;
+}
+
+static PyObject *load_state(PyObject *Py_UNUSED(module), PyObject *const *args,
+                            Py_ssize_t nargs) {
+    PyObject *out = nargs == 2 ? load_one(args[0], args[1]) : NULL;
+    return out != NULL ? out : Py_NewRef(Py_None);
+}
+
+/* A new empty DocState (fields {}, tomb None), as DocState() builds it. */
+static PyObject *empty_state(void) {
+    PyObject *state = doc_state_type->tp_alloc(doc_state_type, 0), *fields = PyDict_New();
+    if (state == NULL || fields == NULL
+        || Py_TYPE(doc_setters[0])->tp_descr_set(doc_setters[0], state, fields) < 0
+        || Py_TYPE(doc_setters[1])->tp_descr_set(doc_setters[1], state, Py_None) < 0)
+        Py_CLEAR(state);
+    Py_XDECREF(fields);
+    return state;
+}
+
+PyDoc_STRVAR(load_rows_doc,
+"load_rows(rows, wanted, indexed, docs, before) -> leftovers\n\n"
+"Soil._prefetch's loop for one collection of a space without encryption at rest: for\n"
+"each (doc, body) of rows, docs[wanted[doc]] = the state and before[...] = its indexed\n"
+"values. Rows it cannot read come back, in order, for Python.");
+
+static PyObject *load_rows(PyObject *Py_UNUSED(module), PyObject *const *args,
+                           Py_ssize_t nargs) {
+    if (nargs != 5 || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[3])
+        || !PyDict_CheckExact(args[4]) || doc_state_type == NULL) {
+        PyErr_SetString(PyExc_TypeError, "load_rows(rows, wanted, indexed, docs, before)");
+        return NULL;
+    }
+    PyObject *wanted = args[1], *indexed = args[2], *docs = args[3], *before = args[4];
+    PyObject *left = PyList_New(0), *it = PyObject_GetIter(args[0]), *row;
+    if (left == NULL || it == NULL) goto error;
+    while ((row = PyIter_Next(it)) != NULL) {
+        PyObject *key = NULL, *loaded = NULL;
+        int rc = 0;
+        if (PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) == 2
+            && (key = PyDict_GetItemWithError(wanted, PyTuple_GET_ITEM(row, 0))) != NULL)
+            loaded = load_one(PyTuple_GET_ITEM(row, 1), indexed);
+        if (loaded != NULL) {
+            rc = PyDict_SetItem(docs, key, PyTuple_GET_ITEM(loaded, 0)) < 0
+                 || PyDict_SetItem(before, key, PyTuple_GET_ITEM(loaded, 1)) < 0 ? -1 : 0;
+            Py_DECREF(loaded);
+        } else {
+            rc = PyErr_Occurred() ? -1 : PyList_Append(left, row);
+        }
+        Py_DECREF(row);
+        if (rc < 0) goto error;
+    }
+    if (PyErr_Occurred()) goto error;
+    Py_DECREF(it);
+    return left;
+error:
+    Py_XDECREF(it);
+    Py_XDECREF(left);
+    return NULL;
+}
+
+PyDoc_STRVAR(fill_empty_doc,
+"fill_empty(wanted, docs, before, empty) -> None\n\n"
+"An empty DocState in docs (and empty as its values in before) for every key of\n"
+"wanted.values() that docs lacks: the documents no row was found for.");
+
+static PyObject *fill_empty(PyObject *Py_UNUSED(module), PyObject *const *args,
+                            Py_ssize_t nargs) {
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])
+        || !PyDict_CheckExact(args[2]) || doc_state_type == NULL) {
+        PyErr_SetString(PyExc_TypeError, "fill_empty(wanted, docs, before, empty)");
+        return NULL;
+    }
+    PyObject *docs = args[1], *before = args[2], *empty = args[3], *doc, *key;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(args[0], &pos, &doc, &key)) {
+        int has = PyDict_Contains(docs, key);
+        if (has < 0) return NULL;
+        if (has) continue;
+        PyObject *state = empty_state();
+        int rc = state == NULL || PyDict_SetItem(docs, key, state) < 0
+                 || (empty != Py_None && PyDict_SetItem(before, key, empty) < 0) ? -1 : 0;
+        Py_XDECREF(state);
+        if (rc < 0) return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1443,6 +1528,8 @@ static PyMethodDef methods[] = {
     {"open_all", (PyCFunction)(void (*)(void))open_all, METH_FASTCALL, open_all_doc},
     {"merge_all", (PyCFunction)(void (*)(void))merge_all, METH_FASTCALL, merge_all_doc},
     {"lww_apply", (PyCFunction)(void (*)(void))lww_apply, METH_FASTCALL, lww_apply_doc},
+    {"load_rows", (PyCFunction)(void (*)(void))load_rows, METH_FASTCALL, load_rows_doc},
+    {"fill_empty", (PyCFunction)(void (*)(void))fill_empty, METH_FASTCALL, fill_empty_doc},
     {"load_state", (PyCFunction)(void (*)(void))load_state, METH_FASTCALL, load_state_doc},
     {"doc_rows", (PyCFunction)(void (*)(void))doc_rows, METH_FASTCALL, doc_rows_doc},
     {"state_row", (PyCFunction)(void (*)(void))state_row, METH_FASTCALL, state_row_doc},

@@ -19,6 +19,9 @@ caller then runs the Python path, which decides and names any error:
 * ``doc_rows(space, dirty, docs, before, indexed, Change)``: the rows
   :meth:`mycelium.store.soil.Soil._doc_rows` builds for a space without encryption at
   rest;
+* ``load_rows(rows, wanted, indexed, docs, before)`` and ``fill_empty(wanted, docs,
+  before, empty)``: the loops of ``Soil._prefetch`` for a space without encryption at
+  rest (rows it cannot read are handed back);
 * ``load_state(body, indexed)``: ``(DocState.decode(body), state.values_of(indexed))``;
 * ``state_row(fields, tomb, indexed)``: ``(state.live, state.encode(),
   state.values_of(indexed))`` of ``DocState(fields, tomb)``.
@@ -87,7 +90,7 @@ def _configure(ext: Any) -> None:
 
 def _load() -> None:
     global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
-    global doc_rows, open_all, merge_all, disabled_reason
+    global doc_rows, open_all, merge_all, load_rows, fill_empty, disabled_reason
     if os.environ.get("MYCELIUM_NO_ACCEL"):
         disabled_reason = "disabled by MYCELIUM_NO_ACCEL"
         return
@@ -106,6 +109,7 @@ def _load() -> None:
     lww_apply, load_state, state_row = _accel.lww_apply, _accel.load_state, _accel.state_row
     chain_runs, doc_rows = _accel.chain_runs, _accel.doc_rows
     open_all, merge_all = _accel.open_all, _accel.merge_all
+    load_rows, fill_empty = _accel.load_rows, _accel.fill_empty
 
 
 def _trampoline(name: str) -> Callable[..., Any]:
@@ -120,9 +124,9 @@ def _trampoline(name: str) -> Callable[..., Any]:
 
 def _load_once() -> None:
     global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
-    global doc_rows, open_all, merge_all
+    global doc_rows, open_all, merge_all, load_rows, fill_empty
     decode_envelope = open_payload = lww_apply = load_state = state_row = chain_runs = None
-    doc_rows = open_all = merge_all = None
+    doc_rows = open_all = merge_all = load_rows = fill_empty = None
     _load()
 
 
@@ -137,6 +141,8 @@ chain_runs: Callable[[Any, bytes, dict[bytes, Any]], Any] | None = _trampoline("
 doc_rows: Callable[..., Any] | None = _trampoline("doc_rows")
 open_all: Callable[..., Any] | None = _trampoline("open_all")
 merge_all: Callable[..., Any] | None = _trampoline("merge_all")
+load_rows: Callable[..., Any] | None = _trampoline("load_rows")
+fill_empty: Callable[..., Any] | None = _trampoline("fill_empty")
 _LOADER = decode_envelope
 
 

@@ -590,17 +590,25 @@ class Soil:
                 wanted = by_coll[ck] = {}
             wanted[dk] = key
         fresh_values: dict[str, Any] | None = None if codec.sealed else {}
+        load_rows = None if codec.sealed else accel.load_rows  # the loops below, in C
+        fill_empty = None if codec.sealed else accel.fill_empty
         for ck, wanted in by_coll.items():
             doc_keys = list(wanted)
             indexed = self.registry.indexed(next(iter(wanted.values()))[0])
             for i in range(0, len(doc_keys), 500):
                 chunk = doc_keys[i:i + 500]
                 marks = ",".join("?" * len(chunk))
-                for dk, body in self.conn.execute(
-                        f"SELECT doc, body FROM docs WHERE space=? AND coll=? AND doc IN ({marks})",
-                        (work.space, ck, *chunk)):
+                rows = self.conn.execute(
+                    f"SELECT doc, body FROM docs WHERE space=? AND coll=? AND doc IN ({marks})",
+                    (work.space, ck, *chunk))
+                if load_rows is not None:
+                    rows = load_rows(rows, wanted, indexed, work.docs, work.indexed_before)
+                for dk, body in rows:
                     key = wanted[dk]
                     self._loaded(work, key, *codec.open_indexed(*key, bytes(body), indexed))
+            if fill_empty is not None:
+                fill_empty(wanted, work.docs, work.indexed_before, fresh_values)
+                continue
             for key in wanted.values():
                 if key not in work.docs:
                     self._loaded(work, key, DocState(), fresh_values)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not accel.active(),
                                 reason=f"compiled path off: {accel.disabled_reason}")
 
 _COMPILED = ["decode_envelope", "open_payload", "lww_apply", "load_state", "state_row",
-             "chain_runs", "doc_rows", "open_all", "merge_all"]
+             "chain_runs", "doc_rows", "open_all", "merge_all", "load_rows", "fill_empty"]
 _TABLES = ["envelopes", "vv", "docs", "doc_index", "pending", "deferred", "metrics", "meta"]
 
 
