@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 WallClock = Callable[[], int]
 _ABSENT = object()
+_NO_HEAD: tuple[int, None] = (0, None)  # the head of an author with nothing stored
 _NO_VALUES: dict[str, Any] = {}  # read only
 
 
@@ -388,24 +389,27 @@ class Soil:
     def _append(self, work: _Work, envs: Sequence[Envelope], result: IngestResult) -> None:
         """Append authenticated envelopes that extend their author's head, in order."""
         mem = self._spaces[work.space]
-        for env in envs:
-            head_seq, head_id = mem.heads.get(env.author, (0, None))
-            if env.seq != head_seq + 1 or env.prev != head_id:
+        heads, pending, space = mem.heads, mem.pending, work.space
+        rows, accepted, authors = work.envelopes, result.accepted, work.heads
+        for env in envs:  # runs once per received delta: locals, no repeated lookups
+            author, seq = env.author, env.seq
+            head_seq, head_id = heads.get(author, _NO_HEAD)
+            if seq != head_seq + 1 or env.prev != head_id:
                 self._park(work, env, "gap", result)
                 continue
             if not self._admit(work, mem, env, result):
                 continue
             delta_id = env.delta_id
-            slots = mem.pending.get(env.author)
-            if slots and env.seq in slots:  # also arrived earlier ahead of a gap
+            slots = pending.get(author) if pending else None
+            if slots and seq in slots:  # also arrived earlier ahead of a gap
                 self._unpark(work, mem, slots, env)
                 if not slots:
-                    del mem.pending[env.author]
-            work.envelopes.append((work.space, env.author, env.seq, delta_id, int(env.kind),
-                                   env.epoch.to_bytes(8, "big"), env.raw))
-            mem.heads[env.author] = (env.seq, delta_id)
-            work.heads.add(env.author)
-            result.accepted.append(delta_id)
+                    del pending[author]
+            rows.append((space, author, seq, delta_id, int(env.kind),
+                         env.epoch.to_bytes(8, "big"), env.raw))
+            heads[author] = (seq, delta_id)
+            authors.add(author)
+            accepted.append(delta_id)
 
     def _admit(self, work: _Work, mem: _SpaceMem, env: Envelope, result: IngestResult) -> bool:
         """Membership/epoch gate; False if the envelope was parked or rejected."""
