@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mycelium import accel
 from mycelium.crdt.hlc import Timestamp
 from mycelium.crdt.payload import set_fields
 from mycelium.identity.didkey import did_from_public_key
@@ -229,6 +230,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "raw_s": round(raw_s, 3), "raw_rows_per_s": round(raw_rate),
         "ratio_to_envelope_rows_only": round(rate / raw_rate, 3),
         "peak_rss_mb": round(rss_after, 1), "rss_growth_mb": round(rss_after - rss_before, 1),
+        "compiled_path": accel.active(), "compiled_path_off_because": accel.disabled_reason,
         "targets": {"deltas_per_s": TARGET_RATE, "ratio_to_raw": TARGET_RATIO},
         "meets_rate": rate >= TARGET_RATE, "meets_ratio": rate / same_rate >= TARGET_RATIO,
     }
@@ -269,6 +271,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"envelope rows only: {result['ratio_to_envelope_rows_only']}); "
         f"rate target {TARGET_RATE}/s met: {result['meets_rate']}; "
         f"peak RSS {result['peak_rss_mb']} MB (+{result['rss_growth_mb']} MB during ingest).",
+        "",
+        "Compiled ingest path (docs/accel.md): "
+        + ("on" if result.get("compiled_path") else
+           f"**off** ({result.get('compiled_path_off_because')})") + ".",
     ])
 
 

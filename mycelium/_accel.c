@@ -1,9 +1,9 @@
 /* Compiled fast paths of the ingest pipeline (docs/accel.md).
  *
- * Two functions, each a faster twin of Python code that stays the reference:
- *
- *   decode_envelope(data)   ~ mycelium.log.envelope._decode_fast
- *   open_payload(raw, key)  ~ decode_payload(envelope.open(key)) of mycelium.crdt.payload
+ * Each function is a faster twin of Python code that stays the reference (the table in
+ * docs/accel.md pairs them): envelope decoding, sorting a batch into linked runs,
+ * decrypting and checking payloads, the LWW merge, and reading and writing stored
+ * document states with their index rows.
  *
  * Contract: each returns the very objects the Python path would build, or None when it
  * is not sure (anything unusual: non-canonical input, a shape error, a failed
