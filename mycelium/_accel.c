@@ -184,16 +184,17 @@ static PyObject *shared_b32(PyObject **last, const uint8_t *s) {
     return b;
 }
 
-/* Field names and collection names repeat in every delta: one str object each (its hash
- * is then computed once), from a small direct-mapped cache keyed by the UTF-8 bytes. */
-#define NAME_SLOTS 64
+/* Field names, collection names and the hex stamps of stored states repeat in every
+ * delta: one str object each (its hash then computed once, and no new allocation), from a
+ * small direct-mapped cache keyed by the UTF-8 bytes. A miss only replaces the slot. */
+#define NAME_SLOTS 256
 #define NAME_MAX_BYTES 64
 static PyObject *name_cache[NAME_SLOTS];
 
 static PyObject *text_of(const uint8_t *s, Py_ssize_t n, int cached) {
     if (!cached || n == 0 || n > NAME_MAX_BYTES)
         return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
-    unsigned slot = ((unsigned)n * 31u + s[0] * 7u + s[n - 1]) % NAME_SLOTS;
+    unsigned slot = ((unsigned)n * 31u + s[0] * 7u + s[n / 2] * 3u + s[n - 1]) % NAME_SLOTS;
     PyObject *hit = name_cache[slot];
     if (hit != NULL) {
         Py_ssize_t len;
@@ -202,7 +203,6 @@ static PyObject *text_of(const uint8_t *s, Py_ssize_t n, int cached) {
     }
     PyObject *str = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
     if (str == NULL) return NULL;
-    PyUnicode_InternInPlace(&str);
     Py_XSETREF(name_cache[slot], Py_NewRef(str));
     return str;
 }
@@ -371,7 +371,13 @@ static double half_to_double(unsigned h) {
 }
 
 /* One scalar value as cbor2 decodes it; NULL if it is something else (or malformed). */
-static PyObject *read_scalar(reader *r) {
+static PyObject *read_scalar_text(reader *r, int cache_text);
+
+static PyObject *read_scalar(reader *r) { return read_scalar_text(r, 0); }
+
+/* read_scalar; cache_text: short strings through the name cache (stored states, whose
+ * stamps repeat the same author and node hex in every entry). */
+static PyObject *read_scalar_text(reader *r, int cache_text) {
     if (r->p >= r->end) return NULL;
     uint8_t b = *r->p;
     int major;
@@ -390,7 +396,7 @@ static PyObject *read_scalar(reader *r) {
         return PyBytes_FromStringAndSize((const char *)s, n);
     case 3:
         if (read_span(r, 3, &s, &n, 0) < 0) return NULL;
-        return text_of(s, n, 0);
+        return text_of(s, n, cache_text);
     case 7:
         break;
     default:
@@ -746,18 +752,17 @@ done:
 }
 
 /* -- lww_apply ------------------------------------------------------------------------ */
+/* Lowercase hex of bytes b (at most 32: node ids and author keys), through the name cache. */
 static PyObject *hex_of(PyObject *b) {
     static const char digits[] = "0123456789abcdef";
     Py_ssize_t n = PyBytes_GET_SIZE(b);
     const uint8_t *s = (const uint8_t *)PyBytes_AS_STRING(b);
-    PyObject *out = PyUnicode_New(2 * n, 127);
-    if (out == NULL) return NULL;
-    Py_UCS1 *d = PyUnicode_1BYTE_DATA(out);
+    uint8_t text[2 * 32];
     for (Py_ssize_t i = 0; i < n; i++) {
-        d[2 * i] = digits[s[i] >> 4];
-        d[2 * i + 1] = digits[s[i] & 15];
+        text[2 * i] = (uint8_t)digits[s[i] >> 4];
+        text[2 * i + 1] = (uint8_t)digits[s[i] & 15];
     }
-    return out;
+    return text_of(text, 2 * n, 1);
 }
 
 /* The wall clock of a stored entry [wall, counter, node, author, deleted, value]; -1 if
@@ -787,7 +792,8 @@ static PyObject *lww_core(PyObject *fields, PyObject *payload, PyObject *author)
         Py_RETURN_NONE;
     PyObject *wall = PyTuple_GET_ITEM(hlc, 0), *counter = PyTuple_GET_ITEM(hlc, 1);
     PyObject *node = PyTuple_GET_ITEM(hlc, 2);
-    if (!PyLong_CheckExact(wall) || !PyLong_CheckExact(counter) || !PyBytes_CheckExact(node))
+    if (!PyLong_CheckExact(wall) || !PyLong_CheckExact(counter) || !PyBytes_CheckExact(node)
+        || PyBytes_GET_SIZE(node) > 32 || PyBytes_GET_SIZE(author) > 32)
         Py_RETURN_NONE;
     long long w = PyLong_AsLongLong(wall);
     Py_ssize_t n = PyTuple_GET_SIZE(ops);
@@ -927,7 +933,7 @@ static PyObject *merge_all(PyObject *Py_UNUSED(module), PyObject *const *args,
 static PyObject *read_value(reader *r, int depth) {
     if (r->p >= r->end || depth > 8) return NULL;
     int major = *r->p >> 5;
-    if (major != 4 && major != 5) return read_scalar(r);
+    if (major != 4 && major != 5) return read_scalar_text(r, 1);
     uint64_t n;
     if (read_head(r, &major, &n, 0) < 0 || n > (uint64_t)(r->end - r->p)) return NULL;
     if (major == 4) {
@@ -1132,15 +1138,20 @@ static PyObject *fill_empty(PyObject *Py_UNUSED(module), PyObject *const *args,
 typedef struct {
     uint8_t *buf;
     Py_ssize_t len, cap;
+    int heap;
 } writer;
 
-static int put(writer *w, const void *data, Py_ssize_t n) {
+/* A writer starts in a caller's stack buffer (stack, cap) and moves to the heap only if a
+ * state outgrows it; writer_free releases what it allocated. */
+static inline int put(writer *w, const void *data, Py_ssize_t n) {
     if (w->len + n > w->cap) {
         Py_ssize_t cap = (w->cap + n) * 2;
-        uint8_t *grown = PyMem_Realloc(w->buf, cap);
+        uint8_t *grown = w->heap ? PyMem_Realloc(w->buf, cap) : PyMem_Malloc(cap);
         if (grown == NULL) return -1;
+        if (!w->heap) memcpy(grown, w->buf, w->len);
         w->buf = grown;
         w->cap = cap;
+        w->heap = 1;
     }
     memcpy(w->buf + w->len, data, n);
     w->len += n;
@@ -1248,8 +1259,11 @@ static int put_value(writer *w, PyObject *v, int depth) {
 /* Whether the bytes 0xfb and eight zeros (a float +0.0) occur anywhere in buf. */
 static int has_float_zero(const uint8_t *buf, Py_ssize_t len) {
     static const uint8_t zero[8];
-    for (Py_ssize_t i = 0; i + 9 <= len; i++)
-        if (buf[i] == 0xfb && memcmp(buf + i + 1, zero, 8) == 0) return 1;
+    const uint8_t *p = buf, *end = buf + len;
+    while (end - p >= 9 && (p = memchr(p, 0xfb, (size_t)(end - p - 8))) != NULL) {
+        if (memcmp(p + 1, zero, 8) == 0) return 1;
+        p++;
+    }
     return 0;
 }
 
@@ -1274,7 +1288,8 @@ static int row_parts(PyObject *fields, PyObject *tomb, PyObject *indexed, int *l
         }
         *live |= !deleted;
     }
-    writer w = {NULL, 0, 0};
+    uint8_t stack[2048];
+    writer w = {stack, 0, sizeof stack, 0};
     int rc = put(&w, "\xa2\x61" "f", 3);
     if (rc == 0) rc = put_value(&w, fields, 0);
     if (rc == 0) rc = put(&w, "\x61t", 2);
@@ -1282,7 +1297,7 @@ static int row_parts(PyObject *fields, PyObject *tomb, PyObject *indexed, int *l
     /* encode_stored hands output holding these bytes to cbor2 (libipld's -0.0): so do we */
     if (rc == 0 && has_float_zero(w.buf, w.len)) rc = -1;
     *body = rc == 0 ? PyBytes_FromStringAndSize((const char *)w.buf, w.len) : NULL;
-    PyMem_Free(w.buf);
+    if (w.heap) PyMem_Free(w.buf);
     *values = *body != NULL ? values_of(fields, indexed) : NULL;
     if (*values == NULL) {
         Py_CLEAR(*body);
