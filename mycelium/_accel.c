@@ -173,6 +173,27 @@ static int parse_envelope(const uint8_t *data, Py_ssize_t n, layout *e) {
 /* The last space and author seen: a batch repeats them, so they are shared, not copied. */
 static PyObject *last_space, *last_author;
 
+/* The same for integers: a batch shares its epoch, a document's entries their wall clock. */
+static PyObject *shared_uint(PyObject **last, uint64_t v) {
+    if (v < 256) return PyLong_FromUnsignedLongLong(v); /* CPython's own small ints */
+    if (*last != NULL && PyLong_AsUnsignedLongLong(*last) == v) return Py_NewRef(*last);
+    PyErr_Clear();
+    PyObject *n = PyLong_FromUnsignedLongLong(v);
+    if (n != NULL) Py_XSETREF(*last, Py_NewRef(n));
+    return n;
+}
+
+/* ... and for short byte strings (the hlc node of a writer). */
+static PyObject *shared_bytes(PyObject **last, const uint8_t *s, Py_ssize_t n) {
+    if (*last != NULL && PyBytes_GET_SIZE(*last) == n && memcmp(PyBytes_AS_STRING(*last), s, n) == 0)
+        return Py_NewRef(*last);
+    PyObject *b = PyBytes_FromStringAndSize((const char *)s, n);
+    if (b != NULL) Py_XSETREF(*last, Py_NewRef(b));
+    return b;
+}
+
+static PyObject *last_epoch, *last_wall, *last_node;
+
 static PyObject *shared_b32(PyObject **last, const uint8_t *s) {
     if (*last != NULL && memcmp(PyBytes_AS_STRING(*last), s, 32) == 0) {
         Py_INCREF(*last);
@@ -247,7 +268,7 @@ static PyObject *decode_envelope(PyObject *Py_UNUSED(module), PyObject *data) {
     v[3] = PyLong_FromUnsignedLongLong(e.seq);
     v[4] = e.prev == NULL ? Py_NewRef(Py_None)
                           : PyBytes_FromStringAndSize((const char *)e.prev, 32);
-    v[5] = PyLong_FromUnsignedLongLong(e.epoch);
+    v[5] = shared_uint(&last_epoch, e.epoch);
     v[6] = PyBytes_FromStringAndSize((const char *)e.nonce, e.nonce_len);
     v[7] = PyBytes_FromStringAndSize((const char *)e.ct, e.ct_len);
     v[8] = PyBytes_FromStringAndSize((const char *)e.sig, 64);
@@ -370,13 +391,10 @@ static double half_to_double(unsigned h) {
     return (h & 0x8000) ? -v : v;
 }
 
-/* One scalar value as cbor2 decodes it; NULL if it is something else (or malformed). */
-static PyObject *read_scalar_text(reader *r, int cache_text);
-
-static PyObject *read_scalar(reader *r) { return read_scalar_text(r, 0); }
-
-/* read_scalar; cache_text: short strings through the name cache (stored states, whose
- * stamps repeat the same author and node hex in every entry). */
+/* One scalar value as cbor2 decodes it; NULL if it is something else (or malformed).
+ * cache_text: short strings through the name cache, integers shared with the last one
+ * (stamps repeat the same author, node and wall clock in every entry; ops the same
+ * statuses and places). */
 static PyObject *read_scalar_text(reader *r, int cache_text) {
     if (r->p >= r->end) return NULL;
     uint8_t b = *r->p;
@@ -387,7 +405,7 @@ static PyObject *read_scalar_text(reader *r, int cache_text) {
     switch (b >> 5) {
     case 0:
         if (read_head(r, &major, &arg, 0) < 0) return NULL;
-        return PyLong_FromUnsignedLongLong(arg);
+        return cache_text ? shared_uint(&last_wall, arg) : PyLong_FromUnsignedLongLong(arg);
     case 1:
         if (read_head(r, &major, &arg, 0) < 0 || arg > (uint64_t)INT64_MAX) return NULL;
         return PyLong_FromLongLong(-1 - (long long)arg);
@@ -472,7 +490,7 @@ static PyObject *read_hlc(reader *r) {
     if (read_uint(r, &counter, 0) < 0 || counter > max_counter) return NULL;
     if (read_span(r, 2, &node, &node_len, 0) < 0 || node_len > max_node) return NULL;
     PyObject *items[3] = {PyLong_FromUnsignedLongLong(wall), PyLong_FromUnsignedLongLong(counter),
-                          PyBytes_FromStringAndSize((const char *)node, node_len)};
+                          shared_bytes(&last_node, node, node_len)};
     if (items[0] == NULL || items[1] == NULL || items[2] == NULL) {
         for (int i = 0; i < 3; i++) Py_XDECREF(items[i]);
         return NULL;
@@ -499,7 +517,7 @@ static PyObject *read_op(reader *r, const uint8_t **name_s, Py_ssize_t *name_n, 
             r->p++;
             has_del = 1;
         } else if (key_is(k, kn, "value") && !has_value) {
-            value = read_scalar(r);
+            value = read_scalar_text(r, 1); /* statuses, places, units repeat */
             if (value == NULL) goto fail;
             has_value = 1;
         } else {

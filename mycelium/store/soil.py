@@ -391,6 +391,7 @@ class Soil:
         mem = self._spaces[work.space]
         heads, pending, space = mem.heads, mem.pending, work.space
         rows, accepted, authors = work.envelopes, result.accepted, work.heads
+        epochs: dict[int, bytes] = {}  # the stored form of each epoch id, made once
         for env in envs:  # runs once per received delta: locals, no repeated lookups
             author, seq = env.author, env.seq
             head_seq, head_id = heads.get(author, _NO_HEAD)
@@ -405,8 +406,10 @@ class Soil:
                 self._unpark(work, mem, slots, env)
                 if not slots:
                     del pending[author]
-            rows.append((space, author, seq, delta_id, int(env.kind),
-                         env.epoch.to_bytes(8, "big"), env.raw))
+            epoch = epochs.get(env.epoch)
+            if epoch is None:
+                epoch = epochs[env.epoch] = env.epoch.to_bytes(8, "big")
+            rows.append((space, author, seq, delta_id, int(env.kind), epoch, env.raw))
             heads[author] = (seq, delta_id)
             authors.add(author)
             accepted.append(delta_id)
