@@ -174,12 +174,19 @@ static int parse_envelope(const uint8_t *data, Py_ssize_t n, layout *e) {
 static PyObject *last_space, *last_author;
 
 /* The same for integers: a batch shares its epoch, a document's entries their wall clock. */
-static PyObject *shared_uint(PyObject **last, uint64_t v) {
+typedef struct {
+    PyObject *obj;
+    uint64_t value;
+} shared_int;
+
+static PyObject *shared_uint(shared_int *last, uint64_t v) {
     if (v < 256) return PyLong_FromUnsignedLongLong(v); /* CPython's own small ints */
-    if (*last != NULL && PyLong_AsUnsignedLongLong(*last) == v) return Py_NewRef(*last);
-    PyErr_Clear();
+    if (last->obj != NULL && last->value == v) return Py_NewRef(last->obj);
     PyObject *n = PyLong_FromUnsignedLongLong(v);
-    if (n != NULL) Py_XSETREF(*last, Py_NewRef(n));
+    if (n != NULL) {
+        Py_XSETREF(last->obj, Py_NewRef(n));
+        last->value = v;
+    }
     return n;
 }
 
@@ -192,7 +199,8 @@ static PyObject *shared_bytes(PyObject **last, const uint8_t *s, Py_ssize_t n) {
     return b;
 }
 
-static PyObject *last_epoch, *last_wall, *last_node;
+static shared_int last_epoch, last_wall;
+static PyObject *last_node;
 
 static PyObject *shared_b32(PyObject **last, const uint8_t *s) {
     if (*last != NULL && memcmp(PyBytes_AS_STRING(*last), s, 32) == 0) {
@@ -253,12 +261,21 @@ static PyObject *slot_get(int i, PyObject *env) {
 }
 
 /* -- decode_envelope ------------------------------------------------------------------ */
+static PyObject *envelope_of(PyObject *data, const layout *parsed);
+
 static PyObject *decode_envelope(PyObject *Py_UNUSED(module), PyObject *data) {
     layout e;
     if (envelope_type == NULL || !PyBytes_CheckExact(data)) Py_RETURN_NONE;
+    if (parse_envelope((const uint8_t *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &e) < 0)
+        Py_RETURN_NONE;
+    return envelope_of(data, &e);
+}
+
+/* The Envelope of canonical bytes data already parsed into e (None if out of memory). */
+static PyObject *envelope_of(PyObject *data, const layout *parsed) {
+    const layout e = *parsed;
     const uint8_t *raw = (const uint8_t *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
-    if (parse_envelope(raw, n, &e) < 0) Py_RETURN_NONE;
     unsigned char id[32];
     sha256(raw, n, id);
     PyObject *v[N_ENV_FIELDS];
@@ -323,7 +340,7 @@ static PyObject *chain_runs(PyObject *Py_UNUSED(module), PyObject *const *args,
             || parse_envelope((const uint8_t *)PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), &e) < 0
             || memcmp(e.space, space, 32) != 0)
             goto defer;
-        PyObject *env = decode_envelope(NULL, raw);
+        PyObject *env = envelope_of(raw, &e);
         if (env == NULL || env == Py_None) {
             Py_XDECREF(env);
             goto defer;
