@@ -814,8 +814,9 @@ static long long entry_wall(PyObject *entry) {
 PyDoc_STRVAR(lww_apply_doc,
 "lww_apply(fields, payload, author) -> bool | None\n\n"
 "DocState.apply for a document without a tombstone: True/False as the Python method\n"
-"returns, with fields updated the same way; None (fields untouched) when Python must\n"
-"decide: a document delete, a wall-clock tie with a held entry, anything unusual.");
+"returns, with fields holding the same entries (a winning write rewrites the held entry\n"
+"list in place: a state's entries are its own); None (fields untouched) when Python\n"
+"must decide: a document delete, a wall-clock tie with a held entry, anything unusual.");
 
 /* lww_apply's work: a new reference to True, False or None, or NULL on a real error. */
 static PyObject *lww_core(PyObject *fields, PyObject *payload, PyObject *author) {
@@ -838,6 +839,7 @@ static PyObject *lww_core(PyObject *fields, PyObject *payload, PyObject *author)
     }
     /* pass 1: decide without touching fields */
     int take[32];
+    PyObject *held_entry[32]; /* borrowed: fields is not touched until pass 2 */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *op = PyTuple_GET_ITEM(ops, i);
         if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) != 3) Py_RETURN_NONE;
@@ -850,7 +852,7 @@ static PyObject *lww_core(PyObject *fields, PyObject *payload, PyObject *author)
                 Py_RETURN_NONE;
             }
         }
-        PyObject *cur = PyDict_GetItemWithError(fields, name);
+        PyObject *cur = held_entry[i] = PyDict_GetItemWithError(fields, name);
         if (cur == NULL) {
             if (PyErr_Occurred()) {
                 PyErr_Clear();
@@ -872,15 +874,19 @@ static PyObject *lww_core(PyObject *fields, PyObject *payload, PyObject *author)
         if (node_hex == NULL && ((node_hex = hex_of(node)) == NULL
                                  || (author_hex = hex_of(author)) == NULL))
             goto error;
-        PyObject *entry = PyList_New(6);
-        if (entry == NULL) goto error;
         PyObject *items[6] = {wall, counter, node_hex, author_hex, PyTuple_GET_ITEM(op, 2),
                               PyTuple_GET_ITEM(op, 1)};
+        changed = 1;
+        PyObject *entry = held_entry[i];
+        if (entry != NULL) { /* the held entry, rewritten in place (entries are never shared) */
+            for (int k = 0; k < 6; k++) Py_SETREF(PyList_GET_ITEM(entry, k), Py_NewRef(items[k]));
+            continue;
+        }
+        if ((entry = PyList_New(6)) == NULL) goto error;
         for (int k = 0; k < 6; k++) PyList_SET_ITEM(entry, k, Py_NewRef(items[k]));
         int rc = PyDict_SetItem(fields, PyTuple_GET_ITEM(op, 0), entry);
         Py_DECREF(entry);
         if (rc < 0) goto error;
-        changed = 1;
     }
     Py_XDECREF(node_hex);
     Py_XDECREF(author_hex);
