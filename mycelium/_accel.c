@@ -118,6 +118,25 @@ static int read_b32(reader *r, const uint8_t **s) {
     return 0;
 }
 
+/* A non-negative int as int64, or -1 if it is not one (no exception left set).
+ * PyLong_AsLongLongAndOverflow: CPython 3.11's PyLong_AsLongLong takes a slow byte-array
+ * path for every value above 2**30, which wall clocks and sequence numbers are. */
+static long long small_uint(PyObject *v) {
+    int overflow;
+    if (!PyLong_CheckExact(v)) return -1;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (x == -1 && PyErr_Occurred()) PyErr_Clear();
+    return overflow || x < 0 ? -1 : x;
+}
+
+/* Whether two exact str objects hold the same text (cheaper than PyUnicode_Compare). */
+static int same_text(PyObject *a, PyObject *b) {
+    if (a == b) return 1;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    return n == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b)
+           && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * PyUnicode_KIND(a)) == 0;
+}
+
 /* -- the envelope's layout ------------------------------------------------------------ */
 typedef struct {
     int kind;
@@ -358,7 +377,8 @@ static PyObject *chain_runs(PyObject *Py_UNUSED(module), PyObject *const *args,
                      && PyBytes_CheckExact(PyTuple_GET_ITEM(head, 1))
                      && PyBytes_GET_SIZE(PyTuple_GET_ITEM(head, 1)) == 32;
                 if (ok) {
-                    head_seq = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(head, 0));
+                    long long held = small_uint(PyTuple_GET_ITEM(head, 0));
+                    head_seq = held < 0 ? UINT64_MAX : (uint64_t)held; /* unknown: no match */
                     head_id = PyBytes_AS_STRING(PyTuple_GET_ITEM(head, 1));
                     ok = !PyErr_Occurred();
                 }
@@ -376,7 +396,7 @@ static PyObject *chain_runs(PyObject *Py_UNUSED(module), PyObject *const *args,
             PyObject *last = PyList_GET_ITEM(run, PyList_GET_SIZE(run) - 1);
             PyObject *seq = slot_get(3, last), *id = slot_get(11, last);
             ok = seq != NULL && id != NULL && PyBytes_CheckExact(id) && PyBytes_GET_SIZE(id) == 32
-                 && e.seq == PyLong_AsUnsignedLongLong(seq) + 1 && !PyErr_Occurred()
+                 && small_uint(seq) >= 0 && e.seq == (uint64_t)small_uint(seq) + 1
                  && e.prev != NULL && memcmp(e.prev, PyBytes_AS_STRING(id), 32) == 0;
             Py_XDECREF(seq);
             Py_XDECREF(id);
@@ -707,8 +727,8 @@ static PyObject *open_one(PyObject *data, PyObject *key, PyObject *table, long l
         out = read_payload(plain, size);
     if (plain != stack) PyMem_Free(plain);
     if (out != NULL && table != NULL) {
-        long long wall = PyLong_AsLongLong(PyTuple_GET_ITEM(PyTuple_GET_ITEM(out, 3), 0));
-        if (wall > max_wall || !payload_fits(table, out)) Py_CLEAR(out);
+        long long wall = small_uint(PyTuple_GET_ITEM(PyTuple_GET_ITEM(out, 3), 0));
+        if (wall < 0 || wall > max_wall || !payload_fits(table, out)) Py_CLEAR(out);
     }
     if (out == NULL) PyErr_Clear();
     return out;
@@ -806,9 +826,7 @@ static long long entry_wall(PyObject *entry) {
     if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 6) return -1;
     PyObject *w = PyList_GET_ITEM(entry, 0);
     if (!PyLong_CheckExact(w)) return -1;
-    long long v = PyLong_AsLongLong(w);
-    if (v == -1 && PyErr_Occurred()) PyErr_Clear();
-    return v < 0 ? -1 : v;
+    return small_uint(w);
 }
 
 PyDoc_STRVAR(lww_apply_doc,
@@ -831,7 +849,7 @@ static PyObject *lww_core(PyObject *fields, PyObject *payload, PyObject *author)
     if (!PyLong_CheckExact(wall) || !PyLong_CheckExact(counter) || !PyBytes_CheckExact(node)
         || PyBytes_GET_SIZE(node) > 32 || PyBytes_GET_SIZE(author) > 32)
         Py_RETURN_NONE;
-    long long w = PyLong_AsLongLong(wall);
+    long long w = small_uint(wall);
     Py_ssize_t n = PyTuple_GET_SIZE(ops);
     if ((w == -1 && PyErr_Occurred()) || w < 0 || n > 32) {
         PyErr_Clear();
@@ -846,11 +864,7 @@ static PyObject *lww_core(PyObject *fields, PyObject *payload, PyObject *author)
         PyObject *name = PyTuple_GET_ITEM(op, 0);
         if (!PyUnicode_CheckExact(name)) Py_RETURN_NONE; /* None: a document delete */
         for (Py_ssize_t j = 0; j < i; j++) {
-            int same = PyUnicode_Compare(name, PyTuple_GET_ITEM(PyTuple_GET_ITEM(ops, j), 0));
-            if (same == 0 || PyErr_Occurred()) {
-                PyErr_Clear();
-                Py_RETURN_NONE;
-            }
+            if (same_text(name, PyTuple_GET_ITEM(PyTuple_GET_ITEM(ops, j), 0))) Py_RETURN_NONE;
         }
         PyObject *cur = held_entry[i] = PyDict_GetItemWithError(fields, name);
         if (cur == NULL) {
