@@ -755,9 +755,9 @@ static PyObject *open_payload(PyObject *Py_UNUSED(module), PyObject *const *args
 }
 
 PyDoc_STRVAR(open_all_doc,
-"open_all(envelopes, keys, schema, max_wall_ms) -> (pairs, newest, doc_keys) | None\n\n"
+"open_all(envelopes, keys, schema, max_wall_ms) -> (opened, newest, doc_keys) | None\n\n"
 "open_payload for every envelope of a batch, keys the group key by epoch: a list of\n"
-"(envelope, payload), the greatest hlc among them and the set of (coll, doc) written;\n"
+"(envelope, payload, (coll, doc)), the greatest hlc and the set of (coll, doc) written;\n"
 "None unless every envelope opens and passes (then each goes its own way in Python).");
 
 static PyObject *open_all(PyObject *Py_UNUSED(module), PyObject *const *args,
@@ -783,8 +783,8 @@ static PyObject *open_all(PyObject *Py_UNUSED(module), PyObject *const *args,
         Py_XDECREF(epoch);
         Py_XDECREF(raw);
         if (payload == NULL) goto done;
-        PyObject *pair = PyTuple_Pack(2, env, payload);
         PyObject *doc_key = PyTuple_GetSlice(payload, 0, 2);
+        PyObject *pair = doc_key != NULL ? PyTuple_Pack(3, env, payload, doc_key) : NULL;
         PyObject *hlc = PyTuple_GET_ITEM(payload, 3);
         int later = newest == NULL ? 1 : PyObject_RichCompareBool(hlc, newest, Py_GT);
         if (later > 0) Py_XSETREF(newest, Py_NewRef(hlc));
@@ -921,29 +921,29 @@ static PyObject *lww_apply(PyObject *Py_UNUSED(module), PyObject *const *args,
 }
 
 PyDoc_STRVAR(merge_all_doc,
-"merge_all(pairs, docs, dirty, fallback) -> None\n\n"
-"Soil._merge for every (envelope, payload) of pairs, in order: the LWW merge in C into\n"
-"docs[(coll, doc)] where it can decide, dirty[(coll, doc)] = delta id where the document\n"
-"changed; fallback(envelope, payload) (Soil._merge itself) for every other pair.");
+"merge_all(opened, docs, dirty, fallback) -> None\n\n"
+"Soil._merge for every (envelope, payload, key) of opened, in order: the LWW merge into\n"
+"docs[key] where it can decide, dirty[key] = delta id where the document changed;\n"
+"fallback(envelope, payload) (Soil._merge itself) for every other item.");
 
 static PyObject *merge_all(PyObject *Py_UNUSED(module), PyObject *const *args,
                            Py_ssize_t nargs) {
     if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1])
         || !PyDict_CheckExact(args[2]) || doc_state_type == NULL || envelope_type == NULL) {
-        PyErr_SetString(PyExc_TypeError, "merge_all(pairs: list, docs: dict, dirty: dict, fallback)");
+        PyErr_SetString(PyExc_TypeError, "merge_all(opened: list, docs: dict, dirty: dict, fallback)");
         return NULL;
     }
     PyObject *pairs = args[0], *docs = args[1], *dirty = args[2], *fallback = args[3];
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pairs); i++) {
         PyObject *pair = PyList_GET_ITEM(pairs, i);
-        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_TypeError, "merge_all: pairs must be (envelope, payload)");
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 3) {
+            PyErr_SetString(PyExc_TypeError, "merge_all: items must be (envelope, payload, key)");
             return NULL;
         }
         PyObject *env = PyTuple_GET_ITEM(pair, 0), *payload = PyTuple_GET_ITEM(pair, 1);
-        PyObject *decided = NULL, *key = NULL;
+        PyObject *decided = NULL, *key = Py_NewRef(PyTuple_GET_ITEM(pair, 2));
         if (Py_TYPE(env) == envelope_type && PyTuple_Check(payload)
-            && PyTuple_GET_SIZE(payload) == 4 && (key = PyTuple_GetSlice(payload, 0, 2)) != NULL) {
+            && PyTuple_GET_SIZE(payload) == 4) {
             PyObject *state = PyDict_GetItemWithError(docs, key);
             if (state != NULL && Py_TYPE(state) == doc_state_type) {
                 PyObject *tomb = Py_TYPE(doc_setters[1])->tp_descr_get(doc_setters[1], state, NULL);
@@ -1061,9 +1061,11 @@ PyDoc_STRVAR(load_state_doc,
 "load_state(body, indexed) -> (DocState, values) | None\n\n"
 "DocState.decode(body) and its values_of(indexed), or None (then Python decides).");
 
-/* (DocState, values) of a stored row, or NULL (exception cleared) to defer. */
-static PyObject *load_one(PyObject *body, PyObject *indexed) {
-    if (doc_state_type == NULL || !PyBytes_CheckExact(body)) return NULL;
+/* The DocState and indexed values of a stored row as new references in *state_out and
+ * *values_out: 0, or -1 (exception cleared) to defer. */
+static int load_one(PyObject *body, PyObject *indexed, PyObject **state_out,
+                    PyObject **values_out) {
+    if (doc_state_type == NULL || !PyBytes_CheckExact(body)) return -1;
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(body);
     reader r = {data, data + PyBytes_GET_SIZE(body)};
     PyObject *fields = NULL, *tomb = NULL, *state = NULL, *values = NULL;
@@ -1090,23 +1092,27 @@ static PyObject *load_one(PyObject *body, PyObject *indexed) {
         goto defer;
     Py_DECREF(fields);
     Py_DECREF(tomb);
-    PyObject *out = PyTuple_Pack(2, state, values);
-    Py_DECREF(state);
-    Py_DECREF(values);
-    if (out == NULL) PyErr_Clear();
-    return out;
+    *state_out = state;
+    *values_out = values;
+    return 0;
 defer:
     Py_XDECREF(fields);
     Py_XDECREF(tomb);
     Py_XDECREF(state);
     Py_XDECREF(values);
     PyErr_Clear();
-    return NULL;
+    return -1;
 }
 
 static PyObject *load_state(PyObject *Py_UNUSED(module), PyObject *const *args,
                             Py_ssize_t nargs) {
-    PyObject *out = nargs == 2 ? load_one(args[0], args[1]) : NULL;
+    PyObject *state, *values, *out = NULL;
+    if (nargs == 2 && load_one(args[0], args[1], &state, &values) == 0) {
+        out = PyTuple_Pack(2, state, values);
+        Py_DECREF(state);
+        Py_DECREF(values);
+        if (out == NULL) PyErr_Clear();
+    }
     return out != NULL ? out : Py_NewRef(Py_None);
 }
 
@@ -1138,15 +1144,16 @@ static PyObject *load_rows(PyObject *Py_UNUSED(module), PyObject *const *args,
     PyObject *left = PyList_New(0), *it = PyObject_GetIter(args[0]), *row;
     if (left == NULL || it == NULL) goto error;
     while ((row = PyIter_Next(it)) != NULL) {
-        PyObject *key = NULL, *loaded = NULL;
-        int rc = 0;
+        PyObject *key = NULL, *state = NULL, *values = NULL;
+        int rc = 0, loaded = 0;
         if (PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) == 2
             && (key = PyDict_GetItemWithError(wanted, PyTuple_GET_ITEM(row, 0))) != NULL)
-            loaded = load_one(PyTuple_GET_ITEM(row, 1), indexed);
-        if (loaded != NULL) {
-            rc = PyDict_SetItem(docs, key, PyTuple_GET_ITEM(loaded, 0)) < 0
-                 || PyDict_SetItem(before, key, PyTuple_GET_ITEM(loaded, 1)) < 0 ? -1 : 0;
-            Py_DECREF(loaded);
+            loaded = load_one(PyTuple_GET_ITEM(row, 1), indexed, &state, &values) == 0;
+        if (loaded) {
+            rc = PyDict_SetItem(docs, key, state) < 0 || PyDict_SetItem(before, key, values) < 0
+                 ? -1 : 0;
+            Py_DECREF(state);
+            Py_DECREF(values);
         } else {
             rc = PyErr_Occurred() ? -1 : PyList_Append(left, row);
         }

@@ -8,9 +8,10 @@ caller then runs the Python path, which decides and names any error:
   and, given ``schema`` (:meth:`mycelium.crdt.schema.Registry.compiled`), the schema check
   and the clock-drift rule (``hlc.wall_ms <= max_wall_ms``);
 * ``open_all(envelopes, keys, schema, max_wall_ms)``: ``Soil._open_each`` for a batch
-  whose every envelope opens (the pairs, the greatest clock, the documents written);
-* ``merge_all(pairs, docs, dirty, fallback)``: ``Soil._merge`` of every pair, calling
-  ``fallback`` (that method) for the pairs it leaves to Python;
+  whose every envelope opens (``(envelope, payload, (coll, doc))`` each, the greatest
+  clock, the documents written);
+* ``merge_all(opened, docs, dirty, fallback)``: ``Soil._merge`` of each of those, calling
+  ``fallback`` (that method) for the ones it leaves to Python;
 * ``chain_runs(raws, space, heads)``: the authors' linked runs of a batch that
   :func:`mycelium.log.validate.validate_batch` would find entirely ready (before the
   signature check);

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 WallClock = Callable[[], int]
 _ABSENT = object()
 _NO_HEAD: tuple[int, None] = (0, None)  # the head of an author with nothing stored
+#: An opened DATA envelope: ``(envelope, payload, (coll, doc))``.
+_Opened = tuple[Envelope, payloads.Payload, tuple[str, str]]
 _NO_VALUES: dict[str, Any] = {}  # read only
 
 
@@ -533,15 +535,16 @@ class Soil:
         if merge_all is not None:
             merge_all(opened, work.docs, work.dirty, lambda e, p: self._merge(work, mem, e, p))
         else:
-            for env, p in opened:
+            for env, p, _ in opened:
                 self._merge(work, mem, env, p)
 
     def _open_each(self, work: _Work, mem: _SpaceMem, keys: dict[int, bytes | None], now: int,
-                   schema: Any, max_wall: int) -> tuple[list[tuple[Envelope, payloads.Payload]],
-                                                        Timestamp | None, set[tuple[str, str]]]:
-        """Open the batch's envelopes one by one: ``(opened pairs, greatest hlc, (coll, doc)
-        of each)``. The compiled twin of _open_data's work (decrypt, decode, schema, drift
-        rule) answers for the common case; None sends the envelope down the Python path."""
+                   schema: Any, max_wall: int) -> tuple[list[_Opened], Timestamp | None,
+                                                        set[tuple[str, str]]]:
+        """Open the batch's envelopes one by one: ``(opened, greatest hlc, (coll, doc) of
+        each)``, ``opened`` holding ``(envelope, payload, (coll, doc))``. The compiled twin
+        of _open_data's work (decrypt, decode, schema, drift rule) answers for the common
+        case; None sends the envelope down the Python path."""
         opened = []
         newest = None
         compiled = accel.open_payload
@@ -554,10 +557,10 @@ class Soil:
                 payload = self._open_data(work, mem, env, key, now, fresh=True)[0]
                 if payload is None:
                     continue
-            opened.append((env, payload))
+            opened.append((env, payload, payload[:2]))
             if newest is None or payload.hlc > newest:
                 newest = payload.hlc
-        return opened, newest, {p[:2] for _, p in opened}
+        return opened, newest, {key for _, _, key in opened}
 
     def _open_data(self, work: _Work, mem: _SpaceMem, env: Envelope, key: bytes | None,
                    now: int, *, fresh: bool) -> tuple[payloads.Payload | None, str | None]:
