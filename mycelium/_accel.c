@@ -395,8 +395,9 @@ static PyObject *chain_runs(PyObject *Py_UNUSED(module), PyObject *const *args,
         } else if (ok) { /* must follow the author's previous envelope in this batch */
             PyObject *last = PyList_GET_ITEM(run, PyList_GET_SIZE(run) - 1);
             PyObject *seq = slot_get(3, last), *id = slot_get(11, last);
-            ok = seq != NULL && id != NULL && PyBytes_CheckExact(id) && PyBytes_GET_SIZE(id) == 32
-                 && small_uint(seq) >= 0 && e.seq == (uint64_t)small_uint(seq) + 1
+            long long last_seq = seq != NULL ? small_uint(seq) : -1;
+            ok = last_seq >= 0 && id != NULL && PyBytes_CheckExact(id) && PyBytes_GET_SIZE(id) == 32
+                 && e.seq == (uint64_t)last_seq + 1
                  && e.prev != NULL && memcmp(e.prev, PyBytes_AS_STRING(id), 32) == 0;
             Py_XDECREF(seq);
             Py_XDECREF(id);
@@ -824,9 +825,7 @@ static PyObject *hex_of(PyObject *b) {
  * it is not such an entry with a small non-negative wall (then Python decides). */
 static long long entry_wall(PyObject *entry) {
     if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 6) return -1;
-    PyObject *w = PyList_GET_ITEM(entry, 0);
-    if (!PyLong_CheckExact(w)) return -1;
-    return small_uint(w);
+    return small_uint(PyList_GET_ITEM(entry, 0));
 }
 
 PyDoc_STRVAR(lww_apply_doc,

@@ -89,9 +89,13 @@ def _configure(ext: Any) -> None:
             raise OSError("SHA-256 self-test failed")
 
 
+#: The compiled functions this module hands out (each also a module attribute below).
+_NAMES = ("decode_envelope", "open_payload", "lww_apply", "load_state", "state_row",
+          "chain_runs", "doc_rows", "open_all", "merge_all", "load_rows", "fill_empty")
+
+
 def _load() -> None:
-    global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
-    global doc_rows, open_all, merge_all, load_rows, fill_empty, disabled_reason
+    global disabled_reason
     if os.environ.get("MYCELIUM_NO_ACCEL"):
         disabled_reason = "disabled by MYCELIUM_NO_ACCEL"
         return
@@ -106,11 +110,7 @@ def _load() -> None:
         disabled_reason = f"self-test failed: {exc}"
         log.warning("compiled ingest path disabled: %s", exc)
         return
-    decode_envelope, open_payload = _accel.decode_envelope, _accel.open_payload
-    lww_apply, load_state, state_row = _accel.lww_apply, _accel.load_state, _accel.state_row
-    chain_runs, doc_rows = _accel.chain_runs, _accel.doc_rows
-    open_all, merge_all = _accel.open_all, _accel.merge_all
-    load_rows, fill_empty = _accel.load_rows, _accel.fill_empty
+    globals().update({name: getattr(_accel, name) for name in _NAMES})
 
 
 def _trampoline(name: str) -> Callable[..., Any]:
@@ -124,10 +124,7 @@ def _trampoline(name: str) -> Callable[..., Any]:
 
 
 def _load_once() -> None:
-    global decode_envelope, open_payload, lww_apply, load_state, state_row, chain_runs
-    global doc_rows, open_all, merge_all, load_rows, fill_empty
-    decode_envelope = open_payload = lww_apply = load_state = state_row = chain_runs = None
-    doc_rows = open_all = merge_all = load_rows = fill_empty = None
+    globals().update(dict.fromkeys(_NAMES))  # None unless _load finds the extension
     _load()
 
 
@@ -138,7 +135,7 @@ open_payload: Callable[..., Any] | None = _trampoline("open_payload")
 lww_apply: Callable[[dict[str, Any], Any, bytes], bool | None] | None = _trampoline("lww_apply")
 load_state: Callable[[bytes, frozenset[str]], Any] | None = _trampoline("load_state")
 state_row: Callable[[dict[str, Any], Any, frozenset[str]], Any] | None = _trampoline("state_row")
-chain_runs: Callable[[Any, bytes, dict[bytes, Any]], Any] | None = _trampoline("chain_runs")
+chain_runs: Callable[[Any, bytes, Any], Any] | None = _trampoline("chain_runs")
 doc_rows: Callable[..., Any] | None = _trampoline("doc_rows")
 open_all: Callable[..., Any] | None = _trampoline("open_all")
 merge_all: Callable[..., Any] | None = _trampoline("merge_all")

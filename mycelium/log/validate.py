@@ -145,8 +145,8 @@ def validate_batch(
     and fork detection). Never raises for bad input.
     """
     compiled = accel.chain_runs  # the common batch, sorted in C (docs/accel.md)
-    if compiled is not None and type(heads) is dict:
-        runs = compiled(raws, space, heads)
+    if compiled is not None:
+        runs = compiled(raws, space, heads)  # None unless all are ready (or heads no dict)
         if runs is not None:
             verdict = _authentic_runs(runs)
             if verdict is not None:
