@@ -6,7 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(build-essential python3-dev python3-venv libgmp-dev iproute2 nftables iptables iputils-ping)
+# chromium: the web app's and gateway's browser tests (driven by Playwright, pinned to its major);
+# nodejs (with npm): the js-ipfs node the archive tests run (tools/ipfs).
+APT_PACKAGES=(build-essential python3-dev python3-venv libgmp-dev iproute2 nftables iptables iputils-ping
+              chromium nodejs)
 
 missing_apt() {
   local pkg
@@ -50,4 +53,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
+fi
+
+# A real IPFS node for the archive tests (js-ipfs; see docs/archive.md). Reinstalled only when
+# tools/ipfs/package.json changes; `npm install`, not `npm ci` (see ../shared/NOTES.md).
+if command -v npm >/dev/null 2>&1; then
+  ipfs_stamp=tools/ipfs/node_modules/.mycelium-installed
+  ipfs_want="$(cat tools/ipfs/package.json | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$ipfs_stamp" ] || [ "$(cat "$ipfs_stamp")" != "$ipfs_want" ]; then
+    echo "setup: installing the test IPFS node into tools/ipfs (first time takes a few minutes)" >&2
+    (cd tools/ipfs && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$ipfs_want" > "$ipfs_stamp"
+  fi
+else
+  echo "setup: npm not found; archive tests that need the IPFS node will fail" >&2
 fi

@@ -16,7 +16,9 @@ app = typer.Typer(
 
 #: Modules under mycelium.cli that define ``register(app)``; missing ones are skipped so
 #: areas can land independently.
-_AREAS = ("identity", "spaces", "docs", "node", "relay", "archive", "gateway")
+_AREAS = (
+    "identity", "spaces", "docs", "node", "relay", "archive", "gateway", "store", "device", "web",
+)
 
 
 def _register_all() -> None:
