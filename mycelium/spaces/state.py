@@ -19,6 +19,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from mycelium.log.envelope import Envelope, Kind
+from mycelium.spaces import delegation
 from mycelium.spaces.control import (
     AddMember,
     ControlOp,
@@ -107,6 +108,8 @@ class SpaceState:
         self._ids: set[bytes] = set()
         self._author_max_seq: dict[bytes, int] = {}
         self._key_cache: dict[tuple[int, bytes], bytes] = {}
+        #: Delegated writers (protocols/delegation.md): never replayed, not control ops.
+        self.delegations = delegation.Delegations()
         self._r = self._fresh()
         self._dirty = False
 
@@ -126,15 +129,20 @@ class SpaceState:
         All or nothing: if one envelope can never be valid, it raises and none is applied.
         """
         new: dict[bytes, _Entry] = {}
+        certs: list[delegation.Certificate] = []
         for env in envs:
+            if delegation.is_delegation(env.ct):
+                certs.append(delegation.certificate_of(env, self.space_id))
+                continue
             entry = self._entry(env)
             if entry is not None:
                 new[entry.delta_id] = entry
-        if not new:
-            return
         if len(self._entries) + len(new) > MAX_CONTROL_OPS:
             raise SpaceError(f"a space holds at most {MAX_CONTROL_OPS} control ops",
                              reason="too_many_control_ops")
+        self.delegations.add_many(certs)
+        if not new:
+            return
         first = next(iter(new.values()))
         in_order = len(new) == 1 and self._appends_at_end(first)
         for entry in new.values():
@@ -318,13 +326,15 @@ class SpaceState:
         """Raise unless ``env``'s author may write it and its epoch is known.
 
         Authors are current members, or removed members for envelopes up to the ``keep``
-        seq of their removal (written before it, so every node keeps the same chains).
+        seq of their removal (written before it, so every node keeps the same chains), or
+        keys delegated by a member (protocols/delegation.md; while the issuer qualifies).
         :class:`RemovedAuthor` / :class:`NotMember` are final for the current membership;
         :class:`UnknownEpoch` usually means the epoch op has not arrived yet (keep pending).
         """
         if env.space != self.space_id:
             raise WrongSpace("envelope belongs to another space")
-        if env.author not in self._res.members:
+        members = self._res.members
+        if env.author not in members and not self.delegations.may_write(env.author, members):
             if env.author not in self._res.former:
                 raise NotMember("author is not a member of the space")
             if env.seq > self._res.keep.get(env.author, 0):
@@ -342,6 +352,9 @@ class SpaceState:
             raise WrongSpace("envelope belongs to another space")
         if env.kind is not Kind.CONTROL:
             raise BadControlOp("not a CONTROL envelope")
+        if delegation.is_delegation(env.ct):  # any key may open its chain with a certificate
+            delegation.certificate_of(env, self.space_id)
+            return
         if not self.is_admin(env.author):
             raise NotAdmin("only admins may change membership or keys")
 

@@ -205,6 +205,10 @@ class Soil:
             mem.deferred[reason] = n
         self._spaces[space] = mem
 
+    def reload(self) -> None:
+        """Re-read the in-memory mirrors after the tables were rewritten (``store rebuild``)."""
+        self._reload()
+
     # -- transactions ---------------------------------------------------------------
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -615,7 +619,8 @@ class Soil:
                     rows = load_rows(rows, wanted, indexed, work.docs, work.indexed_before)
                 for dk, body in rows:
                     key = wanted[dk]
-                    self._loaded(work, key, *codec.open_indexed(*key, bytes(body), indexed))
+                    self._loaded(work, key, *self._open_row(work.space, codec, key, bytes(body),
+                                                            indexed))
             if fill_empty is not None:
                 fill_empty(wanted, work.docs, work.indexed_before, fresh_values)
                 continue
@@ -672,9 +677,33 @@ class Soil:
         if row is None:
             state, values = DocState(), (None if codec.sealed else {})
         else:
-            state, values = codec.open_indexed(*key, bytes(row[0]), self.registry.indexed(key[0]))
+            state, values = self._open_row(work.space, codec, key, bytes(row[0]),
+                                           self.registry.indexed(key[0]))
         self._loaded(work, key, state, values)
         return state
+
+    def _open_row(self, space: bytes, codec: DocCodec, key: tuple[str, str], body: bytes,
+                  indexed: frozenset[str]) -> tuple[DocState, dict[str, Any] | None]:
+        """``codec.open_indexed`` of a stored row, or, if the row cannot be read, the
+        document rebuilt from the envelopes in this transaction (so the batch goes on)."""
+        try:
+            return codec.open_indexed(*key, body, indexed)
+        except Exception:  # any unreadable row is rebuilt (repair.py)
+            state = self._unreadable_row(space, codec.row_keys(*key))
+            return state, None if codec.sealed else state.values_of(indexed)
+
+    def _unreadable_row(self, space: bytes, row_key: tuple[str, str], *,
+                        found_id: bool = False) -> Any:
+        """Rebuild a document row that cannot be read from the envelopes (inside the
+        caller's transaction; logged and counted as ``repaired_docs``, see repair.py):
+        its state, or with ``found_id`` ``(doc id, state)`` / None if nothing applies."""
+        from mycelium.store import repair
+
+        self._count("repaired_docs")
+        found = repair.repair_row(self, space, *row_key)
+        if found_id:
+            return None if found is None else (found[0][1], found[1])
+        return DocState() if found is None else found[1]
 
     # -- writing a transaction ------------------------------------------------------
     def _flush(self, work: _Work) -> None:
@@ -740,18 +769,24 @@ class Soil:
         return rows, stale, fresh
 
     # -- local writes ---------------------------------------------------------------
-    def append(self, space_id: bytes, kind: Kind, payload: bytes) -> Envelope:
-        """Seal ``payload`` as this identity's next envelope in the space and apply it."""
+    def append(self, space_id: bytes, kind: Kind, payload: bytes, *,
+               signer: Any = None) -> Envelope:
+        """Seal ``payload`` as this identity's next envelope in the space and apply it.
+
+        ``signer``: another identity this node holds (a delegated writer,
+        protocols/delegation.md) signs instead; the group key is still this node's.
+        """
         mem = self._mem(space_id)
         me = self.identity
-        seq, prev = mem.heads.get(me.public_key, (0, None))
+        author = me if signer is None else signer
+        seq, prev = mem.heads.get(author.public_key, (0, None))
         epoch, key = 0, None
         if kind is Kind.DATA:
             epoch = mem.state.current_epoch
             key = mem.state.epoch_key(epoch, me) if epoch else None
             if key is None:
                 raise NoEpochKey("no usable group key yet: waiting for an admin to rotate or grant")
-        env = envelope_mod.seal(signer=me.signing_key, space=space_id, seq=seq + 1, prev=prev,
+        env = envelope_mod.seal(signer=author.signing_key, space=space_id, seq=seq + 1, prev=prev,
                                 epoch=epoch, payload=payload, group_key=key, kind=kind)
         work, result = _Work(space_id), IngestResult()
         with self._tx():
@@ -766,25 +801,27 @@ class Soil:
         self._hub.publish(work.changes)
         return env
 
-    def put_doc(self, space_id: bytes, coll: str, doc_id: str, fields: dict[str, Any]) -> Envelope:
+    def put_doc(self, space_id: bytes, coll: str, doc_id: str, fields: dict[str, Any], *,
+                signer: Any = None) -> Envelope:
         """Set fields of a document (``None`` deletes a field); schema-checked first."""
         if not isinstance(fields, dict) or not fields:
             raise payloads.PayloadError("a document write needs at least one field",
                                         reason="no_ops")
         body = payloads.set_fields(coll, doc_id, fields, self.hlc.now(self.wall()))
-        return self._write_payload(space_id, body)
+        return self._write_payload(space_id, body, signer=signer)
 
     def delete_doc(self, space_id: bytes, coll: str, doc_id: str) -> Envelope:
         return self._write_payload(space_id,
                                    payloads.delete_doc(coll, doc_id, self.hlc.now(self.wall())))
 
-    def _write_payload(self, space_id: bytes, body: payloads.Payload) -> Envelope:
+    def _write_payload(self, space_id: bytes, body: payloads.Payload, *,
+                       signer: Any = None) -> Envelope:
         self.registry.check(body, self._mem(space_id).state.kind)
         data = body.encode()
         if len(data) > MAX_PAYLOAD_BYTES:
             raise payloads.PayloadError(f"document write of {len(data)} bytes exceeds "
                                         f"{MAX_PAYLOAD_BYTES}", reason="oversized")
-        return self.append(space_id, Kind.DATA, data)
+        return self.append(space_id, Kind.DATA, data, signer=signer)
 
     # -- reads ----------------------------------------------------------------------
     def get_doc(self, space_id: bytes, coll: str, doc_id: str) -> dict[str, Any] | None:
@@ -796,7 +833,12 @@ class Soil:
             (space_id, codec.coll_key(coll), codec.doc_key(coll, doc_id))).fetchone()
         if row is None:
             return None
-        visible = codec.open(coll, doc_id, bytes(row[0])).visible()
+        try:
+            state = codec.open(coll, doc_id, bytes(row[0]))
+        except Exception:  # any unreadable row is rebuilt (repair.py)
+            with self._tx():
+                state = self._unreadable_row(space_id, codec.row_keys(coll, doc_id))
+        visible = state.visible()
         return None if visible is None else {"_id": doc_id, **visible}
 
     def list_docs(self, space_id: bytes, coll: str, **equals: Any) -> list[dict[str, Any]]:
@@ -815,12 +857,21 @@ class Soil:
                       "AND field=? AND value=?)")
             args += [space_id, coll, name, value]
         out = []
-        for doc_key, body in self.conn.execute(query, args):
-            if codec.sealed:
-                doc, state_bytes = codec.open_sealed(coll, None, bytes(body), doc_key=doc_key)
-                state = DocState.decode(state_bytes)
-            else:
-                doc, state = doc_key, DocState.decode(bytes(body))
+        for doc_key, body in self.conn.execute(query, args).fetchall():  # repair writes
+            try:
+                if codec.sealed:
+                    doc, state_bytes = codec.open_sealed(coll, None, bytes(body),
+                                                         doc_key=doc_key)
+                    state = DocState.decode(state_bytes)
+                else:
+                    doc, state = doc_key, DocState.decode(bytes(body))
+            except Exception:  # any unreadable row is rebuilt (repair.py)
+                with self._tx():
+                    found = self._unreadable_row(space_id, (codec.coll_key(coll), doc_key),
+                                                 found_id=True)
+                if found is None:
+                    continue
+                doc, state = found
             visible = state.visible()
             if visible is not None and all(visible.get(k) == v for k, v in equals.items()):
                 out.append({"_id": doc, **visible})
