@@ -40,7 +40,7 @@ def _certify(issuer: Identity, space: bytes, subject: Identity,
 
 
 def test_custodial_writes_reach_a_member_without_control_ops(market: tuple) -> None:
-    gw, soil_g, space, member, soil_m = market
+    gw, soil_g, space, _member, soil_m = market
     ops_before = soil_g.space_state(space).control_count
     senders = [Identity.generate() for _ in range(3)]
     for i, sender in enumerate(senders):
@@ -56,7 +56,7 @@ def test_custodial_writes_reach_a_member_without_control_ops(market: tuple) -> N
 
 
 def test_certificate_from_a_plain_member_does_not_authorize(market: tuple) -> None:
-    gw, soil_g, space, member, soil_m = market
+    _gw, soil_g, space, member, soil_m = market
     sender = Identity.generate()
     # A member (not admin) certifies a custodial key: stored, but the key may not write.
     soil_m.append(space, Kind.CONTROL, _certify(member, space, sender), signer=sender)
@@ -71,7 +71,7 @@ def test_certificate_from_a_plain_member_does_not_authorize(market: tuple) -> No
 
 
 def test_forged_or_misplaced_certificates_are_rejected(market: tuple) -> None:
-    gw, soil_g, space, member, soil_m = market
+    gw, soil_g, space, _member, _soil_m = market
     sender, stranger = Identity.generate(), Identity.generate()
     forged = bytearray(_certify(gw, space, sender))
     forged[-1] ^= 1  # last byte of the issuer's signature
@@ -87,7 +87,7 @@ def test_forged_or_misplaced_certificates_are_rejected(market: tuple) -> None:
 
 
 def test_issuer_losing_admin_role_stops_new_custodial_writes(market: tuple) -> None:
-    gw, soil_g, space, member, soil_m = market
+    gw, soil_g, space, member, _soil_m = market
     sender = Identity.generate()
     soil_g.append(space, Kind.CONTROL, _certify(gw, space, sender), signer=sender)
     soil_g.put_doc(space, "products", "a", LISTING, signer=sender)
