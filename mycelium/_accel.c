@@ -12,30 +12,34 @@
  * to be right about what it accepts; tests pin that against the Python path on random
  * and mutated inputs.
  *
- * No crypto is implemented here. SHA-256 (OpenSSL's, as hashlib uses) and
- * XChaCha20-Poly1305 (libsodium's, as PyNaCl uses) are called through function pointers
- * that mycelium/accel.py looks up in the libraries those packages already loaded, so the
- * build needs nothing but a C compiler and the Python headers.
+ * No crypto is implemented here. SHA-256 and XChaCha20-Poly1305 are libsodium's, the copy
+ * PyNaCl ships and the Python path uses, called through function pointers that
+ * mycelium/accel.py takes with cffi's ffi.addressof and checks with known-answer tests
+ * before handing out any compiled function, so the build needs nothing but a C compiler
+ * and the Python headers.
+ *
+ * Inputs come from untrusted peers (envelopes, payloads) and from our own code (types,
+ * descriptors, dicts): the first are parsed with bounds checks on every read, the second
+ * are type-checked where a wrong one could corrupt memory (docs/accel.md, threat model).
+ * assert() marks invariants; the sanitizer job (scripts/sanitize.py) builds with them on.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <assert.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef int (*sha256_init_fn)(void *ctx);
-typedef int (*sha256_update_fn)(void *ctx, const void *data, size_t len);
-typedef int (*sha256_final_fn)(unsigned char *md, void *ctx);
+/* libsodium's crypto_hash_sha256 and crypto_aead_xchacha20poly1305_ietf_decrypt */
+typedef int (*sha256_fn)(unsigned char *out, const unsigned char *in, unsigned long long inlen);
 typedef int (*aead_decrypt_fn)(unsigned char *m, unsigned long long *mlen_p, unsigned char *nsec,
                                const unsigned char *c, unsigned long long clen,
                                const unsigned char *ad, unsigned long long adlen,
                                const unsigned char *npub, const unsigned char *k);
 
 /* -- configuration (set once by configure()) ------------------------------------------ */
-static sha256_init_fn sha_init;
-static sha256_update_fn sha_update;
-static sha256_final_fn sha_final;
+static sha256_fn sha256_hash;
 static aead_decrypt_fn aead_decrypt;
 static PyTypeObject *envelope_type, *payload_type, *op_type, *timestamp_type;
 #define N_ENV_FIELDS 12 /* kind space author seq prev epoch nonce ct sig v raw _id */
@@ -255,8 +259,10 @@ static PyObject *text_of(const uint8_t *s, Py_ssize_t n, int cached) {
     return str;
 }
 
-/* A tuple subclass instance (NamedTuple) from stolen references, as tuple.__new__ builds. */
+/* A tuple subclass instance (NamedTuple) from stolen references, as tuple.__new__ builds.
+ * type must be a tuple subclass (configure and doc_rows check it). */
 static PyObject *named_tuple(PyTypeObject *type, Py_ssize_t n, PyObject **items) {
+    assert(PyType_FastSubclass(type, Py_TPFLAGS_TUPLE_SUBCLASS));
     PyObject *t = type->tp_alloc(type, n);
     if (t == NULL) {
         for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(items[i]);
@@ -266,11 +272,10 @@ static PyObject *named_tuple(PyTypeObject *type, Py_ssize_t n, PyObject **items)
     return t;
 }
 
-static void sha256(const uint8_t *data, Py_ssize_t n, unsigned char out[32]) {
-    uint64_t ctx[32]; /* OpenSSL's SHA256_CTX is 112 bytes */
-    sha_init(ctx);
-    sha_update(ctx, data, (size_t)n);
-    sha_final(out, ctx);
+/* SHA-256 of data into out: 0, or -1 if libsodium reports an error. */
+static int sha256(const uint8_t *data, Py_ssize_t n, unsigned char out[32]) {
+    assert(sha256_hash != NULL && n >= 0);
+    return sha256_hash(out, data, (unsigned long long)n) == 0 ? 0 : -1;
 }
 
 /* Envelope field i (in dataclass field order) of env, as a new reference. */
@@ -296,7 +301,7 @@ static PyObject *envelope_of(PyObject *data, const layout *parsed) {
     const uint8_t *raw = (const uint8_t *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     unsigned char id[32];
-    sha256(raw, n, id);
+    if (sha256(raw, n, id) < 0) Py_RETURN_NONE;
     PyObject *v[N_ENV_FIELDS];
     v[0] = Py_NewRef(e.kind == 0 ? kind_data : kind_control);
     v[1] = shared_b32(&last_space, e.space);
@@ -717,10 +722,14 @@ static PyObject *open_one(PyObject *data, PyObject *key, PyObject *table, long l
     a += 40;
     memcpy(aad + a, e.author - 9, 9 + 32); /* "\x66author\x58\x20" + author */
     a += 41;
+    assert(a <= (Py_ssize_t)sizeof aad); /* at most 158: every head is bounded */
     Py_ssize_t size = e.ct_len - TAG_BYTES;
     uint8_t stack[4096];
     uint8_t *plain = size <= (Py_ssize_t)sizeof stack ? stack : PyMem_Malloc(size);
-    if (plain == NULL) Py_RETURN_NONE;
+    if (plain == NULL) {
+        PyErr_Clear(); /* out of memory: defer, the Python path raises if it still is */
+        return NULL;
+    }
     PyObject *out = NULL;
     if (aead_decrypt(plain, NULL, NULL, e.ct, (unsigned long long)e.ct_len, aad,
                      (unsigned long long)a, e.nonce, (const uint8_t *)PyBytes_AS_STRING(key))
@@ -1032,16 +1041,17 @@ static int is_stamp_part(PyObject *entry, int text_from) {
 }
 
 /* The live values of the fields in indexed (a frozenset), in its iteration order, as
- * DocState.values_of builds them. */
+ * DocState.values_of builds them; NULL (maybe with no exception set: a malformed entry)
+ * when it cannot, never a partial dict. */
 static PyObject *values_of(PyObject *fields, PyObject *indexed) {
     PyObject *out = PyDict_New(), *it = out ? PyObject_GetIter(indexed) : NULL, *name;
+    int rc = 0;
     if (it == NULL) {
         Py_XDECREF(out);
         return NULL;
     }
     while ((name = PyIter_Next(it)) != NULL) {
         PyObject *entry = PyDict_GetItemWithError(fields, name);
-        int rc = 0;
         if (entry != NULL && PyList_CheckExact(entry) && PyList_GET_SIZE(entry) == 6) {
             int deleted = PyObject_IsTrue(PyList_GET_ITEM(entry, 4));
             rc = deleted < 0 ? -1 : deleted ? 0 : PyDict_SetItem(out, name, PyList_GET_ITEM(entry, 5));
@@ -1052,7 +1062,7 @@ static PyObject *values_of(PyObject *fields, PyObject *indexed) {
         if (rc < 0) break;
     }
     Py_DECREF(it);
-    if (PyErr_Occurred()) Py_CLEAR(out);
+    if (rc < 0 || PyErr_Occurred()) Py_CLEAR(out);
     return out;
 }
 
@@ -1214,6 +1224,7 @@ static inline int put(writer *w, const void *data, Py_ssize_t n) {
         w->cap = cap;
         w->heap = 1;
     }
+    assert(n >= 0 && w->len + n <= w->cap);
     memcpy(w->buf + w->len, data, n);
     w->len += n;
     return 0;
@@ -1412,9 +1423,11 @@ PyDoc_STRVAR(doc_rows_doc,
 
 static PyObject *doc_rows(PyObject *Py_UNUSED(module), PyObject *const *args,
                           Py_ssize_t nargs) {
+    /* Change must be a tuple subclass (a NamedTuple): named_tuple writes five items */
     if (nargs != 6 || doc_state_type == NULL || !PyDict_CheckExact(args[1])
         || !PyDict_CheckExact(args[2]) || !PyDict_CheckExact(args[3])
-        || !PyDict_CheckExact(args[4]) || !PyType_Check(args[5]))
+        || !PyDict_CheckExact(args[4]) || !PyType_Check(args[5])
+        || !PyType_FastSubclass((PyTypeObject *)args[5], Py_TPFLAGS_TUPLE_SUBCLASS))
         Py_RETURN_NONE;
     PyObject *space = args[0], *dirty = args[1], *docs = args[2], *before = args[3];
     PyObject *indexed_of = args[4];
@@ -1449,7 +1462,8 @@ static PyObject *doc_rows(PyObject *Py_UNUSED(module), PyObject *const *args,
         Py_DECREF(body);
         PyObject *old = rc == 0 ? PyDict_GetItemWithError(before, key) : NULL;
         if (old == NULL && !PyErr_Occurred()) old = empty;
-        int differs = rc == 0 && old != NULL ? PyObject_RichCompareBool(values, old, Py_NE) : -1;
+        int differs = rc == 0 && old != NULL && PyDict_CheckExact(old)
+                      ? PyObject_RichCompareBool(values, old, Py_NE) : -1;
         if (differs > 0) {
             PyObject *pair = PyTuple_Pack(2, key, values);
             differs = index_rows(stale, old, values, space, coll, doc) < 0
@@ -1480,117 +1494,194 @@ done:
     return out;
 }
 
-static PyObject *configure_docs(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *type, *fields_setter, *tomb_setter;
-    if (!PyArg_ParseTuple(args, "O!OO", &PyType_Type, &type, &fields_setter, &tomb_setter))
-        return NULL;
-    if (Py_TYPE(fields_setter)->tp_descr_set == NULL || Py_TYPE(tomb_setter)->tp_descr_set == NULL) {
-        PyErr_SetString(PyExc_TypeError, "setters must be data descriptors");
-        return NULL;
-    }
-    Py_XSETREF(doc_state_type, (PyTypeObject *)Py_NewRef(type));
-    Py_XSETREF(int_zero, PyLong_FromLong(0));
-    Py_XSETREF(int_one, PyLong_FromLong(1));
-    Py_XSETREF(doc_setters[0], Py_NewRef(fields_setter));
-    Py_XSETREF(doc_setters[1], Py_NewRef(tomb_setter));
-    Py_RETURN_NONE;
-}
-
 /* -- configure ------------------------------------------------------------------------ */
+/* Everything configure() takes is checked into a staging copy first and published only
+ * when all of it is valid, so a failed call leaves the previous configuration (or none)
+ * intact: never half of each. */
+typedef struct {
+    sha256_fn sha;
+    aead_decrypt_fn aead;
+    PyTypeObject *types[4], *doc_state;
+    PyObject *setters[N_ENV_FIELDS], *doc_setters[2], *kinds[2], *version;
+    Py_ssize_t limits[8];
+} config;
+
 static void *pointer_arg(PyObject *o) {
-    void *p = PyLong_AsVoidPtr(o);
+    void *p = PyLong_Check(o) ? PyLong_AsVoidPtr(o) : NULL;
     if (p == NULL && !PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "null function pointer");
+        PyErr_SetString(PyExc_ValueError, "configure: null or non-int function pointer");
     return p;
 }
 
-static int type_arg(PyObject *o, PyTypeObject **slot) {
-    if (!PyType_Check(o)) {
-        PyErr_SetString(PyExc_TypeError, "expected a type");
+/* A slot of type: a member descriptor (what __slots__ and slotted dataclasses make) that
+ * belongs to type itself, so reading and writing it through tp_descr_get/set on an
+ * instance of type is a plain, type-checked slot access. */
+static int is_slot_of(PyObject *d, PyTypeObject *type) {
+    return Py_IS_TYPE(d, &PyMemberDescr_Type) && PyDescr_TYPE(d) == type;
+}
+
+static int check_config(PyObject *pointers, PyObject *types, PyObject *setters,
+                        PyObject *kinds, PyObject *version, PyObject *limits, PyObject *docs,
+                        config *c) {
+    if (PyTuple_GET_SIZE(pointers) != 2 || PyTuple_GET_SIZE(types) != 4
+        || PyTuple_GET_SIZE(setters) != N_ENV_FIELDS || PyTuple_GET_SIZE(kinds) != 2
+        || PyTuple_GET_SIZE(limits) != 8 || PyTuple_GET_SIZE(docs) != 3) {
+        PyErr_SetString(PyExc_ValueError, "configure: wrong tuple sizes");
         return -1;
     }
-    Py_XSETREF(*slot, (PyTypeObject *)Py_NewRef(o));
+    void *p;
+    if ((p = pointer_arg(PyTuple_GET_ITEM(pointers, 0))) == NULL) return -1;
+    c->sha = (sha256_fn)p;
+    if ((p = pointer_arg(PyTuple_GET_ITEM(pointers, 1))) == NULL) return -1;
+    c->aead = (aead_decrypt_fn)p;
+    for (int i = 0; i < 4; i++) {
+        PyObject *t = PyTuple_GET_ITEM(types, i);
+        /* Payload, Op and Timestamp are NamedTuples: items are written into them */
+        if (!PyType_Check(t)
+            || (i > 0 && !PyType_FastSubclass((PyTypeObject *)t, Py_TPFLAGS_TUPLE_SUBCLASS))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "configure: types must be (Envelope, tuple subclass x3)");
+            return -1;
+        }
+        c->types[i] = (PyTypeObject *)t;
+    }
+    for (int i = 0; i < N_ENV_FIELDS; i++) {
+        c->setters[i] = PyTuple_GET_ITEM(setters, i);
+        if (!is_slot_of(c->setters[i], c->types[0])) {
+            PyErr_SetString(PyExc_TypeError, "configure: setters must be Envelope's slots");
+            return -1;
+        }
+    }
+    for (int i = 0; i < 2; i++) c->kinds[i] = PyTuple_GET_ITEM(kinds, i);
+    c->version = version;
+    for (int i = 0; i < 8; i++)
+        if ((c->limits[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(limits, i))) < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "configure: negative limit");
+            return -1;
+        }
+    if (c->limits[2] > 256) { /* read_ops keeps the field names of a delta on the stack */
+        PyErr_SetString(PyExc_ValueError, "configure: at most 256 ops per delta supported");
+        return -1;
+    }
+    PyObject *doc_state = PyTuple_GET_ITEM(docs, 0);
+    if (!PyType_Check(doc_state)) {
+        PyErr_SetString(PyExc_TypeError, "configure: docs must be (DocState, fields, tomb)");
+        return -1;
+    }
+    c->doc_state = (PyTypeObject *)doc_state;
+    for (int i = 0; i < 2; i++) {
+        c->doc_setters[i] = PyTuple_GET_ITEM(docs, i + 1);
+        if (!is_slot_of(c->doc_setters[i], c->doc_state)) {
+            PyErr_SetString(PyExc_TypeError, "configure: DocState setters must be its slots");
+            return -1;
+        }
+    }
     return 0;
 }
 
 PyDoc_STRVAR(configure_doc,
-"configure(pointers, types, setters, kinds, version, limits)\n\n"
-"pointers: addresses of SHA256_Init, SHA256_Update, SHA256_Final and\n"
+"configure(pointers, types, setters, kinds, version, limits, docs)\n\n"
+"pointers: addresses of libsodium's crypto_hash_sha256 and\n"
 "crypto_aead_xchacha20poly1305_ietf_decrypt; types: (Envelope, Payload, Op, Timestamp);\n"
 "setters: Envelope's 12 slot descriptors in field order; kinds: (Kind.DATA,\n"
 "Kind.CONTROL); limits: (envelope, payload, ops, coll chars, doc chars, field chars,\n"
-"hlc node bytes, hlc counter).");
+"hlc node bytes, hlc counter); docs: (DocState, its fields slot, its tomb slot).\n"
+"All or nothing: on an error nothing changes.");
 
 static PyObject *configure(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *pointers, *types, *setters, *kinds, *version, *limits;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!OO!", &PyTuple_Type, &pointers, &PyTuple_Type, &types,
-                          &PyTuple_Type, &setters, &PyTuple_Type, &kinds, &version,
-                          &PyTuple_Type, &limits))
+    PyObject *pointers, *types, *setters, *kinds, *version, *limits, *docs;
+    config c;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OO!O!", &PyTuple_Type, &pointers, &PyTuple_Type,
+                          &types, &PyTuple_Type, &setters, &PyTuple_Type, &kinds, &version,
+                          &PyTuple_Type, &limits, &PyTuple_Type, &docs)
+        || check_config(pointers, types, setters, kinds, version, limits, docs, &c) < 0)
         return NULL;
-    if (PyTuple_GET_SIZE(pointers) != 4 || PyTuple_GET_SIZE(types) != 4
-        || PyTuple_GET_SIZE(setters) != N_ENV_FIELDS || PyTuple_GET_SIZE(kinds) != 2
-        || PyTuple_GET_SIZE(limits) != 8) {
-        PyErr_SetString(PyExc_ValueError, "configure: wrong tuple sizes");
-        return NULL;
-    }
-    void *ptr[4];
-    for (int i = 0; i < 4; i++)
-        if ((ptr[i] = pointer_arg(PyTuple_GET_ITEM(pointers, i))) == NULL) return NULL;
-    for (int i = 0; i < N_ENV_FIELDS; i++) {
-        PyObject *d = PyTuple_GET_ITEM(setters, i);
-        if (Py_TYPE(d)->tp_descr_set == NULL) {
-            PyErr_SetString(PyExc_TypeError, "setter is not a data descriptor");
-            return NULL;
-        }
-    }
-    Py_ssize_t lim[8];
-    for (int i = 0; i < 8; i++)
-        if ((lim[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(limits, i))) < 0) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "negative limit");
-            return NULL;
-        }
-    if (lim[2] > 256) {
-        PyErr_SetString(PyExc_ValueError, "at most 256 ops per delta supported");
+    PyObject *zero = PyLong_FromLong(0), *one = PyLong_FromLong(1);
+    if (zero == NULL || one == NULL) {
+        Py_XDECREF(zero);
+        Py_XDECREF(one);
         return NULL;
     }
-    if (type_arg(PyTuple_GET_ITEM(types, 0), &envelope_type) < 0
-        || type_arg(PyTuple_GET_ITEM(types, 1), &payload_type) < 0
-        || type_arg(PyTuple_GET_ITEM(types, 2), &op_type) < 0
-        || type_arg(PyTuple_GET_ITEM(types, 3), &timestamp_type) < 0)
-        return NULL;
-    for (int i = 0; i < N_ENV_FIELDS; i++)
-        Py_XSETREF(env_setters[i], Py_NewRef(PyTuple_GET_ITEM(setters, i)));
-    Py_XSETREF(kind_data, Py_NewRef(PyTuple_GET_ITEM(kinds, 0)));
-    Py_XSETREF(kind_control, Py_NewRef(PyTuple_GET_ITEM(kinds, 1)));
-    Py_XSETREF(version_obj, Py_NewRef(version));
-    max_envelope = lim[0];
-    max_payload = lim[1];
-    max_ops = lim[2];
-    max_coll = lim[3];
-    max_doc = lim[4];
-    max_field = lim[5];
-    max_node = lim[6];
-    max_counter = (unsigned long long)lim[7];
-    sha_init = (sha256_init_fn)ptr[0];
-    sha_update = (sha256_update_fn)ptr[1];
-    sha_final = (sha256_final_fn)ptr[2];
-    aead_decrypt = (aead_decrypt_fn)ptr[3];
+    /* all checked and allocated: publish (nothing below can fail) */
+    Py_XSETREF(int_zero, zero);
+    Py_XSETREF(int_one, one);
+    Py_XSETREF(envelope_type, (PyTypeObject *)Py_NewRef(c.types[0]));
+    Py_XSETREF(payload_type, (PyTypeObject *)Py_NewRef(c.types[1]));
+    Py_XSETREF(op_type, (PyTypeObject *)Py_NewRef(c.types[2]));
+    Py_XSETREF(timestamp_type, (PyTypeObject *)Py_NewRef(c.types[3]));
+    for (int i = 0; i < N_ENV_FIELDS; i++) Py_XSETREF(env_setters[i], Py_NewRef(c.setters[i]));
+    Py_XSETREF(kind_data, Py_NewRef(c.kinds[0]));
+    Py_XSETREF(kind_control, Py_NewRef(c.kinds[1]));
+    Py_XSETREF(version_obj, Py_NewRef(c.version));
+    Py_XSETREF(doc_state_type, (PyTypeObject *)Py_NewRef(c.doc_state));
+    for (int i = 0; i < 2; i++) Py_XSETREF(doc_setters[i], Py_NewRef(c.doc_setters[i]));
+    max_envelope = c.limits[0];
+    max_payload = c.limits[1];
+    max_ops = c.limits[2];
+    max_coll = c.limits[3];
+    max_doc = c.limits[4];
+    max_field = c.limits[5];
+    max_node = c.limits[6];
+    max_counter = (unsigned long long)c.limits[7];
+    sha256_hash = c.sha;
+    aead_decrypt = c.aead;
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(sha256_doc, "sha256_digest(data) -> bytes: SHA-256 through the configured pointers.");
+/* -- known-answer hooks (accel.py runs them before handing out any function) ---------- */
+PyDoc_STRVAR(sha256_doc,
+"sha256_digest(data) -> bytes: SHA-256 through the configured pointer (self-test).");
 
 static PyObject *sha256_digest(PyObject *Py_UNUSED(module), PyObject *data) {
     Py_buffer view;
     unsigned char out[32];
-    if (sha_init == NULL) {
+    if (sha256_hash == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "not configured");
         return NULL;
     }
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
-    sha256(view.buf, view.len, out);
+    int rc = sha256(view.buf, view.len, out);
     PyBuffer_Release(&view);
+    if (rc < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "crypto_hash_sha256 failed");
+        return NULL;
+    }
     return PyBytes_FromStringAndSize((const char *)out, 32);
+}
+
+PyDoc_STRVAR(aead_open_doc,
+"aead_open(ciphertext, aad, nonce, key) -> bytes | None: XChaCha20-Poly1305 decryption\n"
+"through the configured pointer, None if the tag does not verify (self-test).");
+
+static PyObject *aead_open(PyObject *Py_UNUSED(module), PyObject *const *args,
+                           Py_ssize_t nargs) {
+    if (aead_decrypt == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "not configured");
+        return NULL;
+    }
+    if (nargs != 4 || !PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])
+        || !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[3])
+        || PyBytes_GET_SIZE(args[0]) < TAG_BYTES || PyBytes_GET_SIZE(args[2]) != NONCE_BYTES
+        || PyBytes_GET_SIZE(args[3]) != KEY_BYTES) {
+        PyErr_SetString(PyExc_TypeError, "aead_open(ciphertext, aad, nonce: 24 bytes, key: 32 bytes)");
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]) - TAG_BYTES;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL) return NULL;
+    unsigned long long got = 0;
+    int rc = aead_decrypt((unsigned char *)PyBytes_AS_STRING(out), &got, NULL,
+                          (const unsigned char *)PyBytes_AS_STRING(args[0]),
+                          (unsigned long long)PyBytes_GET_SIZE(args[0]),
+                          (const unsigned char *)PyBytes_AS_STRING(args[1]),
+                          (unsigned long long)PyBytes_GET_SIZE(args[1]),
+                          (const unsigned char *)PyBytes_AS_STRING(args[2]),
+                          (const unsigned char *)PyBytes_AS_STRING(args[3]));
+    if (rc != 0 || got != (unsigned long long)n) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
 }
 
 static PyMethodDef methods[] = {
@@ -1609,9 +1700,8 @@ static PyMethodDef methods[] = {
     {"load_state", (PyCFunction)(void (*)(void))load_state, METH_FASTCALL, load_state_doc},
     {"doc_rows", (PyCFunction)(void (*)(void))doc_rows, METH_FASTCALL, doc_rows_doc},
     {"state_row", (PyCFunction)(void (*)(void))state_row, METH_FASTCALL, state_row_doc},
-    {"configure_docs", configure_docs, METH_VARARGS,
-     "configure_docs(DocState, fields descriptor, tomb descriptor)"},
     {"sha256_digest", sha256_digest, METH_O, sha256_doc},
+    {"aead_open", (PyCFunction)(void (*)(void))aead_open, METH_FASTCALL, aead_open_doc},
     {NULL, NULL, 0, NULL},
 };
 

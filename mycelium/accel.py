@@ -27,19 +27,20 @@ caller then runs the Python path, which decides and names any error:
 * ``state_row(fields, tomb, indexed)``: ``(state.live, state.encode(),
   state.values_of(indexed))`` of ``DocState(fields, tomb)``.
 
-All are None here when the
-extension is not built, is disabled with ``MYCELIUM_NO_ACCEL=1``, or fails its self-test
-at import: Mycelium then runs on the pure-Python path, only slower.
+All are None here when the extension is not built, is disabled with
+``MYCELIUM_NO_ACCEL=1``, or cannot be configured (any exception while configuring, or a
+failed known-answer test at load): Mycelium then runs on the pure-Python path, only
+slower, and :data:`disabled_reason` says why (logged once).
 
-The extension calls the SHA-256 of the OpenSSL that :mod:`hashlib` loaded and the
-XChaCha20-Poly1305 of the libsodium that PyNaCl ships, through function pointers looked
-up here, so building it needs no crypto headers and it uses the same crypto code as the
-Python path.
+The extension calls the SHA-256 and XChaCha20-Poly1305 of the libsodium that PyNaCl ships
+(the library the Python path decrypts with) through function pointers taken here with
+cffi's ``ffi.addressof``, so building it needs no crypto headers. Batch authentication of
+every envelope but the newest of a run rests on that hash, so both functions must pass
+known-answer tests before any compiled function is handed out.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
@@ -53,18 +54,62 @@ log = logging.getLogger(__name__)
 disabled_reason: str | None = None
 
 
-def _pointers() -> tuple[int, int, int, int]:
-    import _hashlib
+class SelfTestFailed(Exception):
+    """A known-answer test of the extension's crypto pointers gave a wrong answer."""
 
+
+# FIPS 180-2 appendix B, and a long input checked against hashlib (one-shot and chunked
+# implementations must agree past the 64-byte block size).
+_SHA256_KATS = (
+    (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+    (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+    (b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+     "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+    (bytes(range(256)) * 5, hashlib.sha256(bytes(range(256)) * 5).hexdigest()),
+)
+
+# draft-irtf-cfrg-xchacha-03, appendix A.3.1 (AEAD_XChaCha20_Poly1305).
+_XCHACHA_KAT = {
+    "key": bytes(range(0x80, 0xA0)),
+    "nonce": bytes(range(0x40, 0x58)),
+    "aad": bytes.fromhex("50515253c0c1c2c3c4c5c6c7"),
+    "plaintext": b"Ladies and Gentlemen of the class of '99: If I could offer you only one "
+                 b"tip for the future, sunscreen would be it.",
+    "ciphertext": bytes.fromhex(
+        "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa644"
+        "0bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e"
+        "3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e"
+        "c0875924c1c7987947deafd8780acf49"),
+}
+
+
+def _pointers() -> tuple[int, int]:
+    """Addresses of libsodium's ``crypto_hash_sha256`` and
+    ``crypto_aead_xchacha20poly1305_ietf_decrypt``, as PyNaCl's cffi module exports them
+    (``ffi.addressof`` gives the C function itself, not a Python-callable wrapper)."""
     from nacl._sodium import ffi, lib
 
-    crypto = ctypes.CDLL(_hashlib.__file__)  # dlsym also searches the libcrypto it links
-    sha = [ctypes.cast(getattr(crypto, name), ctypes.c_void_p).value
-           for name in ("SHA256_Init", "SHA256_Update", "SHA256_Final")]
-    aead = int(ffi.cast("uintptr_t", lib.crypto_aead_xchacha20poly1305_ietf_decrypt))
-    if not all(sha) or not aead:
-        raise OSError("crypto function pointers not found")
-    return sha[0] or 0, sha[1] or 0, sha[2] or 0, aead
+    sha = int(ffi.cast("uintptr_t", ffi.addressof(lib, "crypto_hash_sha256")))
+    aead = int(ffi.cast("uintptr_t",
+                        ffi.addressof(lib, "crypto_aead_xchacha20poly1305_ietf_decrypt")))
+    if not sha or not aead:
+        raise OSError("libsodium function pointers not found")
+    return sha, aead
+
+
+def _known_answers(ext: Any) -> None:
+    """Run the known-answer tests of both crypto pointers through the extension."""
+    for message, digest in _SHA256_KATS:
+        if ext.sha256_digest(message) != bytes.fromhex(digest):
+            raise SelfTestFailed(f"SHA-256 known-answer test failed ({len(message)} bytes)")
+    kat = _XCHACHA_KAT
+    ct, aad, nonce, key = kat["ciphertext"], kat["aad"], kat["nonce"], kat["key"]
+    if ext.aead_open(ct, aad, nonce, key) != kat["plaintext"]:
+        raise SelfTestFailed("XChaCha20-Poly1305 known-answer test failed")
+    forged = ct[:-1] + bytes([ct[-1] ^ 1])
+    if (ext.aead_open(forged, aad, nonce, key) is not None
+            or ext.aead_open(ct, aad[:-1], nonce, key) is not None):
+        raise SelfTestFailed("XChaCha20-Poly1305 accepted a forged tag")
 
 
 def _configure(ext: Any) -> None:
@@ -76,17 +121,15 @@ def _configure(ext: Any) -> None:
     from mycelium.log.envelope import VERSION, Envelope, Kind
 
     setters = tuple(getattr(Envelope, f.name) for f in fields(Envelope))
+    slots = {f.name: getattr(DocState, f.name) for f in fields(DocState)}  # slot descriptors
     ext.configure(
         _pointers(), (Envelope, Payload, Op, Timestamp), setters, (Kind.DATA, Kind.CONTROL),
         VERSION,
         (limits.MAX_ENVELOPE_BYTES, limits.MAX_PAYLOAD_BYTES, limits.MAX_OPS_PER_DELTA,
          limits.MAX_COLLECTION_CHARS, limits.MAX_DOC_ID_CHARS, limits.MAX_FIELD_NAME_CHARS,
-         limits.MAX_HLC_NODE_BYTES, limits.MAX_HLC_COUNTER))
-    slots = {f.name: getattr(DocState, f.name) for f in fields(DocState)}  # slot descriptors
-    ext.configure_docs(DocState, slots["fields"], slots["tomb"])
-    for sample in (b"", b"abc", bytes(range(256)) * 3):
-        if ext.sha256_digest(sample) != hashlib.sha256(sample).digest():
-            raise OSError("SHA-256 self-test failed")
+         limits.MAX_HLC_NODE_BYTES, limits.MAX_HLC_COUNTER),
+        (DocState, slots["fields"], slots["tomb"]))
+    _known_answers(ext)
 
 
 #: The compiled functions this module hands out (each also a module attribute below).
@@ -101,14 +144,14 @@ def _load() -> None:
         return
     try:
         from mycelium import _accel  # type: ignore[attr-defined]
-    except ImportError:
-        disabled_reason = "extension not built (pure-Python path)"
+    except ImportError as exc:
+        disabled_reason = f"extension not built (pure-Python path): {exc}"
         return
     try:
         _configure(_accel)
-    except (OSError, AttributeError, TypeError, ValueError) as exc:
-        disabled_reason = f"self-test failed: {exc}"
-        log.warning("compiled ingest path disabled: %s", exc)
+    except Exception as exc:  # any failure to configure means: Python path, said once
+        disabled_reason = f"configure failed: {type(exc).__name__}: {exc}"
+        log.warning("compiled ingest path disabled (pure-Python path): %s", disabled_reason)
         return
     globals().update({name: getattr(_accel, name) for name in _NAMES})
 
@@ -123,7 +166,15 @@ def _trampoline(name: str) -> Callable[..., Any]:
     return first_call
 
 
+_loaded = False
+
+
 def _load_once() -> None:
+    """Load at most once per process, whichever trampoline a caller held on to."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
     globals().update(dict.fromkeys(_NAMES))  # None unless _load finds the extension
     _load()
 
