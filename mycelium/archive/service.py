@@ -1,0 +1,171 @@
+"""Archives of a store's spaces: push a space to IPFS, pull a CID into Soil.
+
+``push_envelopes`` is the store-agnostic entry point (any :class:`DeltaStore` port, a
+genesis and the readers' public keys): the relay can call it on a schedule for the spaces
+it hosts, signing with its own identity. ``push_space`` / ``pull`` are what the CLI and
+the node's operations use.
+
+Pull order (protocols/archive.md §7): export the CAR, check every block against its CID,
+open the key slot, decrypt, check the signed header and the genesis, resolve the archived
+control log in memory to check the signer and the space's membership, and only then add
+the space and ingest. Any failure before the ingest leaves the store untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mycelium.archive import car, keyslots
+from mycelium.archive import cid as cids
+from mycelium.archive import format as fmt
+from mycelium.archive.errors import (
+    ArchiveConflict,
+    ArchiveError,
+    BadArchive,
+    BadSignature,
+    MissingBlock,
+)
+from mycelium.archive.ipfs import IpfsClient
+from mycelium.errors import MyceliumError
+from mycelium.log.envelope import Envelope, Kind
+from mycelium.log.envelope import decode as decode_envelope
+from mycelium.spaces.genesis import parse_genesis
+from mycelium.spaces.keys import KeyHolder
+from mycelium.spaces.state import SpaceState
+from mycelium.sync.ports import DeltaStore
+
+#: Largest CAR accepted from an IPFS node: the largest archive plus its manifest.
+MAX_CAR_BYTES = fmt.MAX_CHUNKS * (fmt.BLOCK_LIMIT + 64) + fmt.MAX_MANIFEST_BYTES
+#: Reasons from Soil.ingest that mean "this store's history differs from the archive's".
+CONFLICT_REASONS = frozenset({"fork", "broken_chain", "seq_conflict", "bad_prev"})
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What a push wrote: root CID, blocks and bytes stored, envelopes archived."""
+
+    cid: str
+    blocks: int
+    stored_bytes: int
+    envelopes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cid": self.cid, "blocks": self.blocks, "stored_bytes": self.stored_bytes,
+                "envelopes": self.envelopes}
+
+
+def push_envelopes(store: DeltaStore, space_id: bytes, genesis: bytes, *, signer: KeyHolder,
+                   ipfs: IpfsClient, members: Sequence[bytes] = (),
+                   wrap_key: bytes | None = None, now_ms: int | None = None) -> Pushed:
+    """Archive every envelope ``store`` holds for ``space_id``, readable by ``members``
+    (Ed25519 public keys) and/or the personal ``wrap_key``; import and pin it on ``ipfs``.
+
+    For the relay (issue 12): ``store`` is its keyless store, ``signer`` its identity,
+    ``members`` the space's current members from the control log; pullers must then trust
+    the relay's key (``pull(..., trusted_signers=...)``).
+    """
+    envelopes = store.envelopes_since(space_id, {}, limit=1 << 62, max_bytes=1 << 62)
+    archive = fmt.build(genesis, envelopes, signer=signer, members=members, wrap_key=wrap_key,
+                        created_ms=_now_ms() if now_ms is None else now_ms)
+    reported = ipfs.dag_import(archive.car())
+    if reported != archive.cid:
+        raise ArchiveError(f"IPFS node at {ipfs.url} reports root {reported}, expected "
+                           f"{archive.cid}", reason="ipfs_root_mismatch")
+    return Pushed(cid=archive.cid, blocks=len(archive.blocks),
+                  stored_bytes=archive.stored_bytes, envelopes=len(envelopes))
+
+
+def push_space(soil: Any, space_id: bytes, ipfs: IpfsClient, *,
+               now_ms: int | None = None) -> Pushed:
+    """Archive one of this node's spaces: a personal space for this identity alone (key
+    derived from the seed), a community space for its current members."""
+    state: SpaceState = soil.space_state(space_id)
+    identity = soil.identity
+    if not state.is_member(identity.public_key):
+        raise ArchiveError("only a member of a space can archive it", reason="not_member")
+    if state.kind == "personal":
+        return push_envelopes(soil, space_id, soil.genesis(space_id), signer=identity, ipfs=ipfs,
+                              wrap_key=keyslots.personal_wrap_key(identity), now_ms=now_ms)
+    return push_envelopes(soil, space_id, soil.genesis(space_id), signer=identity, ipfs=ipfs,
+                          members=sorted(state.members), now_ms=now_ms)
+
+
+def fetch(ipfs: IpfsClient, cid_text: str) -> tuple[bytes, dict[bytes, bytes]]:
+    """``(root, blocks)`` exported by the node, every block checked against its CID."""
+    root = cids.from_text(cid_text)
+    data = ipfs.dag_export(cids.to_text(root), max_bytes=MAX_CAR_BYTES)
+    roots, blocks = car.read_car(data, max_blocks=fmt.MAX_CHUNKS + 1)
+    if roots != [root]:
+        raise BadArchive(f"IPFS node exported a CAR for other roots than {cid_text}")
+    held: dict[bytes, bytes] = {}
+    for block_cid, block in blocks:
+        cids.verify_block(block_cid, block)
+        held[block_cid] = block
+    if root not in held:
+        raise MissingBlock(f"manifest block {cid_text} missing from the export")
+    return root, held
+
+
+def open_verified(root: bytes, blocks: dict[bytes, bytes], identity: KeyHolder, *,
+                  trusted_signers: Collection[bytes] = ()) -> tuple[fmt.Contents, SpaceState]:
+    """Open an archive and check it as a whole before anything is stored: genesis,
+    envelope space ids and signatures of control ops, the control log resolved in memory,
+    and a signer that is a member of the archived space (or in ``trusted_signers``)."""
+    contents = fmt.open_archive(root, blocks, identity)
+    try:
+        genesis = parse_genesis(contents.genesis)
+    except MyceliumError as exc:
+        raise BadArchive(f"archive genesis is invalid: {exc}") from exc
+    controls: list[Envelope] = []
+    for raw in contents.envelopes:
+        try:
+            env = decode_envelope(raw)
+        except MyceliumError as exc:
+            raise BadArchive(f"archive holds an undecodable envelope: {exc}") from exc
+        if env.space != contents.space_id:
+            raise BadArchive("archive holds an envelope of another space")
+        if env.kind is Kind.CONTROL:
+            env.verify_signature()
+            controls.append(env)
+    preview = SpaceState(genesis)
+    try:
+        preview.apply_many(controls)
+    except MyceliumError as exc:
+        raise BadArchive(f"archive's control log does not resolve: {exc}") from exc
+    if not (preview.is_member(contents.signer) or contents.signer in trusted_signers):
+        raise BadSignature("archive signed by a key that is neither a member of the space "
+                           "nor trusted")
+    return contents, preview
+
+
+def pull(soil: Any, ipfs: IpfsClient, cid_text: str, *,
+         trusted_signers: Collection[bytes] = ()) -> dict[str, Any]:
+    """Restore an archive into ``soil``; returns a JSON-ready summary.
+
+    Raises (store untouched) on any bad block, key, signature or genesis; raises
+    :class:`ArchiveConflict` when the store already holds a different history of the same
+    authors (e.g. a device that wrote to its personal space before restoring it).
+    """
+    root, blocks = fetch(ipfs, cid_text)
+    contents, preview = open_verified(root, blocks, soil.identity,
+                                      trusted_signers=trusted_signers)
+    space_id = soil.add_space(contents.genesis)
+    result = soil.ingest(space_id, contents.envelopes)
+    conflicts = [reason for _, reason in result.rejected if reason in CONFLICT_REASONS]
+    if conflicts:
+        raise ArchiveConflict(
+            f"{len(conflicts)} archived envelopes conflict with this store's own history "
+            f"({conflicts[0]}); restore into a fresh home (for a personal archive: right "
+            f"after `recover finish`, before anything else opens the store)")
+    return {"cid": cids.to_text(root), "space_id": space_id.hex(), "name": preview.name,
+            "kind": preview.kind, "envelopes": len(contents.envelopes),
+            "accepted": len(result.accepted), "duplicates": result.duplicates,
+            "pending": result.pending, "rejected": len(result.rejected),
+            "signer": contents.signer.hex()}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
