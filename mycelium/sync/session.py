@@ -149,6 +149,26 @@ class SyncLimits:
     prune_after: int = 1
     have_interval: float = 0.5
     graft_timeout: float = 1.0
+    #: Receive window (sync.md §7.3): while the peer keeps using up the credit we grant
+    #: during reconciliation, each credit return multiplies the window by
+    #: ``credit_growth``, up to these ceilings. Bytes in flight thus adapt to the link's
+    #: bandwidth-delay product instead of a fixed count of envelopes per round trip.
+    max_credit_envelopes: int = 65_536
+    max_credit_bytes: int = 16 << 20
+    credit_growth: int = 4
+    #: Local ceilings on what we send, whatever credit the peer grants (sync.md §6.1):
+    #: bytes sent and not yet returned by an ACK, and bytes encoded per ``data_to_send``
+    #: (the rest is produced as the transport drains).
+    max_inflight_bytes: int = 16 << 20
+    max_out_bytes: int = 1 << 20
+    #: WANT/VV for a space that do not advance what the peer declared holding (of what
+    #: we hold) are tolerated this many times per space; one more is ``stale_want``.
+    stale_wants: int = 3
+    #: Envelopes sent again below what we believed the peer held (after its WANT/VV):
+    #: at most ``resend_bytes`` plus ``resend_factor`` times what we sent fresh, per
+    #: session; beyond that ``want_flood``.
+    resend_bytes: int = 1 << 20
+    resend_factor: float = 1.0
 
 
 # -- events -----------------------------------------------------------------------
@@ -215,6 +235,10 @@ class _Shared:
     live_buf: list[bytes] = field(default_factory=list)
     want_rounds: int = 0
     last_want: VersionVector | None = None
+    # hostile-peer accounting (sync.md §6.1)
+    declared: VersionVector = field(default_factory=dict)  # max of its VV/WANTs, capped
+    stale: int = 0  # its WANT/VV that did not advance ``declared``
+    resend_hwm: VersionVector | None = None  # seqs below this are resends
     # lazy push (cap "lazy")
     eager: bool = True  # we push envelopes (False once this link is pruned, until a WANT)
     have_due: bool = False  # we hold envelopes the peer may lack: announce them
@@ -240,6 +264,8 @@ class SessionStats:
     prunes_out: int = 0
     haves_out: int = 0
     grafts_out: int = 0
+    resent_bytes: int = 0
+    stale_wants_in: int = 0
 
 
 class SyncSession:
@@ -284,6 +310,12 @@ class SyncSession:
             raise ValueError("batches must stay within the protocol maxima (sync.md §5)")
         if lim.credit_envelopes < 1:
             raise ValueError("credit_envelopes must be >= 1")
+        if (lim.max_credit_envelopes < lim.credit_envelopes
+                or lim.max_credit_bytes < lim.credit_bytes or lim.credit_growth < 1):
+            raise ValueError("the credit ceilings must be at least the initial credit")
+        if min(lim.max_inflight_bytes, lim.max_out_bytes) < MAX_ENVELOPE_BYTES:
+            raise ValueError("max_inflight_bytes and max_out_bytes must allow one maximal "
+                             "envelope")
         self.state = SessionState.HANDSHAKE
         self.stats = SessionStats()
         self._decoder = FrameDecoder(max_frame=self.limits.messages.max_frame)
@@ -302,8 +334,14 @@ class SyncSession:
         self._credit_b = 0
         self._granted_n = self.limits.credit_envelopes
         self._granted_b = self.limits.credit_bytes
+        self._window_n = self.limits.credit_envelopes  # current receive window
+        self._window_b = self.limits.credit_bytes
         self._regrant_n = 0
         self._regrant_b = 0
+        self._unacked_b = 0  # bytes we sent that no ACK has returned yet
+        self._out_bytes = 0  # bytes encoded in ``_out``
+        self._out_cap: float = math.inf  # ceiling on ``_out_bytes`` for this drain
+        self._out_full = False  # the pump stopped at ``_out_cap``: more to produce
         self.lazy = False  # both sides offered the "lazy" cap (set by the handshake)
         #: Optional store fast path: ``envelopes_since`` and ``_take`` in one step (see
         #: ``MemoryStore.take_since``); other stores go through ``envelopes_since``.
@@ -316,6 +354,12 @@ class SyncSession:
     def shared_spaces(self) -> list[bytes]:
         """Space ids shared with the peer (empty until the handshake completes)."""
         return [sh.space for sh in self._shared.values()]
+
+    def peer_vector(self, space: bytes) -> VersionVector | None:
+        """What the peer is known to hold of ``space`` (its announced vector advanced by
+        everything exchanged since), or None before that is known. For status (backlog)."""
+        sh = self._by_space.get(space)
+        return dict(sh.view) if sh is not None and sh.view is not None else None
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed bytes read from the stream (any split). On EOF call :meth:`connection_lost`."""
@@ -434,23 +478,41 @@ class SyncSession:
         self._set_state(SessionState.CLOSED)
         self._events.append(Closed(reason))
 
-    def frames_to_send(self, now: float | None = None) -> list[bytes]:
+    def frames_to_send(self, now: float | None = None, *,
+                       max_bytes: int | None = None) -> list[bytes]:
         """Frame payloads to transmit, in order (unframed: for message transports).
-        ``now``: the current time, if it moved since the last call that took one."""
+        ``now``: the current time, if it moved since the last call that took one.
+
+        ``max_bytes``: stop producing envelope batches once about this many bytes are
+        encoded (at least one batch goes out); :attr:`output_pending` then says that
+        more is ready, to be taken once the transport has drained this. Without it,
+        everything the credit and ``max_inflight_bytes`` allow is produced at once.
+        """
         if now is not None:
             self._now = now
+        self._out_cap = math.inf if max_bytes is None else max_bytes
+        self._out_full = False
         if self.state is not SessionState.CLOSED:
             self._flush()
         out, self._out = self._out, []
+        self._out_bytes = 0
         if out:
             self._last_send = self._now
             self.stats.frames_out += len(out)
         return out
 
     def data_to_send(self) -> bytes:
-        """Length-prefixed bytes to write to the stream."""
+        """Length-prefixed bytes to write to the stream: at most about
+        ``limits.max_out_bytes`` per call; call again after writing them while
+        :attr:`output_pending` is True."""
         return b"".join(encode_frame(p, max_frame=self.limits.messages.max_frame)
-                        for p in self.frames_to_send())
+                        for p in self.frames_to_send(max_bytes=self.limits.max_out_bytes))
+
+    @property
+    def output_pending(self) -> bool:
+        """The last :meth:`frames_to_send` / :meth:`data_to_send` stopped at its byte
+        ceiling with more to send: call it again once that output is written."""
+        return self._out_full and self.state is not SessionState.CLOSED
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -517,6 +579,9 @@ class SyncSession:
             self._offered_count = len(msg.offers)
         self._set_state(SessionState.RECONCILING)
         self._events.append(SpacesShared(tuple(self.shared_spaces)))
+        if not self._shared:
+            # Nothing to do together: end now rather than hold a slot (sync.md §7.1).
+            self.close("nothing_shared")
 
     def _add_shared(self, index: int, space: bytes) -> None:
         sh = _Shared(index=index, space=space)
@@ -535,6 +600,7 @@ class SyncSession:
                             and msg.space < self._offered_count):
                         return  # initiator's eager vector for a space we do not share
                     raise ProtocolError(f"no shared space {msg.space}", reason="unknown_space")
+                self._redeclared(sh, msg.vv)
                 sh.view = dict(msg.vv)
                 if isinstance(msg, Vector):
                     sh.announced = dict(msg.vv)
@@ -552,6 +618,7 @@ class SyncSession:
             case Ack():
                 self._credit_n += msg.envelopes
                 self._credit_b += msg.nbytes
+                self._unacked_b -= min(msg.nbytes, self._unacked_b)
             case Done():
                 self._on_done(self._get_shared(msg.space))
             case Bye():
@@ -561,6 +628,34 @@ class SyncSession:
                 self._set_state(SessionState.CLOSED)
                 self._events.append(SessionError(msg.reason, "reported by peer", remote=True))
                 self._events.append(Closed(msg.reason))
+
+    def _redeclared(self, sh: _Shared, vv: VersionVector) -> None:
+        """Police a VV/WANT (sync.md §6.1): it resets our view of the peer, so each one
+        can make us send the space again. One that does not advance what the peer
+        declared before (counting only what we hold) is stale: ``stale_wants`` are
+        tolerated, one more ends the session. What we send below our old view is a
+        resend, charged to the session's resend budget in :meth:`_send_batch`."""
+        local = self.store.version_vector(sh.space)
+        declared = sh.declared
+        advanced = False
+        for author, seq in vv.items():
+            capped = min(seq, local.get(author, 0))
+            if capped > declared.get(author, 0):
+                declared[author] = capped
+                advanced = True
+        if sh.view is None:
+            return  # the first declaration for this space
+        if not advanced:
+            sh.stale += 1
+            self.stats.stale_wants_in += 1
+            if sh.stale > self.limits.stale_wants:
+                raise ProtocolError(f"{sh.stale} WANT/VV without progress for space "
+                                    f"{sh.index}", reason="stale_want")
+        hwm = sh.resend_hwm if sh.resend_hwm is not None else {}
+        for author, seq in sh.view.items():
+            if seq > hwm.get(author, 0) and author in local:
+                hwm[author] = seq
+        sh.resend_hwm = hwm
 
     def _get_shared(self, index: int) -> _Shared:
         sh = self._shared.get(index)
@@ -591,6 +686,11 @@ class SyncSession:
                 view[author] = seq
             if seq > announced.get(author, 0):
                 announced[author] = seq
+        cap = self.limits.messages.max_vector_entries
+        if len(view) > cap or len(announced) > cap:
+            # Each HAVE is bounded; their sum must be too (sync.md §6.1).
+            raise ProtocolError(f"HAVEs announced more than {cap} authors",
+                                reason="too_many_entries")
         # Expect what the HAVE shows beyond our store within the graft timeout. Each
         # session waits graft_timeout plus up to as much again (drawn from its salt): of
         # several peers announcing the same envelopes, the first timer to expire grafts
@@ -758,7 +858,7 @@ class SyncSession:
     def _flush(self) -> None:
         """Turn pending work into frames: credit top-ups, live pushes, batches."""
         if (self._regrant_n or self._regrant_b) and self._credit_low():
-            self._send_ack()
+            self._send_ack(grow=True)
         pump = False
         for sh in self._shared.values():
             if sh.live_buf:
@@ -767,6 +867,8 @@ class SyncSession:
                 pump = True
         if pump:
             self._pump()
+            if self.state is SessionState.CLOSED:
+                return
         if self.lazy:
             now = self._now
             for sh in self._shared.values():
@@ -780,14 +882,23 @@ class SyncSession:
         a trickle of live pushes does not cost one ACK frame each."""
         if not (self._regrant_n or self._regrant_b):
             return False
-        lim = self.limits
-        return (self._granted_n * 2 <= lim.credit_envelopes
-                or self._granted_b < max(lim.credit_bytes // 2, MAX_ENVELOPE_BYTES))
+        return (self._granted_n * 2 <= self._window_n
+                or self._granted_b < max(self._window_b // 2, MAX_ENVELOPE_BYTES))
 
-    def _send_ack(self) -> None:
-        self._granted_n += self._regrant_n
-        self._granted_b += self._regrant_b
-        self._send(Ack(self._regrant_n, self._regrant_b))
+    def _send_ack(self, *, grow: bool = False) -> None:
+        """Return the credit the peer used. ``grow``: it used half its window while we
+        reconcile, so the link can carry more: widen the window (sync.md §7.3)."""
+        n, b = self._regrant_n, self._regrant_b
+        lim = self.limits
+        if grow and self.state is SessionState.RECONCILING:
+            new_n = min(lim.max_credit_envelopes, self._window_n * lim.credit_growth)
+            new_b = min(lim.max_credit_bytes, self._window_b * lim.credit_growth)
+            n += new_n - self._window_n
+            b += new_b - self._window_b
+            self._window_n, self._window_b = new_n, new_b
+        self._granted_n += n
+        self._granted_b += b
+        self._send(Ack(n, b))
         self._regrant_n = self._regrant_b = 0
 
     def _flush_live(self, sh: _Shared) -> None:
@@ -804,7 +915,8 @@ class SyncSession:
             if info.seq <= have:
                 continue
             if (info.seq != have + 1 or len(frame) >= min(self._credit_n, lim.batch_envelopes)
-                    or size + len(raw) > min(self._credit_b, lim.batch_bytes)):
+                    or size + len(raw) > min(self._credit_b, lim.batch_bytes,
+                                             lim.max_inflight_bytes - self._unacked_b)):
                 sh.dirty = True
                 break
             frame.append(raw)
@@ -825,8 +937,17 @@ class SyncSession:
                     continue
                 if self._credit_n <= 0 or self._credit_b <= 0:
                     return
+                if self._out_bytes >= self._out_cap:
+                    self._out_full = True  # the rest once the transport has drained this
+                    return
+                if self._resend_exceeded():
+                    return
                 max_n = min(lim.batch_envelopes, self._credit_n)
-                max_b = min(lim.batch_bytes, self._credit_b)
+                # Our own ceiling on unacknowledged bytes, whatever credit the peer grants.
+                max_b = min(lim.batch_bytes, self._credit_b,
+                            lim.max_inflight_bytes - self._unacked_b)
+                if max_b <= 0:
+                    return  # wait for an ACK
                 if sh.sent_done and not sh.eager:
                     sh.dirty = False  # pruned link: announce instead of pushing
                     sh.have_due = True
@@ -885,12 +1006,44 @@ class SyncSession:
         assert n <= self._credit_n and size <= self._credit_b, "flow control violated"
         self._credit_n -= n
         self._credit_b -= size
+        self._unacked_b += size
         self.stats.envelopes_out += n
         self.stats.bytes_out += size
+        hwm = self._shared[msg.space].resend_hwm
+        if hwm:
+            self._count_resends(hwm, msg.envelopes)
         self._send(msg)
 
+    def _count_resends(self, hwm: VersionVector, batch: Sequence[bytes]) -> None:
+        """Charge envelopes at or below what we believed the peer held (before its
+        WANT/VV reset our view) to the session's resend budget."""
+        lookup, info_of = self.cache.lookup, self.cache.info
+        resent = 0
+        for raw in batch:
+            info = lookup(raw)
+            if info is None:
+                try:
+                    info = info_of(raw)
+                except CachedRejection:
+                    continue
+            if info.seq <= hwm.get(info.author, 0):
+                resent += len(raw)
+        self.stats.resent_bytes += resent
+
+    def _resend_exceeded(self) -> bool:
+        """Resends beyond the budget (sync.md §6.1) end the session: ``want_flood``."""
+        st, lim = self.stats, self.limits
+        fresh = st.bytes_out - st.resent_bytes
+        if st.resent_bytes <= lim.resend_bytes + lim.resend_factor * fresh:
+            return False
+        self._fail("want_flood", f"peer made us resend {st.resent_bytes} bytes "
+                   f"(fresh {fresh})", remote=True)
+        return True
+
     def _send(self, msg: Message) -> None:
-        self._out.append(encode_message(msg))
+        frame = encode_message(msg)
+        self._out.append(frame)
+        self._out_bytes += len(frame)
 
     # -- state ----------------------------------------------------------------------
     def _set_state(self, new: SessionState) -> None:

@@ -145,7 +145,7 @@ def test_first_flight_is_hello_then_vectors() -> None:
 def test_batches_respect_credit_and_batch_limits() -> None:
     a, b = nodes()
     a.write(S1, 100)
-    lim = SyncLimits(batch_envelopes=7, credit_envelopes=10)
+    lim = SyncLimits(batch_envelopes=7, credit_envelopes=10, credit_growth=1)
     sa, sb = open_pair(a, b, limits=lim)
     in_flight: list[int] = []
 
