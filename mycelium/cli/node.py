@@ -43,6 +43,10 @@ def run(
     no_mdns: bool = typer.Option(False, "--no-mdns", help="Do not use mDNS discovery."),
     relay: str | None = typer.Option(None, "--relay", help="Edge relay URL (store-and-forward)."),
     api: str = typer.Option("127.0.0.1:0", "--api", help="HOST:PORT for the local control API."),
+    web: str = typer.Option(
+        "127.0.0.1:8737", "--web",
+        help="HOST:PORT for the web app (0.0.0.0:PORT for the LAN; devices pair first); off: none.",
+    ),
     name: str | None = typer.Option(None, "--name", help="Name for a new identity (first run)."),
     home: str | None = HomeOption,
 ) -> None:
@@ -55,6 +59,7 @@ def run(
     config = NodeConfig(
         listen=listen or ["/ip4/0.0.0.0/tcp/0"], peers=list(peer), mdns=not no_mdns,
         relay=relay, api=api, name=name,
+        web=None if web.lower() in ("off", "none", "no") else web,
     )
     run_node(node_paths(home), config, passphrase)
 

@@ -27,6 +27,8 @@ PRODUCTS = Collection(
         "author": FieldSpec("text", max_chars=128, indexed=True),
         "contact": FieldSpec("text", max_chars=128),
         "created_ms": FieldSpec("int", minimum=0, maximum=2**63 - 1),
+        # The author's choice to publish the listing on a gateway's public page (/p/<id>).
+        "shared": FieldSpec("bool"),
     },
     space_kinds=frozenset({"community"}),
 )

@@ -66,6 +66,8 @@ class NodeConfig:
     name: str | None = None
     anti_entropy_interval: float = 30.0
     gossip: bool = True
+    #: HOST:PORT of the web app (mycelium.web.server); None: no web app.
+    web: str | None = None
 
 
 @dataclass
@@ -121,6 +123,7 @@ class Node:
         self._kept: set[str] = set()
         self._member_spaces: set[bytes] = set(soil.member_spaces())
         self.ops = LocalOps(soil, status_extra=self._status_extra)
+        self.web: Any = None
 
     # -- lifecycle ------------------------------------------------------------------
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -153,6 +156,10 @@ class Node:
         for space in self.soil.space_ids():
             self._maintain(space)
         self.api_url = await nursery.start(self._serve_api)
+        if self.config.web:
+            from mycelium.web.server import serve_web
+
+            self.web = await nursery.start(serve_web, self.ops, self.paths, self.config.web)
         nursery.start_soon(self.bans.run)
         nursery.start_soon(self._watch_store)
         for maddr in self.config.peers:
@@ -667,6 +674,9 @@ def _print_banner(node: Node) -> None:
     for addr in node.listen_addrs:
         console.print(f"  listening {addr}")
     console.print(f"  control API {node.api_url}  (mycelium status --home {node.paths.home})")
+    if node.web is not None:
+        console.print(f"  web app {node.web.url}  one-time sign-in link (or `mycelium open`):")
+        console.print(f"    {node.web.login_link()}")
     console.print("  mDNS " + ("on" if node.config.mdns else "off") + "; Ctrl-C to stop")
 
 

@@ -25,7 +25,14 @@ class LocalOps:
         "space_create", "space_invite", "space_join", "space_remove", "space_list",
         "doc_put", "doc_get", "doc_list", "doc_delete", "status",
         "guardians_publish", "guardians_fetch",
+        "space_show", "doc_create", "market_list", "listing_post", "listing_update",
+        "guardians_setup", "guardians_list", "recovery_check", "recovery_approve",
+        "web_login_link",
     })
+
+    #: The running node's web app (:mod:`mycelium.web.server`) sets this; it mints the
+    #: one-time login links of ``web_login_link`` (``mycelium open``).
+    web: Any = None
 
     def __init__(self, soil: Any, status_extra: Callable[[], dict[str, Any]] | None = None) -> None:
         self.soil = soil
@@ -120,7 +127,172 @@ class LocalOps:
         doc = self.soil.get_doc(self.soil.resolve_space(space), "guardian_packages", owner)
         return {"owner": owner, "package_b64": doc.get("package") if doc else None}
 
+    def space_show(self, space: str) -> dict[str, Any]:
+        """One space with its members and their roles (``me`` marks this node's identity)."""
+        from mycelium.identity.didkey import did_from_public_key
+
+        space_id = self.soil.resolve_space(space)
+        summary = self._space_summary(space_id)
+        me = self.soil.identity.public_key
+        state = self.soil.space_state(space_id)
+        summary["members"] = sorted(
+            ({"did": did_from_public_key(pub), "role": role, "me": pub == me}
+             for pub, role in state.members.items()), key=lambda m: (not m["me"], m["did"]))
+        return summary
+
+    def doc_create(self, space: str, coll: str, data: dict[str, Any]) -> dict[str, Any]:
+        """A new document under a fresh random id (for notes and listings made in apps)."""
+        import secrets
+
+        doc_id = secrets.token_hex(8)
+        return {"doc_id": doc_id, **self.doc_put(space, coll, doc_id, data)}
+
+    # -- market ---------------------------------------------------------------------
+    def market_list(self, q: str = "", space: str = "", status: str = "", location: str = "",
+                    unit: str = "") -> dict[str, Any]:
+        """Listings of every community space this node belongs to, newest first.
+
+        ``space``/``status``/``location``/``unit`` filter by equality (indexed in SQL);
+        ``q`` is a case-insensitive text search over title, description and location.
+        """
+        equals = {k: v for k, v in (("status", status), ("location", location),
+                                    ("unit", unit)) if v}
+        ids = [self.soil.resolve_space(space)] if space else self.soil.member_spaces()
+        needle = q.strip().casefold()
+        listings = []
+        for space_id in ids:
+            if self.soil.space_kind(space_id) != "community":
+                continue
+            name = self.soil.space_state(space_id).name
+            for doc in self.soil.list_docs(space_id, "products", **equals):
+                text = " ".join(str(doc.get(f, "")) for f in ("title", "description", "location"))
+                if needle and needle not in text.casefold():
+                    continue
+                listings.append({**doc, "space_id": space_id.hex(), "space_name": name})
+        listings.sort(key=lambda d: (-int(d.get("created_ms") or 0), d["_id"]))
+        return {"listings": listings}
+
+    def listing_post(self, space: str, data: dict[str, Any]) -> dict[str, Any]:
+        """A new listing by this node's identity: status ``available``, stamped now."""
+        import time
+
+        fields = {"status": "available", **data, "author": self.soil.identity.did,
+                  "created_ms": int(time.time() * 1000)}
+        return self.doc_create(space, "products", fields)
+
+    def listing_update(self, space: str, doc_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Change some fields of an existing listing (edit, reserve, sell, withdraw, share)."""
+        from mycelium.store.soil import StoreError
+
+        if self.doc_get(space, "products", doc_id)["doc"] is None:
+            raise StoreError(f"no listing {doc_id!r} in space {space!r}", reason="unknown_doc")
+        return {"doc_id": doc_id, **self.doc_put(space, "products", doc_id, data)}
+
+    # -- guardians as seen from an app -------------------------------------------------
+    def guardians_setup(self, space: str, threshold: int, dids: list[str]) -> dict[str, Any]:
+        """Split this identity's seed among ``dids`` (K of N) and publish the package in
+        ``space``, from where it syncs to the guardians' nodes (docs/recovery.md)."""
+        import base64
+
+        from mycelium.identity import recovery
+        from mycelium.spaces.errors import NotMember
+
+        space_id = self.soil.resolve_space(space)
+        members = self.space_show(space)["members"]
+        known = {m["did"] for m in members}
+        strangers = [d for d in dids if d not in known]
+        if strangers:
+            raise NotMember(f"not members of {space!r}: {', '.join(strangers)}")
+        package = recovery.setup_guardians(self.soil.identity, threshold, list(dids))
+        published = self.guardians_publish(space_id.hex(),
+                                           base64.b64encode(package).decode())
+        set_id = recovery.read_package(package).set_id.hex()
+        return {**published, "threshold": threshold, "guardians": list(dids), "set_id": set_id}
+
+    def guardians_list(self) -> dict[str, Any]:
+        """Who guards whom: every guardian package visible in this node's spaces."""
+        import base64
+
+        from mycelium.errors import MyceliumError
+        from mycelium.identity import recovery
+
+        me = self.soil.identity.did
+        out = []
+        for space_id in self.soil.member_spaces():
+            if self.soil.space_kind(space_id) != "community":
+                continue
+            name = self.soil.space_state(space_id).name
+            for doc in self.soil.list_docs(space_id, "guardian_packages"):
+                try:
+                    pkg = recovery.read_package(base64.b64decode(doc.get("package", "")))
+                except (MyceliumError, ValueError):
+                    continue
+                out.append({"owner": pkg.owner, "guardians": pkg.guardians,
+                            "threshold": pkg.threshold, "space_id": space_id.hex(),
+                            "space_name": name, "mine": pkg.owner == me,
+                            "i_guard": me in pkg.guardians})
+        return {"me": me, "packages": out}
+
+    def recovery_check(self, request_b64: str) -> dict[str, Any]:
+        """Whose recovery a request is and the short code to compare with the new device."""
+        import base64
+        import binascii
+
+        from mycelium.identity import recovery
+
+        try:
+            raw = base64.b64decode(request_b64.strip(), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise recovery.BadRecoveryMessage("recovery request is not base64") from exc
+        req = recovery.read_request(raw)
+        return {"owner": req.owner, "code": req.code}
+
+    def recovery_approve(self, space: str, request_b64: str, code: str) -> dict[str, Any]:
+        """As a guardian: approve a request whose short code the person checked (``code``
+        must equal the request's code), using the package synced in ``space``."""
+        import base64
+
+        from mycelium.identity import recovery
+
+        checked = self.recovery_check(request_b64)
+        if code.strip().upper() != checked["code"]:
+            raise recovery.BadRecoveryMessage(
+                "the short code does not match this request", reason="code_mismatch")
+        package = self.guardians_fetch(space, checked["owner"])["package_b64"]
+        if package is None:
+            raise recovery.NotAGuardian(f"no guardian package of {checked['owner']} in {space}")
+        approval = recovery.approve(self.soil.identity, base64.b64decode(package),
+                                    base64.b64decode(request_b64.strip()))
+        return {**checked, "approval_b64": base64.b64encode(approval).decode()}
+
+    # -- IPFS archives (mycelium/archive, protocols/archive.md) ------------------------
+    def archive_push(self, space: str, ipfs_api: str | None = None) -> dict[str, Any]:
+        """Archive a space to IPFS (imported and pinned); ``{"cid", ...}``."""
+        from mycelium.archive import service
+        from mycelium.archive.ipfs import IpfsClient
+
+        space_id = self.soil.resolve_space(space)
+        with IpfsClient(ipfs_api) as ipfs:
+            pushed = service.push_space(self.soil, space_id, ipfs)
+        return {**pushed.as_dict(), "space_id": space_id.hex(), "ipfs_api": ipfs.url}
+
+    def archive_pull(self, cid: str, ipfs_api: str | None = None) -> dict[str, Any]:
+        """Restore a space from an archive CID (every block verified before any ingest)."""
+        from mycelium.archive import service
+        from mycelium.archive.ipfs import IpfsClient
+
+        with IpfsClient(ipfs_api) as ipfs:
+            return service.pull(self.soil, ipfs, cid)
+
     # -- node -----------------------------------------------------------------------
+    def web_login_link(self) -> dict[str, Any]:
+        """A one-time login link for the web app (``mycelium open``)."""
+        if self.web is None:
+            raise MyceliumError("the web app runs only inside `mycelium run` (with --web)",
+                                reason="web_not_running")
+        url: str = self.web.login_link()
+        return {"url": url}
+
     def status(self) -> dict[str, Any]:
         from mycelium.identity.didkey import did_from_public_key
 

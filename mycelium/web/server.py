@@ -1,0 +1,125 @@
+"""The web app as one of the node's services: one entry point, :func:`serve_web`.
+
+``mycelium run`` starts it in the node's nursery (``--web HOST:PORT``, default
+127.0.0.1:8737; ``--web off`` disables it). It serves :func:`mycelium.web.app.make_app`
+with hypercorn on trio, keeps the :class:`~mycelium.web.auth.WebAuth` state in memory
+(a node restart signs every browser out; a new login link or pairing brings it back), and
+hands the node's operations a way to mint login links (``ops.web``), which is how
+``mycelium open`` gets one through the control API.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+import trio
+
+from mycelium.paths import NodePaths
+from mycelium.web.app import WebContext, make_app
+from mycelium.web.auth import WebAuth
+
+log = logging.getLogger("mycelium.web")
+
+DEFAULT_BIND = "127.0.0.1:8737"
+OFF = ("off", "none", "no")
+
+
+class WebService:
+    """What the rest of the node sees of the running web app."""
+
+    def __init__(self, ctx: WebContext, url: str) -> None:
+        self.ctx = ctx
+        self.url = url
+
+    def login_link(self) -> str:
+        """A fresh one-time sign-in link (printed at start, and by ``mycelium open``)."""
+        token = self.ctx.auth.issue_link(self.ctx.clock(), "login")
+        return f"{self.url}/login?token={token}"
+
+
+async def serve_web(ops: Any, paths: NodePaths, bind: str, *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the web app until cancelled; ``task_status.started(WebService)``."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    host, port = split_bind(bind)
+    if bind == DEFAULT_BIND and not _port_free(host, port):
+        log.warning("web app: %s is taken (another node?); using a free port", bind)
+        port = 0
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("mycelium.web.http")
+    config.graceful_timeout = 1.0
+    config.keep_alive_timeout = 30.0
+    ctx = WebContext(ops=ops, auth=WebAuth(), clock=time.time)
+    app = make_app(ctx)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, app, config)
+        url = _public_url(str(binds[0]), host)
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("web app reachable from the network at %s: devices must pair first", url)
+        service = WebService(ctx, url)
+        base = url if host not in ("0.0.0.0", "::") else ""
+        ctx.base_url = base
+        name = _display_name(paths)
+        ctx.node_facts = lambda: {"name": name, "web_url": url,
+                                  "storage_bytes": storage_bytes(paths)}
+        ops.web = service
+        try:
+            task_status.started(service)
+            await trio.sleep_forever()
+        finally:
+            ops.web = None
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) -> (host, port); ValueError if malformed."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--web expects HOST:PORT, got {bind!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def storage_bytes(paths: NodePaths) -> int:
+    """Bytes the store uses on disk (database, WAL and shared-memory files)."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += paths.soil.with_name(paths.soil.name + suffix).stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def _display_name(paths: NodePaths) -> str | None:
+    from mycelium.errors import MyceliumError
+    from mycelium.identity.keystore import read_public
+
+    try:
+        return read_public(paths.keystore).name
+    except (MyceliumError, OSError, ValueError):
+        return None
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _public_url(bound: str, host: str) -> str:
+    """hypercorn reports ``http://0.0.0.0:PORT`` for a wildcard bind: show loopback then,
+    which is where the person running the node opens it."""
+    if host in ("0.0.0.0", "::"):
+        port = bound.rsplit(":", 1)[1]
+        return f"http://127.0.0.1:{port}"
+    return bound

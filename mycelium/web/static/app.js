@@ -1,0 +1,70 @@
+// Mycelium web app: live updates (server-sent events), the node-unreachable banner,
+// the language switch and the service worker. No framework: the pages are rendered by
+// the node; this only refreshes the parts marked data-live-region when a change lands.
+"use strict";
+(function () {
+  var body = document.body;
+  var watched = (body.getAttribute("data-live") || "").split(/\s+/).filter(Boolean);
+  var banner = document.getElementById("offline");
+  var pending = null;
+
+  function setOffline(off) {
+    if (banner) { banner.hidden = !off; }
+  }
+
+  function refresh() {
+    pending = null;
+    fetch(location.href, { credentials: "same-origin", headers: { "X-Live": "1" } })
+      .then(function (resp) {
+        if (!resp.ok) { throw new Error("HTTP " + resp.status); }
+        return resp.text();
+      })
+      .then(function (html) {
+        setOffline(false);
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        document.querySelectorAll("[data-live-region]").forEach(function (old) {
+          var next = fresh.getElementById(old.id);
+          if (!next) { return; }
+          // Keep keyboard focus where it was if the focused element survives by id.
+          var focused = document.activeElement && old.contains(document.activeElement)
+            ? document.activeElement.id : null;
+          old.replaceWith(next);
+          if (focused) { var again = document.getElementById(focused); if (again) again.focus(); }
+        });
+        body.setAttribute("data-refreshed", String(Date.now()));
+      })
+      .catch(function () { setOffline(true); });
+  }
+
+  function onChange(event) {
+    var coll = "*";
+    try { coll = JSON.parse(event.data).coll || "*"; } catch (e) { /* keep "*" */ }
+    if (watched.indexOf("*") < 0 && watched.indexOf(coll) < 0 && coll !== "*") { return; }
+    if (pending === null) { pending = setTimeout(refresh, 120); }
+  }
+
+  if (watched.length && window.EventSource) {
+    var source = new EventSource("/events");
+    source.addEventListener("change", onChange);
+    source.addEventListener("open", function () {
+      setOffline(false);
+      body.setAttribute("data-live-ready", "1");
+    });
+    source.addEventListener("error", function () {
+      if (source.readyState !== EventSource.OPEN) { setOffline(true); }
+    });
+  }
+
+  // Language: submit as soon as a language is picked (the button stays for keyboards).
+  var lang = document.getElementById("lang-select");
+  if (lang && lang.form) {
+    lang.addEventListener("change", function () { lang.form.submit(); });
+  }
+
+  window.addEventListener("offline", function () { setOffline(true); });
+  window.addEventListener("online", function () { setOffline(false); });
+
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(function () {});
+  }
+})();
