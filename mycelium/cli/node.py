@@ -10,7 +10,6 @@ from mycelium.cli.common import (
     HomeOption,
     JsonOption,
     emit,
-    fail,
     node_paths,
     passphrase,
     user_errors,
@@ -41,7 +40,9 @@ def run(
         [], "--peer", help="Static peer multiaddr with /p2p/<peer id> (repeatable)."
     ),
     no_mdns: bool = typer.Option(False, "--no-mdns", help="Do not use mDNS discovery."),
-    relay: str | None = typer.Option(None, "--relay", help="Edge relay URL (store-and-forward)."),
+    relay: list[str] = typer.Option(  # noqa: B008
+        [], "--relay", help="Edge relay URL, https://host[#did:key:…] (repeatable)."
+    ),
     api: str = typer.Option("127.0.0.1:0", "--api", help="HOST:PORT for the local control API."),
     web: str = typer.Option(
         "127.0.0.1:8737", "--web",
@@ -52,13 +53,13 @@ def run(
 ) -> None:
     """Run the node: sync with neighbours until Ctrl-C (creates an identity on first run)."""
     from mycelium.node.daemon import NodeConfig, run_node
+    from mycelium.relay.client import RelayUrl
 
-    if relay is not None:
-        fail("the edge relay client is not part of this version yet; use --peer or mDNS")
-
+    for url in relay:
+        RelayUrl.parse(url)  # a bad or insecure URL is a user error now, not a retry loop
     config = NodeConfig(
         listen=listen or ["/ip4/0.0.0.0/tcp/0"], peers=list(peer), mdns=not no_mdns,
-        relay=relay, api=api, name=name,
+        relays=list(relay), api=api, name=name,
         web=None if web.lower() in ("off", "none", "no") else web,
     )
     run_node(node_paths(home), config, passphrase)
@@ -87,5 +88,11 @@ def _render_status(data: dict[str, Any]) -> str:
         spaces.add_row(s["space_id"][:12], s["name"], s["kind"], str(s.get("role")),
                        str(len(s["members"])), f"{s['epoch']:016x}"[:8], str(s["deltas"]))
     console.print(peers)
+    if data.get("relays"):
+        relays = Table("relay", "state", "last sync", "backlog", "last error", title="relays")
+        for r in data["relays"]:
+            relays.add_row(r["url"], r["state"], str(r.get("last_sync") or ""),
+                           str(r.get("backlog", "")), str(r.get("last_error") or ""))
+        console.print(relays)
     console.print(spaces)
     return console.export_text().rstrip()

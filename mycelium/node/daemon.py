@@ -61,7 +61,8 @@ class NodeConfig:
     listen: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0"])
     peers: list[str] = field(default_factory=list)
     mdns: bool = True
-    relay: str | None = None
+    #: Relay URLs (``https://host#did:key:…``); one kept session each (node/relay_link.py).
+    relays: list[str] = field(default_factory=list)
     api: str = "127.0.0.1:0"
     name: str | None = None
     anti_entropy_interval: float = 30.0
@@ -122,6 +123,7 @@ class Node:
         self._subscribed: set[bytes] = set()
         self._kept: set[str] = set()
         self._member_spaces: set[bytes] = set(soil.member_spaces())
+        self.relays: Any = None  # RelayLinks when --relay was given
         self.ops = LocalOps(soil, status_extra=self._status_extra)
         self.web: Any = None
 
@@ -170,6 +172,12 @@ class Node:
         nursery.start_soon(self._housekeeping_loop)
         if self.config.gossip:
             await self._start_gossip(nursery)
+        if self.config.relays:
+            from mycelium.node.relay_link import RelayLinks
+
+            self.relays = RelayLinks(self.config.relays, self.soil, self.identity, self.cache,
+                                     self.paths.home)
+            nursery.start_soon(self.relays.run)
 
     # -- control API ----------------------------------------------------------------
     async def _serve_api(
@@ -575,6 +583,7 @@ class Node:
             "uptime_s": round(time.time() - self.started_at, 1),
             "metrics": {**self.soil.metrics(), **_prefixed("net.", self._host.metrics())},
             "bans": self.bans.summary(),
+            "relays": self.relays.status() if self.relays is not None else [],
         }
 
 

@@ -314,6 +314,90 @@ class NodeProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+class RelayProcess:
+    """A real ``mycelium relay`` process on a fixed loopback port (so a restart keeps its
+    URL, and nodes pinned to its DID reconnect to the same relay)."""
+
+    def __init__(self, name: str, home: Path, port: int | None = None, *,
+                 extra_args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.home = home
+        self.port = port if port is not None else free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = home.parent / f"{name}.log"
+        self.did: str | None = None
+        self.starts = 0
+        self._extra = list(extra_args)
+        self._env = env if env is not None else node_env()
+        self._proc: trio.Process | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pinned_url(self) -> str:
+        """``URL#did:key:…`` for ``mycelium run --relay`` (known after the first start)."""
+        return f"{self.url}#{self.did}" if self.did else self.url
+
+    async def start(self, ready_timeout: float = 30.0) -> None:
+        """Start and wait until ``GET /v1/relay`` answers (then :attr:`did` is known)."""
+        if self.alive:
+            raise NodeError(f"{self.name} is already running")
+        self.home.mkdir(parents=True, exist_ok=True)
+        argv = [*mycelium_command(), "relay", "--home", str(self.home), "--listen",
+                f"127.0.0.1:{self.port}", *self._extra]
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start {self.starts + 1}: {' '.join(argv)}\n".encode())
+            log.flush()
+            self._proc = await trio.lowlevel.open_process(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self._env, start_new_session=True)
+        self.starts += 1
+        with trio.move_on_after(ready_timeout):
+            while True:
+                if not self.alive:
+                    break
+                try:
+                    async with httpx.AsyncClient(timeout=2.0) as client:
+                        resp = await client.get(f"{self.url}/v1/relay")
+                    if resp.status_code == 200:
+                        self.did = str(resp.json()["did"])
+                        return
+                except (httpx.HTTPError, ValueError, KeyError):
+                    pass
+                await trio.sleep(0.2)
+        with trio.CancelScope(shield=True):
+            await self.kill()
+        raise NodeError(f"{self.name}: relay not ready; log tail:\n{self.log_tail()}")
+
+    async def kill(self) -> None:
+        """SIGKILL (a crash) and reap."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with suppress(ProcessLookupError):
+                proc.kill()
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            await proc.wait()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            with suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGINT)
+            with trio.move_on_after(grace):
+                await self._proc.wait()
+        await self.kill()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
 def _single_simnet_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """Concurrent set-up steps fail as a group; when every member is a SimnetError, the
     caller (``simnet run``) gets the first one, with the count, instead of a group."""

@@ -1,0 +1,150 @@
+"""``mycelium relay``: start the relay process (its identity, store and HTTP server).
+
+The relay keeps its own home (``--home``/``MYCELIUM_HOME``): ``relay/keystore.json`` (its
+identity, so it has a DID that clients pin) and ``relay/relay.db`` (or ``--data DIR``).
+Plain HTTP is served only on loopback; any other address needs ``--tls-cert``/``--tls-key``
+(or a reverse proxy on the same host terminating TLS and forwarding to a loopback port,
+with ``--public-url`` set to the URL clients use). See docs/relay.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from mycelium.errors import MyceliumError
+from mycelium.identity.identity import Identity
+from mycelium.relay.handshake import origin_of
+from mycelium.relay.limits import RelayLimits
+from mycelium.relay.store import RelayStore, StoreLimits
+
+log = logging.getLogger("mycelium.relay")
+
+
+class RelayConfigError(MyceliumError):
+    reason = "relay_config"
+
+
+@dataclass
+class RelayConfig:
+    listen: str = "127.0.0.1:8470"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    public_url: str | None = None
+    data: str | None = None
+    limits: RelayLimits | None = None
+    store_limits: StoreLimits | None = None
+
+
+def relay_paths(home: Path, data: str | None) -> tuple[Path, Path]:
+    """(keystore, database) of a relay home."""
+    base = home / "relay"
+    db = Path(data).expanduser() / "relay.db" if data else base / "relay.db"
+    return base / "keystore.json", db
+
+
+def check_listen(config: RelayConfig) -> tuple[str, int, bool]:
+    """``(host, port, tls)``; refuses plain HTTP on anything but loopback."""
+    host, sep, port_text = config.listen.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise RelayConfigError(f"--listen must be HOST:PORT, got {config.listen!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    tls = bool(config.tls_cert or config.tls_key)
+    if tls and not (config.tls_cert and config.tls_key):
+        raise RelayConfigError("--tls-cert and --tls-key go together")
+    if not tls and not _is_loopback(host):
+        raise RelayConfigError(
+            f"plain HTTP only on loopback; to listen on {host} give --tls-cert/--tls-key, "
+            "or run a TLS reverse proxy in front of a loopback port (docs/relay.md)")
+    return host, int(port_text), tls
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_identity(keystore: Path, get_passphrase: Callable[..., str]) -> Identity:
+    from mycelium.identity.keystore import create_keystore, load_keystore
+
+    keystore.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if keystore.exists():
+        return load_keystore(keystore, get_passphrase())
+    log.info("creating the relay's identity in %s", keystore)
+    return create_keystore(keystore, get_passphrase(confirm=True), name="relay")
+
+
+async def serve_relay(identity: Identity, store: RelayStore, config: RelayConfig, *,
+                      task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; ``task_status.started((url, service))`` once bound."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    from mycelium.codec.frames import MAX_FRAME_BYTES
+    from mycelium.relay.handshake import MAX_CONTROL_MESSAGE
+    from mycelium.relay.server import make_app
+    from mycelium.relay.service import RelayService
+
+    host, port, tls = check_listen(config)
+    hc = Config()
+    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("mycelium.relay.hypercorn")
+    hc.graceful_timeout = 1.0
+    hc.websocket_max_message_size = max(MAX_FRAME_BYTES, MAX_CONTROL_MESSAGE) + 1024
+    if tls:
+        hc.certfile, hc.keyfile = config.tls_cert, config.tls_key
+    async with trio.open_nursery() as nursery:
+        holder: dict[str, Any] = {}
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await holder["app"](scope, receive, send)
+
+        binds = await nursery.start(serve, app, hc)
+        bound = str(binds[0])
+        public = config.public_url or bound
+        service = RelayService(store, identity, origin_of(public),
+                               limits=config.limits)
+        holder["app"] = make_app(service)
+        log.info("relay %s serving %s (public origin %s)", identity.did, bound,
+                 service.relay.origin)
+        task_status.started((bound, service))
+
+
+def run_relay(home: Path, config: RelayConfig, get_passphrase: Callable[..., str],
+              on_ready: Callable[[str, str], None] | None = None) -> None:
+    """Blocking entry point of ``mycelium relay``."""
+    check_listen(config)
+    keystore, db = relay_paths(home, config.data)
+    identity = load_identity(keystore, get_passphrase)
+    store = RelayStore.open(db, limits=config.store_limits)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+            url, _ = await nursery.start(serve_relay, identity, store, config)
+            if on_ready is not None:
+                on_ready(url, identity.did)
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
+
+
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return

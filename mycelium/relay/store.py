@@ -1,0 +1,483 @@
+"""The relay's keyless envelope store (DESIGN.md §6, protocols/relay.md §5).
+
+A relay hosts ciphertext it can never read. It keeps, per hosted space, the genesis, the
+per-author chains of envelopes exactly as received, a bounded set of pending envelopes
+(ahead of a gap, or from an author not yet known as a member), and the membership that
+the space's CONTROL envelopes resolve to (:class:`~mycelium.spaces.state.SpaceState`; control
+ops are signed plaintext). It never holds a group key and never decrypts: Soil assumes it
+can, so it is not reused here.
+
+Every received envelope is decoded, its signature and chain checked
+(:func:`mycelium.log.validate.validate_batch`), its author checked against the control log
+(writers: current members, removed members up to their ``keep`` seq; control ops: members
+only, the resolution decides whether they count), and charged to two storage quotas —
+the space's and its author's — before it is written. What would exceed a quota is
+refused (``over_quota``) and not stored. One ingest is one SQLite transaction.
+
+Implements :class:`mycelium.sync.ports.DeltaStore`, so the unchanged
+:class:`~mycelium.sync.session.SyncSession` runs against it: ``member_spaces`` is every
+hosted space, and the driver passes :meth:`RelayStore.may_read` as the session's
+``authorize`` so a peer is offered (and may match) only the spaces whose control log
+lists it as a member.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mycelium.errors import MyceliumError
+from mycelium.log import envelope as envelope_mod
+from mycelium.log.envelope import Envelope, Kind
+from mycelium.log.limits import MAX_INGEST_BATCH, MAX_PENDING_PER_SPACE
+from mycelium.log.validate import Head, link_pending, validate_batch
+from mycelium.relay.errors import BadRequest, Forbidden, Limited, NotFound
+from mycelium.spaces.errors import NotMember, RemovedAuthor, SpaceError, UnknownEpoch
+from mycelium.spaces.genesis import Genesis, parse_genesis
+from mycelium.spaces.state import SpaceState
+from mycelium.sync.ports import IngestResult, VersionVector
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spaces (
+  space BLOB PRIMARY KEY, genesis BLOB NOT NULL, kind TEXT NOT NULL,
+  registered_by BLOB NOT NULL, registered_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS envelopes (
+  space BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, delta_id BLOB NOT NULL,
+  kind INTEGER NOT NULL, raw BLOB NOT NULL,
+  PRIMARY KEY (space, author, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+  space BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, delta_id BLOB NOT NULL,
+  reason TEXT NOT NULL, raw BLOB NOT NULL,
+  PRIMARY KEY (space, author, seq)
+) WITHOUT ROWID;
+"""
+
+_NO_HEAD: tuple[int, None] = (0, None)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """Storage quotas (bytes of envelopes as received, pending ones included)."""
+
+    space_bytes: int = 256 * 1024 * 1024
+    identity_bytes: int = 64 * 1024 * 1024
+    spaces_per_identity: int = 64
+    max_pending: int = MAX_PENDING_PER_SPACE
+
+
+@dataclass(slots=True)
+class _Hosted:
+    """In-memory view of one hosted space (rebuilt from the database on open)."""
+
+    genesis: Genesis
+    state: SpaceState
+    heads: dict[bytes, Head] = field(default_factory=dict)
+    control_authors: set[bytes] = field(default_factory=set)
+    #: author -> {seq: (reason, delta_id, size)}
+    pending: dict[bytes, dict[int, tuple[str, bytes, int]]] = field(default_factory=dict)
+    pending_count: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HostedSpace:
+    """What the relay tells a member about a space it hosts (``list_spaces``)."""
+
+    space: bytes
+    genesis: bytes
+    kind: str
+    role: str
+
+
+class RelayStore:
+    """Keyless SQLite store of one relay (see module docstring). Not thread-safe: one
+    trio thread uses it; every method is synchronous and bounded."""
+
+    def __init__(self, conn: sqlite3.Connection, *, limits: StoreLimits | None = None,
+                 wall_ms: Callable[[], int] | None = None) -> None:
+        self.conn = conn
+        self.limits = limits if limits is not None else StoreLimits()
+        self._wall_ms = wall_ms if wall_ms is not None else (lambda: int(time.time() * 1000))
+        self._spaces: dict[bytes, _Hosted] = {}
+        self._author_bytes: dict[bytes, int] = {}
+        self._registered: dict[bytes, int] = {}  # registrant -> spaces registered
+        #: rejection reason -> count (status and tests)
+        self.rejections: dict[str, int] = {}
+        self._load()
+
+    @classmethod
+    def open(cls, path: Path, *, limits: StoreLimits | None = None) -> RelayStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # an accepted envelope is acknowledged
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(DDL)
+        if conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() is None:
+            conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        return cls(conn, limits=limits)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- loading --------------------------------------------------------------------
+    def _load(self) -> None:
+        self._spaces.clear()
+        self._author_bytes.clear()
+        self._registered.clear()
+        for space, genesis_raw, registrant in self.conn.execute(
+                "SELECT space, genesis, registered_by FROM spaces"):
+            space, registrant = bytes(space), bytes(registrant)
+            genesis = parse_genesis(bytes(genesis_raw))
+            hosted = _Hosted(genesis=genesis, state=SpaceState(genesis))
+            controls = [envelope_mod.decode(bytes(r)) for (r,) in self.conn.execute(
+                "SELECT raw FROM envelopes WHERE space=? AND kind=1", (space,))]
+            hosted.state.apply_many(controls)
+            hosted.control_authors = {e.author for e in controls}
+            for author, seq, delta_id in self.conn.execute(
+                    "SELECT author, seq, delta_id FROM envelopes e WHERE space=? AND seq="
+                    "(SELECT MAX(seq) FROM envelopes WHERE space=e.space AND author=e.author)",
+                    (space,)):
+                hosted.heads[bytes(author)] = (seq, bytes(delta_id))
+            for author, seq, delta_id, reason, size in self.conn.execute(
+                    "SELECT author, seq, delta_id, reason, length(raw) FROM pending "
+                    "WHERE space=?", (space,)):
+                hosted.pending.setdefault(bytes(author), {})[seq] = (reason, bytes(delta_id),
+                                                                     size)
+                hosted.pending_count += 1
+            self._spaces[space] = hosted
+            self._registered[registrant] = self._registered.get(registrant, 0) + 1
+        for table in ("envelopes", "pending"):
+            for space, author, total in self.conn.execute(
+                    f"SELECT space, author, SUM(length(raw)) FROM {table} "
+                    "GROUP BY space, author"):
+                owner = self._spaces.get(bytes(space))
+                if owner is not None:
+                    owner.bytes += total
+                self._author_bytes[bytes(author)] = self._author_bytes.get(bytes(author), 0) + total
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self._load()  # in-memory state may be ahead of what was rolled back
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- hosting --------------------------------------------------------------------
+    def register(self, genesis_raw: bytes, envelopes: Sequence[bytes], registrant: bytes
+                 ) -> tuple[bytes, bool]:
+        """Host a space: ``(space id, newly registered)``.
+
+        ``genesis_raw`` must verify; ``envelopes`` (its control log with the chain
+        prefixes it needs) are ingested like any batch. The registrant must be a member of
+        the space afterwards, or nothing is kept (:class:`Forbidden`). Registering a
+        space already hosted ingests the envelopes only. Raises :class:`BadRequest`
+        (``bad_genesis``), :class:`Forbidden` (``not_member``) or :class:`Limited`
+        (``too_many_spaces``, ``over_quota``).
+        """
+        try:
+            genesis = parse_genesis(genesis_raw)
+        except SpaceError as exc:
+            raise BadRequest(f"genesis does not verify: {exc}", reason="bad_genesis") from exc
+        space = genesis.space_id
+        if space in self._spaces:
+            self.ingest(space, envelopes)
+            if not self.may_read(space, registrant):
+                raise Forbidden("registrant is not a member of this space")
+            return space, False
+        if self._registered.get(registrant, 0) >= self.limits.spaces_per_identity:
+            raise Limited(f"an identity registers at most {self.limits.spaces_per_identity} "
+                          "spaces here", reason="too_many_spaces", retry_after=3600)
+        with self._tx():
+            self.conn.execute("INSERT INTO spaces VALUES (?, ?, ?, ?, ?)",
+                              (space, genesis.raw, genesis.kind, registrant, self._wall_ms()))
+            self._spaces[space] = _Hosted(genesis=genesis, state=SpaceState(genesis))
+            self._registered[registrant] = self._registered.get(registrant, 0) + 1
+            result = IngestResult()
+            for start in range(0, len(envelopes), MAX_INGEST_BATCH):
+                self._ingest_chunk(space, envelopes[start:start + MAX_INGEST_BATCH], result)
+            if not self._spaces[space].state.is_member(registrant):
+                raise Forbidden("registrant is not a member of this space (by its control log)")
+            if any(r == "over_quota" for _, r in result.rejected):
+                raise Limited("the space's control log exceeds the storage quota",
+                              reason="over_quota", retry_after=3600)
+        log.info("hosting space %s (%s)", space.hex()[:12], genesis.kind)
+        return space, True
+
+    def hosts(self, space: bytes) -> bool:
+        return space in self._spaces
+
+    def genesis(self, space: bytes) -> bytes:
+        return self._hosted(space).genesis.raw
+
+    def may_read(self, space: bytes, member: bytes) -> bool:
+        """Is ``member`` (Ed25519 public key) a current member of ``space``? Removed
+        members are refused at once: membership is re-read on every call."""
+        hosted = self._spaces.get(space)
+        return hosted is not None and hosted.state.is_member(member)
+
+    def check_access(self, space: bytes, member: bytes) -> None:
+        """Raise :class:`NotFound` / :class:`Forbidden` unless ``member`` may use ``space``."""
+        if space not in self._spaces:
+            raise NotFound("this relay does not host that space")
+        if not self.may_read(space, member):
+            raise Forbidden("not a member of this space")
+
+    def list_spaces(self, member: bytes) -> list[HostedSpace]:
+        """Every hosted space whose control log lists ``member`` (personal spaces: only
+        their owner), with its genesis, so a recovering node can rejoin them."""
+        out = []
+        for space, hosted in sorted(self._spaces.items()):
+            role = hosted.state.members.get(member)
+            if role is not None:
+                out.append(HostedSpace(space, hosted.genesis.raw, hosted.genesis.kind, role))
+        return out
+
+    def usage(self) -> dict[str, int]:
+        return {"spaces": len(self._spaces),
+                "bytes": sum(h.bytes for h in self._spaces.values()),
+                "pending": sum(h.pending_count for h in self._spaces.values())}
+
+    def space_bytes(self, space: bytes) -> int:
+        return self._hosted(space).bytes
+
+    def author_bytes(self, author: bytes) -> int:
+        return self._author_bytes.get(author, 0)
+
+    def _hosted(self, space: bytes) -> _Hosted:
+        hosted = self._spaces.get(space)
+        if hosted is None:
+            raise NotFound("this relay does not host that space")
+        return hosted
+
+    # -- DeltaStore -------------------------------------------------------------------
+    def member_spaces(self) -> list[bytes]:
+        """Every hosted space: the session's ``authorize`` narrows it per peer."""
+        return list(self._spaces)
+
+    def version_vector(self, space: bytes) -> VersionVector:
+        hosted = self._spaces.get(space)
+        return {a: s for a, (s, _) in hosted.heads.items()} if hosted is not None else {}
+
+    def envelopes_since(self, space: bytes, remote: VersionVector, *, limit: int,
+                        max_bytes: int) -> list[bytes]:
+        """Per author ascending seq; authors that wrote control ops first."""
+        hosted = self._spaces.get(space)
+        out: list[bytes] = []
+        if hosted is None or limit <= 0:
+            return out
+        authors = sorted((a for a, (s, _) in hosted.heads.items() if s > remote.get(a, 0)),
+                         key=lambda a: (a not in hosted.control_authors, a))
+        size = 0
+        for author in authors:
+            rows = self.conn.execute(
+                "SELECT raw FROM envelopes WHERE space=? AND author=? AND seq>? "
+                "ORDER BY seq LIMIT ?", (space, author, remote.get(author, 0), limit - len(out)))
+            for (raw,) in rows:
+                if out and (len(out) >= limit or size + len(raw) > max_bytes):
+                    return out
+                out.append(bytes(raw))
+                size += len(raw)
+        return out
+
+    def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
+        """Validate and store envelopes (see module docstring). Never raises on bad input."""
+        result = IngestResult()
+        if space not in self._spaces:
+            for _ in envelopes:
+                self._reject(result, None, "unknown_space")
+            return result
+        for start in range(0, len(envelopes), MAX_INGEST_BATCH):
+            chunk = envelopes[start:start + MAX_INGEST_BATCH]
+            part = IngestResult()
+            try:
+                with self._tx():
+                    self._ingest_chunk(space, chunk, part)
+            except MyceliumError as exc:  # pragma: no cover - validation never raises these
+                log.warning("ingest refused: %s", exc)
+                part = IngestResult(rejected=[(None, exc.reason)] * len(chunk))
+            except sqlite3.Error:
+                log.exception("relay ingest failed; batch rolled back")
+                part = IngestResult(rejected=[(None, "internal_error")] * len(chunk))
+            result.merge(part)
+        return result
+
+    # -- ingest pipeline ----------------------------------------------------------------
+    def _ingest_chunk(self, space: bytes, raws: Sequence[bytes], result: IngestResult) -> None:
+        hosted = self._spaces[space]
+        verdict = validate_batch(space, raws, hosted.heads, self._stored_id(space))
+        result.duplicates += len(verdict.duplicates)
+        for delta_id, reason in verdict.rejected:
+            self._reject(result, delta_id, reason)
+        over: set[bytes] = set()  # authors that hit a quota in this chunk
+        for env in verdict.pending:
+            self._park(space, hosted, env, "gap", result, over)
+        for env in verdict.ready:
+            self._append(space, hosted, env, result, over)
+        self._drain(space, hosted, result, over)
+
+    def _stored_id(self, space: bytes) -> Callable[[bytes, int], bytes | None]:
+        def lookup(author: bytes, seq: int) -> bytes | None:
+            row = self.conn.execute(
+                "SELECT delta_id FROM envelopes WHERE space=? AND author=? AND seq=?",
+                (space, author, seq)).fetchone()
+            return bytes(row[0]) if row is not None else None
+        return lookup
+
+    def _charge(self, hosted: _Hosted, env: Envelope, over: set[bytes]) -> bool:
+        """Count ``env``'s bytes against both quotas; False (and nothing counted) if that
+        would exceed one. An author over quota stays refused for the rest of the batch."""
+        size = len(env.raw)
+        lim = self.limits
+        if (env.author in over or hosted.bytes + size > lim.space_bytes
+                or self._author_bytes.get(env.author, 0) + size > lim.identity_bytes):
+            over.add(env.author)
+            return False
+        hosted.bytes += size
+        self._author_bytes[env.author] = self._author_bytes.get(env.author, 0) + size
+        return True
+
+    def _uncharge(self, hosted: _Hosted, author: bytes, size: int) -> None:
+        hosted.bytes -= size
+        self._author_bytes[author] = self._author_bytes.get(author, 0) - size
+
+    def _writer_problem(self, state: SpaceState, env: Envelope) -> str | None:
+        """``None`` if ``env``'s author may write it now; else ``not_member`` (keep it
+        pending: the op adding the author may still arrive) or a final reason."""
+        try:
+            if env.kind is Kind.CONTROL:
+                if not state.is_member(env.author):
+                    raise NotMember("control op from a non-member")
+            else:
+                state.check_data_author(env)
+        except RemovedAuthor as exc:
+            return exc.reason
+        except NotMember:
+            return "not_member"
+        except UnknownEpoch:
+            return None  # stored; members resolve the epoch (the relay holds no keys)
+        except SpaceError as exc:
+            return exc.reason
+        return None
+
+    def _append(self, space: bytes, hosted: _Hosted, env: Envelope, result: IngestResult,
+                over: set[bytes]) -> bool:
+        head_seq, head_id = hosted.heads.get(env.author, _NO_HEAD)
+        if env.seq != head_seq + 1 or env.prev != head_id:
+            self._park(space, hosted, env, "gap", result, over)
+            return False
+        problem = self._writer_problem(hosted.state, env)
+        if problem == "not_member":
+            self._park(space, hosted, env, problem, result, over)
+            return False
+        if problem is not None:
+            self._reject(result, env.delta_id, problem)
+            return False
+        slot = hosted.pending.get(env.author, {}).get(env.seq)
+        if slot is not None:  # it was held pending: already charged
+            self._unpark(space, hosted, env.author, env.seq, uncharge=slot[1] != env.delta_id)
+            if slot[1] != env.delta_id and not self._charge(hosted, env, over):
+                self._reject(result, env.delta_id, "over_quota")
+                return False
+        elif not self._charge(hosted, env, over):
+            self._reject(result, env.delta_id, "over_quota")
+            return False
+        if env.kind is Kind.CONTROL:
+            try:
+                hosted.state.apply(env)
+            except SpaceError as exc:
+                self._uncharge(hosted, env.author, len(env.raw))
+                self._reject(result, env.delta_id, exc.reason)
+                return False
+            hosted.control_authors.add(env.author)
+        self.conn.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?)",
+                          (space, env.author, env.seq, env.delta_id, int(env.kind), env.raw))
+        hosted.heads[env.author] = (env.seq, env.delta_id)
+        result.accepted.append(env.delta_id)
+        return True
+
+    def _park(self, space: bytes, hosted: _Hosted, env: Envelope, reason: str,
+              result: IngestResult, over: set[bytes]) -> None:
+        slots = hosted.pending.setdefault(env.author, {})
+        held = slots.get(env.seq)
+        if held is not None:
+            if held[1] == env.delta_id:
+                result.duplicates += 1
+                if held[0] != reason:
+                    slots[env.seq] = (reason, held[1], held[2])
+                    self.conn.execute("UPDATE pending SET reason=? WHERE space=? AND author=? "
+                                      "AND seq=?", (reason, space, env.author, env.seq))
+            else:
+                self._reject(result, env.delta_id, "fork")
+            return
+        if hosted.pending_count >= self.limits.max_pending:
+            self._reject(result, env.delta_id, "pending_full")
+            return
+        if not self._charge(hosted, env, over):
+            self._reject(result, env.delta_id, "over_quota")
+            return
+        slots[env.seq] = (reason, env.delta_id, len(env.raw))
+        hosted.pending_count += 1
+        self.conn.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?)",
+                          (space, env.author, env.seq, env.delta_id, reason, env.raw))
+        result.pending += 1
+
+    def _unpark(self, space: bytes, hosted: _Hosted, author: bytes, seq: int, *,
+                uncharge: bool) -> None:
+        slots = hosted.pending.get(author)
+        slot = slots.pop(seq, None) if slots else None
+        if slot is None:
+            return
+        hosted.pending_count -= 1
+        if uncharge:
+            self._uncharge(hosted, author, slot[2])
+        if not slots:
+            hosted.pending.pop(author, None)
+        self.conn.execute("DELETE FROM pending WHERE space=? AND author=? AND seq=?",
+                          (space, author, seq))
+
+    def _drain(self, space: bytes, hosted: _Hosted, result: IngestResult,
+               over: set[bytes]) -> None:
+        """Append pending envelopes that became contiguous or admissible; repeat while
+        something moved (a control op may admit another author's envelopes)."""
+        progress = True
+        rounds = 0
+        while progress and hosted.pending_count and rounds < 1000:
+            progress = False
+            rounds += 1
+            for author in list(hosted.pending):
+                head = hosted.heads.get(author, _NO_HEAD)
+                if head[0] + 1 not in hosted.pending.get(author, {}):
+                    continue
+                candidates = {seq: envelope_mod.decode(bytes(raw)) for seq, raw in
+                              self.conn.execute(
+                                  "SELECT seq, raw FROM pending WHERE space=? AND author=? "
+                                  "AND seq>? ORDER BY seq", (space, author, head[0]))}
+                ready, broken = link_pending(head, candidates)
+                for env in broken:
+                    self._unpark(space, hosted, author, env.seq, uncharge=True)
+                    self._reject(result, env.delta_id, "broken_chain")
+                for env in ready:
+                    if not self._append(space, hosted, env, result, over):
+                        break
+                    progress = True
+
+    def _reject(self, result: IngestResult, delta_id: bytes | None, reason: str) -> None:
+        result.rejected.append((delta_id, reason))
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
