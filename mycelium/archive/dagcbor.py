@@ -41,9 +41,10 @@ def decode(data: bytes) -> Any:
     """Inverse of :func:`encode`; raises :class:`BadArchive` for anything else."""
     try:
         value = cbor2.loads(data, tag_hook=_tag_hook)
-    except BadArchive:
-        raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        cause = exc.__cause__ or exc.__context__  # cbor2 wraps what the tag hook raised
+        if isinstance(cause, BadArchive):
+            raise cause from None
         raise BadArchive(f"block is not DAG-CBOR: {exc}") from exc
     _check_types(value)
     if encode(value) != data:

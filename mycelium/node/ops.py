@@ -25,6 +25,7 @@ class LocalOps:
         "space_create", "space_invite", "space_join", "space_remove", "space_list",
         "doc_put", "doc_get", "doc_list", "doc_delete", "status",
         "guardians_publish", "guardians_fetch",
+        "archive_push", "archive_pull",
         "space_show", "doc_create", "market_list", "listing_post", "listing_update",
         "guardians_setup", "guardians_list", "recovery_check", "recovery_approve",
         "web_login_link",

@@ -1,0 +1,52 @@
+"""A real IPFS node (js-ipfs from tools/ipfs) for the archive tests, one per session.
+
+Missing ``tools/ipfs/node_modules`` (or Node.js) is a failure in CI (``CI=true``) and a
+skip elsewhere, so a developer without npm can still run the pure tests here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+TESTNODE = Path(__file__).resolve().parents[2] / "tools" / "ipfs" / "testnode.py"
+
+
+def load_testnode() -> ModuleType:
+    """tools/ipfs/testnode.py (tools/ is not a package)."""
+    name = "mycelium_tools_ipfs_testnode"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, TESTNODE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def ipfs_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A running js-ipfs daemon on loopback (offline); ``.api_url``, ``.repo``."""
+    testnode = load_testnode()
+    missing = testnode.installed()
+    if missing is not None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"the archive tests need the IPFS test node: {missing}")
+        pytest.skip(f"IPFS test node not installed: {missing}")
+    node = testnode.JsIpfsNode.start(tmp_path_factory.mktemp("ipfs"))
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def ipfs_api(ipfs_node: object) -> str:
+    return str(ipfs_node.api_url)  # type: ignore[attr-defined]
