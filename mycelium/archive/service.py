@@ -40,7 +40,7 @@ from mycelium.sync.ports import DeltaStore
 #: Largest CAR accepted from an IPFS node: the largest archive plus its manifest.
 MAX_CAR_BYTES = fmt.MAX_CHUNKS * (fmt.BLOCK_LIMIT + 64) + fmt.MAX_MANIFEST_BYTES
 #: Reasons from Soil.ingest that mean "this store's history differs from the archive's".
-CONFLICT_REASONS = frozenset({"fork", "broken_chain", "seq_conflict", "bad_prev"})
+CONFLICT_REASONS = frozenset({"fork", "broken_chain"})
 
 
 @dataclass(frozen=True)
