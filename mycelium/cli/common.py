@@ -11,6 +11,7 @@ import functools
 import getpass
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -59,8 +60,28 @@ def user_errors(func: F) -> F:
             fail(str(exc))
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             fail(str(exc))
+        except sqlite3.DatabaseError as exc:
+            fail(_database_problem(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+#: SQLite conditions a user can act on (the disk, permissions, another process).
+_USER_FACING = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR",
+                "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")
+
+
+def _database_problem(exc: sqlite3.DatabaseError) -> str:
+    """One line for a store SQLite cannot use; a damaged file gets the way out. Anything
+    that looks like our own bug (bad SQL, misuse) is re-raised with its traceback."""
+    from mycelium.store.repair import damaged_message, is_corruption
+
+    if is_corruption(exc):
+        return damaged_message("soil.db", exc)
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(_USER_FACING):
+        return f"store: {exc}"
+    raise exc
 
 
 def passphrase(*, confirm: bool = False, env_var: str = "MYCELIUM_PASSPHRASE",

@@ -7,6 +7,8 @@ API if there is one, else on the store opened directly (``open_local_soil``).
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -34,11 +36,39 @@ def _call(home: str | None, op: str, **args: Any) -> dict[str, Any]:
     return call_op(node_paths(home), op, passphrase, **args)
 
 
+#: Bound on what ``--data @FILE`` / ``--data -`` reads: far above any document the
+#: store accepts (the payload limit refuses it with its own reason), far below memory.
+MAX_DATA_BYTES = 16 << 20
+
+
+def _read_data(data: str) -> str:
+    """``--data`` as curl takes it: inline JSON, ``@FILE``, or ``-`` for stdin (a single
+    shell argument is capped near 128 KiB, and scripts pipe)."""
+    if data == "-":
+        text = sys.stdin.read(MAX_DATA_BYTES + 1)
+        source = "stdin"
+    elif data.startswith("@"):
+        path = Path(data[1:]).expanduser()
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read(MAX_DATA_BYTES + 1)
+        except OSError as exc:
+            fail(f"--data {data}: cannot read {path}: {exc.strerror or exc}")
+        except UnicodeDecodeError:
+            fail(f"--data {data}: {path} is not UTF-8 text")
+        source = str(path)
+    else:
+        return data
+    if len(text) > MAX_DATA_BYTES:
+        fail(f"--data {source} is larger than {MAX_DATA_BYTES} bytes")
+    return text
+
+
 def _fields(data: str) -> dict[str, Any]:
     try:
-        value = json.loads(data)
+        value = json.loads(_read_data(data))
     except json.JSONDecodeError as exc:
-        fail(f"--data is not valid JSON: {exc.msg}")
+        fail(f"--data is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})")
     if not isinstance(value, dict) or not value:
         fail("--data must be a non-empty JSON object of field values")
     return value
@@ -51,7 +81,8 @@ def put(
     collection: str = typer.Argument(..., help="Collection, e.g. products, diary, health."),
     doc_id: str = typer.Argument(..., help="Document id."),
     data: str = typer.Option(..., "--data", help='Fields as JSON, e.g. {"title": "Tomatoes"}; '
-                             "null deletes a field."),
+                             "null deletes a field. @FILE reads the JSON from a file, - from "
+                             "stdin."),
     home: str | None = HomeOption, as_json: bool = JsonOption,
 ) -> None:
     """Set fields of a document (creating it if needed)."""

@@ -122,13 +122,15 @@ def public_key_from_did(did: str) -> bytes:
 
 
 def peer_id_from_public_key(public_key: bytes) -> str:
-    """The libp2p PeerID (``12D3KooW…``) of a raw Ed25519 public key, as py-libp2p computes it."""
-    # py-libp2p is imported lazily: it costs ~0.8 s, and most CLI commands never need it.
-    from libp2p.crypto.ed25519 import Ed25519PublicKey as Libp2pEd25519PublicKey
-    from libp2p.peer.id import ID
+    """The libp2p PeerID (``12D3KooW…``) of a raw Ed25519 public key, as py-libp2p computes it.
 
+    Built by hand (protocols/identity.md §1: base58btc of the identity multihash of the
+    key protobuf, which for Ed25519 is a fixed prefix plus the key): importing py-libp2p
+    costs ~1 s, and ``mycelium id`` reads this for every call. tests/identity/test_didkey.py
+    checks the result against py-libp2p's ``ID.from_pubkey``."""
     _check_key(public_key)
-    return ID.from_pubkey(Libp2pEd25519PublicKey.from_bytes(public_key)).to_base58()
+    encoded: str = _BASE58BTC.raw_encoder(PEER_ID_PREFIX + bytes(public_key))
+    return encoded
 
 
 def public_key_from_peer_id(peer_id: str) -> bytes:
@@ -199,6 +201,9 @@ def _key_from_multihash(mh: bytes) -> bytes:
         raise NotIdentityMultihash(
             "PeerID hashes its public key (not an identity multihash); the key cannot be recovered"
         )
+    raw = bytes(digest)
+    if bytes(mh) == PEER_ID_PREFIX + raw[4:] and len(raw) == 4 + ED25519_PUBLIC_BYTES:
+        return raw[4:]  # the canonical Ed25519 form, read without py-libp2p (~1 s to import)
     from libp2p.crypto.keys import KeyType
     from libp2p.crypto.keys import PublicKey as Libp2pPublicKey
 
