@@ -1,0 +1,125 @@
+"""``mycelium gateway``: the omnichannel gateway (docs/gateway.md).
+
+``mycelium gateway [--listen HOST:PORT] [--public-url URL] [--space NAME]`` runs the
+server (and the node that syncs the market space); subcommands: ``link`` (take ownership
+of what one sent through WhatsApp/Instagram, from one's own node) and ``parse``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import typer
+
+from mycelium.cli.common import (
+    HomeOption,
+    JsonOption,
+    emit,
+    fail,
+    node_paths,
+    passphrase,
+    user_errors,
+)
+
+gateway_app = typer.Typer(help="WhatsApp/Instagram gateway: webhooks, listings, public pages.",
+                          invoke_without_command=True, no_args_is_help=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(gateway_app, name="gateway")
+
+
+@gateway_app.callback()
+@user_errors
+def serve(
+    ctx: typer.Context,
+    listen: str = typer.Option("127.0.0.1:8080", "--listen", help="HOST:PORT for HTTP."),
+    public_url: str | None = typer.Option(
+        None, "--public-url",
+        help="The URL providers call (scheme://host[:port]); signatures are checked against it."),
+    space: str = typer.Option("market", "--space", help="Community space for listings."),
+    p2p_listen: list[str] = typer.Option(  # noqa: B008
+        [], "--p2p-listen", help="libp2p multiaddr to listen on (repeatable)."),
+    peer: list[str] = typer.Option(  # noqa: B008
+        [], "--peer", help="Static peer multiaddr with /p2p/<peer id> (repeatable)."),
+    no_mdns: bool = typer.Option(False, "--no-mdns", help="Do not use mDNS discovery."),
+    home: str | None = HomeOption,
+) -> None:
+    """Run the gateway until Ctrl-C (webhooks, inbox/outbox, public pages, node sync)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mycelium.gateway.server import RunOptions, run_gateway
+
+    if ":" not in listen:
+        fail(f"--listen must be HOST:PORT, not {listen!r}")
+    url = (public_url or f"http://{listen}").rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        fail(f"--public-url must start with http:// or https://, not {url!r}")
+    options = RunOptions(listen=listen, public_url=url, space=space,
+                         p2p_listen=p2p_listen or ["/ip4/0.0.0.0/tcp/0"], peers=list(peer),
+                         mdns=not no_mdns)
+    run_gateway(node_paths(home), options, passphrase)
+
+
+@gateway_app.command("link")
+@user_errors
+def link(
+    code: str = typer.Argument(..., help="The code the gateway sent you after \"link\"."),
+    gateway: str = typer.Option(..., "--gateway", help="The gateway's public URL."),
+    home: str | None = HomeOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Prove to a gateway that you own this node's DID; re-issue your listings under it."""
+    import httpx
+
+    from mycelium.identity.auth import Challenge, answer
+    from mycelium.node.client import call_op
+
+    paths = node_paths(home)
+    identity = _identity(paths)
+    base = gateway.rstrip("/") + "/link/" + code
+    try:
+        got = httpx.get(base, timeout=10)
+        if got.status_code != 200:
+            fail(f"gateway refused the code: {got.json().get('error', got.status_code)}")
+        challenge = Challenge.from_cbor(base64.b64decode(got.json()["challenge"]))
+        signed = answer(identity, challenge).to_cbor()
+        done = httpx.post(base, content=base64.b64encode(signed), timeout=10)
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        fail(f"cannot talk to the gateway at {gateway}: {exc}")
+    body: dict[str, Any] = done.json()
+    if done.status_code != 200:
+        fail(f"gateway refused the answer: {body.get('reason')}: {body.get('error')}")
+    reissued = _reissue(paths, body, identity.did, call_op)
+    emit({"did": body["did"], "space_id": body["space_id"], "listings": len(body["listings"]),
+          "reissued": reissued}, as_json,
+         f"linked {body['did']}; re-issued {reissued} of {len(body['listings'])} listings")
+
+
+def _identity(paths: Any) -> Any:
+    from mycelium.identity.keystore import load_keystore
+
+    return load_keystore(paths.keystore, passphrase())
+
+
+def _reissue(paths: Any, body: dict[str, Any], did: str, call_op: Any) -> int:
+    """Write the linked listings again under our own DID (same ids: LWW makes ours win).
+    Only possible when this node is a member of the market space."""
+    spaces = call_op(paths, "space_list", passphrase)["spaces"]
+    if not any(s["space_id"] == body["space_id"] and s.get("role") for s in spaces):
+        typer.echo(f"note: this node is not a member of space {body['space_id'][:12]}…; "
+                   f"ask an admin to invite {did}, then run link again", err=True)
+        return 0
+    count = 0
+    for doc in body["listings"]:
+        fields = {k: v for k, v in doc.items() if not k.startswith("_")}
+        fields["author"] = did
+        call_op(paths, "doc_put", passphrase, space=body["space_id"], coll="products",
+                doc_id=doc["_id"], data=json.loads(json.dumps(fields)))
+        count += 1
+    return count
+
+
+# --- `mycelium gateway parse` (the lead's): registered below this line -----------------
