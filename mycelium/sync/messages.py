@@ -22,6 +22,7 @@ import cbor2
 from mycelium.codec.frames import MAX_FRAME_BYTES
 from mycelium.errors import CodecError, MyceliumError
 from mycelium.sync.ports import VersionVector
+from mycelium.sync.wire import WireError, read_message_map
 
 PROTOCOL_VERSION = 1
 #: libp2p protocol id of a sync stream.
@@ -203,20 +204,15 @@ def encode_message(msg: Message) -> bytes:
 def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Message:
     """Parse one frame payload. Raises :class:`ProtocolError` on anything unexpected.
 
-    Canonical form is checked by re-encoding the decoded message: a payload is accepted
-    only if it is exactly what :func:`encode_message` produces for its value.
+    The frame is read by :func:`mycelium.sync.wire.read_message_map`, which bounds the
+    work by the message's shape (counts checked before bodies are read) and accepts only
+    the deterministic encoding, so a message has exactly one byte form (sync.md §4.1).
+    Small messages are also compared with their re-encoding, as a second guard.
     """
-    if len(payload) > limits.max_frame:
-        raise ProtocolError(f"frame of {len(payload)} bytes exceeds {limits.max_frame}",
-                            reason="oversized_frame")
     try:
-        # Trailing bytes are not an error here; the re-encoding check below rejects them.
-        m = cbor2.loads(payload)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, LookupError, OverflowError,
-            RecursionError, EOFError) as exc:
-        raise ProtocolError(f"frame is not CBOR: {exc}", reason="bad_frame") from exc
-    if not isinstance(m, dict):
-        raise ProtocolError("message is not a CBOR map", reason="bad_message")
+        m = read_message_map(payload, limits)
+    except WireError as exc:
+        raise ProtocolError(str(exc), reason=exc.reason) from exc
     tag = m.get("t")
     decoder = _DECODERS.get(tag) if isinstance(tag, str) else None
     if decoder is None:
@@ -226,42 +222,11 @@ def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Me
         raise ProtocolError(f"{tag}: fields {sorted(map(str, m))} != {sorted(keys)}",
                             reason="bad_message")
     msg: Message = fn(m, limits)
-    if type(msg) is Envelopes or type(msg) is Live:
-        canonical = _is_canonical_batch(msg, payload)
-    else:
-        canonical = encode_message(msg) == payload
-    if not canonical:
-        raise ProtocolError("message is not in deterministic CBOR encoding", reason="bad_frame")
+    small = type(msg) is not Envelopes and type(msg) is not Live and len(payload) <= 4096
+    if small and encode_message(msg) != payload:
+        raise ProtocolError("message is not in deterministic CBOR encoding",
+                                reason="bad_frame")
     return msg
-
-
-def _head_len(n: int) -> int:
-    """Bytes of a minimal CBOR head carrying argument ``n``."""
-    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 2**32 else 9
-
-
-def _is_canonical_batch(msg: Envelopes | Live, payload: bytes) -> bool:
-    """``encode_message(msg) == payload`` without re-encoding the (large) batch.
-
-    The decoded value already has the right shape (a 3-entry map of "e", "s", "t"; byte
-    strings). Every non-deterministic encoding of a CBOR item (a longer head, indefinite
-    lengths, trailing bytes) is longer than the deterministic one, so a payload that has
-    exactly the deterministic length, starts with the map head and the "e" key and ends
-    with "s" and "t" in that order can only be the deterministic encoding."""
-    space = msg.space
-    if space >= 256:  # beyond any max_spaces we use; not worth a fast path
-        return encode_message(msg) == payload
-    envs = msg.envelopes
-    lens = list(map(len, envs))
-    size = sum(lens)
-    if lens and min(lens) >= 256 and max(lens) < 0x10000:
-        size += 3 * len(lens)  # the usual case: every envelope has a 3-byte head
-    else:
-        size += sum(map(_head_len, lens))
-    index = bytes((space,)) if space < 24 else b"\x18" + bytes((space,))  # < max_spaces
-    tail = b"\x61s" + index + (b"\x61tdlive" if type(msg) is Live else b"\x61tcenv")
-    return (len(payload) == 3 + _head_len(len(envs)) + size + len(tail)
-            and payload.startswith(b"\xa3\x61e") and payload.endswith(tail))
 
 
 # -- field checks -------------------------------------------------------------------

@@ -149,3 +149,65 @@ def test_window_grows_to_catch_up_10k_in_four_round_trips() -> None:
 def test_max_envelope_fits_every_ceiling() -> None:
     lim = SyncLimits()
     assert min(lim.max_out_bytes, lim.max_inflight_bytes) >= MAX_ENVELOPE_BYTES
+
+
+# -- decode cost and byte form (issue 16 §4, "Also") ---------------------------------
+
+def _refusal(payload: bytes) -> tuple[str, int]:
+    """(reason, peak bytes allocated) of decoding ``payload``."""
+    import tracemalloc
+
+    from mycelium.sync.messages import ProtocolError, decode_message
+
+    tracemalloc.start()
+    try:
+        decode_message(payload)
+    except ProtocolError as exc:
+        reason = exc.reason
+    else:
+        reason = "accepted"
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return reason, peak
+
+
+def test_a_million_empty_arrays_are_refused_without_decoding_them() -> None:
+    # 1 MiB of 0x80 (empty arrays) inside an array head: cbor2 built all of them first.
+    n = (1 << 20) - 5
+    payload = b"\x9a" + n.to_bytes(4, "big") + b"\x80" * n
+    reason, peak = _refusal(payload)
+    assert reason == "bad_message" and peak < 1 << 20
+    # The same inside a batch: refused at the first item that is not a byte string.
+    payload = b"\xa3\x61e\x99\x01\x00" + b"\x80" * 256 + b"\x61s\x00\x61tcenv"
+    assert _refusal(payload)[0] == "bad_message"
+
+
+def test_counts_are_checked_before_bodies_are_read() -> None:
+    # A version vector claiming a million entries: refused from its head.
+    payload = b"\xa3\x61s\x00\x61tbvv\x62vv\xba\x00\x0f\x42\x40" + b"\x00" * 64
+    reason, peak = _refusal(payload)
+    assert reason == "too_many_entries" and peak < 1 << 16
+
+
+def test_indefinite_length_batch_is_not_a_second_byte_form() -> None:
+    from mycelium.sync.messages import Envelopes, encode_message
+
+    (node,) = make_nodes(1)
+    node.store.add_space(S1)
+    envs = node.write(S1, 30)
+    canonical = encode_message(Envelopes(0, envs))
+    head = b"\x98\x1e"  # array of 30, 2-byte head
+    assert canonical[3:5] == head  # after the map head and the "e" key
+    # indefinite start (0x9f) + break (0xff) is the same length as the 2-byte head
+    indefinite = canonical[:3] + b"\x9f" + canonical[5:-9] + b"\xff" + canonical[-9:]
+    assert len(indefinite) == len(canonical)
+    assert _refusal(indefinite)[0] == "bad_frame"
+    assert _refusal(canonical)[0] == "accepted"
+
+
+def test_reader_knows_every_message_tag() -> None:
+    from mycelium.sync.messages import TAGS
+    from mycelium.sync.wire import KNOWN_TAGS
+
+    assert set(TAGS.values()) == KNOWN_TAGS
