@@ -1,0 +1,67 @@
+"""A fresh node restores a community space from one CID, then syncs the tail from a peer.
+
+Real ``mycelium run`` processes on loopback (py-libp2p) and the real IPFS node: the
+member never joined by invite code; the archive is all it starts from. The writer keeps
+writing after the archive; the running member's node fetches those deltas by sync.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import trio
+
+from simnet.backends.process import NodeProcess, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def _listen(port: int) -> list[str]:
+    return ["--listen", f"/ip4/127.0.0.1/tcp/{port}", "--no-mdns", "--api", "127.0.0.1:0"]
+
+
+async def _titles(node: NodeProcess) -> dict[str, str]:
+    listed = await node.cli_json("doc", "list", "market", "products")
+    return {str(d["_id"]): str(d["title"]) for d in listed["docs"]}
+
+
+async def _put(node: NodeProcess, doc_id: str, title: str) -> None:
+    await node.cli("doc", "put", "market", "products", doc_id, "--data",
+                   json.dumps({"title": title, "quantity": 1, "unit": "kg"}))
+
+
+async def test_restore_from_cid_then_sync_the_tail(tmp_path: Path, ipfs_api: str) -> None:
+    writer = NodeProcess("writer", tmp_path / "writer", direct_api=True)
+    member = NodeProcess("member", tmp_path / "member", direct_api=True)
+    await writer.init()
+    member_id = await member.init()
+    await writer.cli_json("space", "create", "market")
+    await writer.cli_json("space", "invite", "market", member_id.did)
+    for i in range(5):
+        await _put(writer, f"archived-{i}", f"in the archive {i}")
+    cid = (await writer.cli_json("archive", "push", "market", "--ipfs-api", ipfs_api))["cid"]
+    for i in range(3):
+        await _put(writer, f"tail-{i}", f"after the archive {i}")
+    expected = await _titles(writer)
+    assert len(expected) == 8
+
+    port = free_port()
+    assert writer.identity is not None
+    try:
+        await writer.start(_listen(port))
+        await member.start([*_listen(free_port()), "--peer",
+                            f"/ip4/127.0.0.1/tcp/{port}/p2p/{writer.identity.peer_id}"])
+        pulled = await member.cli_json("archive", "pull", cid, "--ipfs-api", ipfs_api)
+        assert pulled["name"] == "market" and pulled["accepted"] == pulled["envelopes"]
+        got: dict[str, str] = {}
+        with trio.move_on_after(60):
+            while got != expected:
+                got = await _titles(member)
+                await trio.sleep(0.5)  # polling the positive signal (same docs), bounded
+        assert got == expected, (got, member.log_tail(20))
+    finally:
+        with trio.CancelScope(shield=True):
+            await member.stop()
+            await writer.stop()
