@@ -109,6 +109,11 @@ async def serve_relay(identity: Identity, store: RelayStore, config: RelayConfig
         holder: dict[str, Any] = {}
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":  # nothing to set up: acknowledge both phases
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
             await holder["app"](scope, receive, send)
 
         binds = await nursery.start(serve, app, hc)

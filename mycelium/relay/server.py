@@ -261,7 +261,10 @@ async def _run_session(service: RelayService, transport: _StarletteTransport, pu
     session = service.new_session(pub)
 
     def admit(size: int) -> str | None:
-        return "rate_limited" if service.charge_frames(pub, ip) else None
+        if service.charge_frames(pub, ip):
+            service.metrics.refuse("rate_limited")
+            return "rate_limited"
+        return None
 
     driver: MessageSessionDriver | None = None
 
