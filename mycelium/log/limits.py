@@ -35,3 +35,21 @@ MAX_CLOCK_DRIFT_MS = 5 * 60 * 1000
 MAX_INGEST_BATCH = 5_000
 #: Envelopes held ahead of a gap (or waiting for membership) per space.
 MAX_PENDING_PER_SPACE = 10_000
+#: Pending envelopes of one author the control log admits (member, former member, admin).
+MAX_PENDING_PER_AUTHOR = 2_000
+#: Pending envelopes of authors the control log does not know ("strangers"), per space:
+#: a tenth of the space's room, so the rest stays for authors the log admits.
+MAX_PENDING_STRANGERS = MAX_PENDING_PER_SPACE // 10
+#: Pending envelopes of one stranger.
+MAX_PENDING_PER_STRANGER = 64
+#: A stranger's pending envelope is dropped after this long (sync brings it again if its
+#: author is admitted later; pending rows are a cache, never the only copy).
+PENDING_STRANGER_TTL_MS = 60 * 60 * 1000
+#: Envelopes of one author whose content waits for the clock (``clock_drift``); beyond,
+#: content dated that far ahead is kept in the chain but never applied.
+MAX_DEFERRED_PER_AUTHOR = 1_000
+#: Deferred rows retried in one transaction (the rest in the next ones).
+MAX_RETRY_BATCH = 5_000
+#: Highest ``seq`` a store can hold (SQLite integers are signed 64-bit); a chain can never
+#: reach it, so larger ones are refused (``seq_too_large``) instead of parked.
+MAX_STORED_SEQ = 2**63 - 1

@@ -26,12 +26,13 @@ from mycelium.crypto.aead import DecryptError
 from mycelium.errors import CodecError, LimitExceeded, MyceliumError
 from mycelium.log import envelope as envelope_mod
 from mycelium.log.envelope import BadSignature, Envelope, EnvelopeError, UnknownVersion
+from mycelium.log.limits import MAX_STORED_SEQ
 from mycelium.spaces.errors import NotMember, RemovedAuthor, UnknownEpoch
 
 __all__ = [
     "BadSignature", "BrokenChain", "ChainError", "CodecError", "DecryptError", "Duplicate",
     "EnvelopeError", "Fork", "Head", "LimitExceeded", "NotMember", "RemovedAuthor", "SeqGap",
-    "StoredId",
+    "SeqTooLarge", "StoredId",
     "UnknownEpoch", "UnknownVersion", "Verdict", "WrongSpace", "decode_for_space",
     "link_pending", "validate_batch", "verify_run",
 ]
@@ -70,6 +71,13 @@ class SeqGap(MyceliumError):
     """``seq`` is beyond the author's head + 1: held as pending until the gap is filled."""
 
     reason = "seq_gap"
+
+
+class SeqTooLarge(MyceliumError):
+    """``seq`` is a valid uint64 but beyond :data:`MAX_STORED_SEQ`: no chain can reach it,
+    so it is refused rather than held pending (protocols/delta.md §6)."""
+
+    reason = "seq_too_large"
 
 
 class WrongSpace(EnvelopeError):
@@ -188,6 +196,9 @@ def _validate_batch(
             verdict.duplicates.append(env)
             continue
         seen.add(delta_id)
+        if env.seq > MAX_STORED_SEQ:
+            verdict.rejected.append((delta_id, SeqTooLarge.reason))
+            continue
         by_seq = by_author.get(env.author)
         if by_seq is None:
             by_seq = by_author[env.author] = {}

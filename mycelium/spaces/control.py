@@ -57,11 +57,14 @@ class AddMember:
 
 @dataclass(frozen=True, slots=True)
 class RemoveMember:
-    """Remove ``member``; its envelopes with ``seq <= keep`` stay valid (spaces.md §4.3)."""
+    """Remove ``member``; its envelopes with ``seq <= keep`` stay valid (spaces.md §4.3)
+    on the one chain whose envelope ``keep`` has the id ``head`` (None iff ``keep == 0``):
+    the removed member cannot sign a second chain for those seqs."""
 
     lc: int
     member: bytes
     keep: int = 0
+    head: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +95,14 @@ def op_add_member(*, lc: int, member: bytes, role: Role = "member") -> bytes:
     return _encode({"op": "add", "lc": lc, "member": member, "role": role})
 
 
-def op_remove_member(*, lc: int, member: bytes, keep: int = 0) -> bytes:
-    """``keep``: the removed member's highest seq the remover holds (its writes until then)."""
-    return _encode({"op": "remove", "lc": lc, "member": member, "keep": keep})
+def op_remove_member(*, lc: int, member: bytes, keep: int = 0,
+                     head: bytes | None = None) -> bytes:
+    """``keep``: the removed member's highest seq the remover holds (its writes until then);
+    ``head``: the delta id of that envelope (required iff ``keep > 0``, spaces.md §3)."""
+    m: dict[str, Any] = {"op": "remove", "lc": lc, "member": member, "keep": keep}
+    if head is not None:
+        m["head"] = head
+    return _encode(m)
 
 
 def op_set_role(*, lc: int, member: bytes, role: Role) -> bytes:
@@ -114,8 +122,11 @@ _FIELDS: dict[str, frozenset[str]] = {
     "grant": frozenset({"op", "lc", "epoch", "keys"}),
     "add": frozenset({"op", "lc", "member", "role"}),
     "remove": frozenset({"op", "lc", "member", "keep"}),
+    "remove+head": frozenset({"op", "lc", "member", "keep", "head"}),
     "role": frozenset({"op", "lc", "member", "role"}),
 }
+
+_OPS = frozenset({"epoch", "grant", "add", "remove", "role"})
 
 
 def decode_op(payload: bytes) -> ControlOp:
@@ -127,8 +138,10 @@ def decode_op(payload: bytes) -> ControlOp:
     if not isinstance(m, dict):
         raise BadControlOp("control op must be a CBOR map")
     name = m.get("op")
-    if not isinstance(name, str) or name not in _FIELDS:
+    if not isinstance(name, str) or name not in _OPS:
         raise BadControlOp(f"unknown control op {name!r}")
+    if name == "remove" and "head" in m:
+        name = "remove+head"
     if set(m) != _FIELDS[name]:
         fields = sorted(_FIELDS[name])
         raise BadControlOp(f"control op {name!r} must have exactly the fields {fields}")
@@ -140,9 +153,14 @@ def decode_op(payload: bytes) -> ControlOp:
         _need(_is_uint(m["epoch"]) and 0 < m["epoch"] < 2**64, "epoch must be a uint64 > 0")
         return GrantOp(lc=lc, epoch=m["epoch"], keys=_keys(m["keys"]))
     member = _pub(m["member"])
-    if name == "remove":
-        _need(_is_uint(m["keep"]) and m["keep"] < 2**64, "keep must be a uint64")
-        return RemoveMember(lc=lc, member=member, keep=m["keep"])
+    if name.startswith("remove"):
+        keep = m["keep"]
+        _need(_is_uint(keep) and keep < 2**64, "keep must be a uint64")
+        head = m.get("head")
+        _need((head is None) == (keep == 0), "head must be present iff keep > 0")
+        _need(head is None or (isinstance(head, bytes) and len(head) == 32),
+              "head must be a 32-byte delta id")
+        return RemoveMember(lc=lc, member=member, keep=keep, head=head)
     role = m["role"]
     _need(role in ROLES, f"role must be one of {ROLES}")
     if name == "add":

@@ -131,8 +131,8 @@ def remove(soil: Soil, space_id: bytes, did: str) -> int:
         raise MembershipError(f"{did} is not a member of this space", reason="not_member")
     if state.is_admin(member) and len(state.admins) == 1:
         raise MembershipError("cannot remove the last admin", reason="last_admin")
-    keep = soil.version_vector(space_id).get(member, 0)
-    op = control.op_remove_member(lc=_lc(soil, space_id), member=member, keep=keep)
+    keep, head = soil.heads(space_id).get(member, (0, None))  # pins the chain (§4.3)
+    op = control.op_remove_member(lc=_lc(soil, space_id), member=member, keep=keep, head=head)
     _append(soil, space_id, op)
     return rotate(soil, space_id)
 

@@ -42,8 +42,12 @@ from mycelium.spaces.errors import (
 from mycelium.spaces.genesis import Genesis, SpaceKind
 from mycelium.spaces.keys import KeyHolder, open_group_key
 
-#: Upper bound on control envelopes per space (each apply may replay them all).
-MAX_CONTROL_OPS = 10_000
+#: Control ops of one author that take part in resolution: its first ones by ``seq``
+#: (later ones are skipped as ``too_many_control_ops``). A bound per author, never per
+#: space, so that no author can use up what another needs and the ops that count do not
+#: depend on arrival order (spaces.md §4.2). Only authors some held op named admin have
+#: control ops stored at all (:meth:`SpaceState.admission`).
+MAX_CONTROL_OPS_PER_AUTHOR = 10_000
 #: Upper bound on members of one space.
 MAX_MEMBERS = 4096
 
@@ -94,6 +98,7 @@ class _Resolved:
     keep: dict[bytes, int] = field(default_factory=dict)
     epochs: dict[int, KeyEpoch] = field(default_factory=dict)
     last_removal: int = -1
+    pins: dict[bytes, bytes] = field(default_factory=dict)  # removed member -> head at keep
     ignored: dict[bytes, str] = field(default_factory=dict)
     author_max_lc: dict[bytes, int] = field(default_factory=dict)
 
@@ -107,6 +112,10 @@ class SpaceState:
         self._entries: list[_Entry] = []
         self._ids: set[bytes] = set()
         self._author_max_seq: dict[bytes, int] = {}
+        self._author_seqs: dict[bytes, list[int]] = {}  # seqs of each author's counted ops
+        self._over_cap: set[bytes] = set()  # delta ids beyond MAX_CONTROL_OPS_PER_AUTHOR
+        #: The creator and everyone a held op ever named admin (grows only, see admission).
+        self._named_admins: set[bytes] = {genesis.creator}
         self._key_cache: dict[tuple[int, bytes], bytes] = {}
         #: Delegated writers (protocols/delegation.md): never replayed, not control ops.
         self.delegations = delegation.Delegations()
@@ -117,9 +126,10 @@ class SpaceState:
     def apply(self, env: Envelope) -> None:
         """Add one CONTROL envelope (signature already verified by the caller).
 
-        Idempotent. Raises :class:`WrongSpace`, :class:`BadControlOp` or
-        :class:`SpaceError` (``too_many_control_ops``) for envelopes that can never be
-        valid; ops that are merely not valid *yet* are kept and skipped (see :attr:`ignored`).
+        Idempotent. Raises :class:`WrongSpace` or :class:`BadControlOp` for envelopes that
+        can never be valid; ops that are merely not valid *yet* are kept and skipped (see
+        :attr:`ignored`), and so are an author's ops beyond its first
+        :data:`MAX_CONTROL_OPS_PER_AUTHOR` (``too_many_control_ops``).
         """
         self.apply_many([env])
 
@@ -137,23 +147,48 @@ class SpaceState:
             entry = self._entry(env)
             if entry is not None:
                 new[entry.delta_id] = entry
-        if len(self._entries) + len(new) > MAX_CONTROL_OPS:
-            raise SpaceError(f"a space holds at most {MAX_CONTROL_OPS} control ops",
-                             reason="too_many_control_ops")
         self.delegations.add_many(certs)
         if not new:
             return
         first = next(iter(new.values()))
         in_order = len(new) == 1 and self._appends_at_end(first)
-        for entry in new.values():
+        for entry in sorted(new.values(), key=lambda e: (e.author, e.key[2])):
+            if not self._within_author_cap(entry):
+                in_order = False
+                continue
             bisect.insort(self._entries, entry, key=lambda e: e.key)
             self._ids.add(entry.delta_id)
             seq = entry.key[2]
             self._author_max_seq[entry.author] = max(self._author_max_seq.get(entry.author, 0), seq)
+            op = entry.op
+            if isinstance(op, AddMember | SetRole) and op.role == "admin":
+                self._named_admins.add(op.member)
         if in_order and not self._dirty:
             self._step(self._r, len(self._entries) - 1, first)
         else:
             self._dirty = True
+
+    def _within_author_cap(self, entry: _Entry) -> bool:
+        """Count ``entry`` among its author's ops if it is one of the author's first
+        :data:`MAX_CONTROL_OPS_PER_AUTHOR` by seq; an op of a lower seq arriving later
+        displaces the highest one, so the counted ops are the same in any arrival order."""
+        seqs = self._author_seqs.setdefault(entry.author, [])
+        seq = entry.key[2]
+        if len(seqs) < MAX_CONTROL_OPS_PER_AUTHOR:
+            bisect.insort(seqs, seq)
+            return True
+        if seq > seqs[-1]:
+            self._over_cap.add(entry.delta_id)
+            return False
+        dropped_seq = seqs.pop()
+        bisect.insort(seqs, seq)
+        dropped = next(e for e in self._entries if e.author == entry.author
+                       and e.key[2] == dropped_seq)
+        self._entries.remove(dropped)
+        self._ids.discard(dropped.delta_id)
+        self._over_cap.add(dropped.delta_id)
+        self._dirty = True
+        return True
 
     def _entry(self, env: Envelope) -> _Entry | None:
         if env.kind is not Kind.CONTROL:
@@ -161,7 +196,7 @@ class SpaceState:
         if env.space != self.space_id:
             raise WrongSpace("control envelope belongs to another space")
         delta_id = env.delta_id
-        if delta_id in self._ids:
+        if delta_id in self._ids or delta_id in self._over_cap:
             return None
         op = decode_op(env.ct)
         return _Entry(key=(op.lc, env.author, env.seq, delta_id), delta_id=delta_id, op=op)
@@ -211,10 +246,13 @@ class SpaceState:
             r.members[op.member] = op.role
             r.former.discard(op.member)
             r.keep.pop(op.member, None)
+            r.pins.pop(op.member, None)
         elif isinstance(op, RemoveMember):
             del r.members[op.member]
             r.former.add(op.member)
             r.keep[op.member] = op.keep
+            if op.head is not None:
+                r.pins[op.member] = op.head
             r.last_removal = position
         else:
             r.members[op.member] = op.role
@@ -263,7 +301,7 @@ class SpaceState:
     @property
     def ignored(self) -> dict[bytes, str]:
         """delta_id -> reason for control ops skipped in the current resolution."""
-        return dict(self._res.ignored)
+        return {**dict.fromkeys(self._over_cap, "too_many_control_ops"), **self._res.ignored}
 
     @property
     def control_count(self) -> int:
@@ -272,6 +310,53 @@ class SpaceState:
     def kept_seq(self, pub: bytes) -> int:
         """Highest seq of a removed member that stays valid (0 if none or not removed)."""
         return self._res.keep.get(pub, 0) if pub in self._res.former else 0
+
+    @property
+    def has_pins(self) -> bool:
+        """Whether some removed member's chain is pinned (stores check those chains)."""
+        return bool(self._res.pins)
+
+    def pinned_head(self, pub: bytes) -> tuple[int, bytes] | None:
+        """``(keep, delta_id)`` of a removed member's last valid envelope, or None: its
+        envelopes up to ``keep`` are valid only on the chain that ends there (§4.3)."""
+        r = self._res
+        head = r.pins.get(pub) if pub in r.former else None
+        return None if head is None else (r.keep[pub], head)
+
+    def admits(self, pub: bytes) -> bool:
+        """Whether the control log knows ``pub`` at all (member, former member, named
+        admin, or delegated writer): its pending envelopes get the room reserved for
+        authors the log admits, strangers share a small pool (store pending bounds)."""
+        r = self._res
+        return (pub in r.members or pub in r.former or pub in self._named_admins
+                or self.delegations.may_write(pub, r.members))
+
+    def admission(self, env: Envelope) -> str | None:
+        """THE decision "may this author write this envelope here, now" (spaces.md §4.5).
+
+        ``env`` is authentic and extends its author's chain. None: it may be stored (a
+        removed member's envelope up to ``keep`` only on the pinned chain, which the
+        caller checks with :meth:`pinned_head`). Otherwise the reason:
+
+        * ``not_admin``: a CONTROL envelope whose author no held op ever named admin —
+          not stored (it could never take effect unless such an op arrives), held pending;
+        * ``not_member``: a DATA envelope of an author the log does not know — pending;
+        * ``removed_author``: beyond the ``keep`` of the author's removal — refused.
+
+        Delegations (protocols/delegation.md) and device chains extend this one function.
+        """
+        author, r = env.author, self._res
+        if env.kind is Kind.CONTROL:
+            if author not in self._named_admins:
+                if env.seq == 1 and delegation.is_delegation(env.ct):
+                    return None  # any key may open its chain with a certificate
+                return "not_admin"
+        elif (author not in r.members and author not in r.former
+              and not self.delegations.may_write(author, r.members)):
+            return "not_member"
+        if author in r.former and author not in r.members and env.seq > r.keep.get(author, 0):
+            return "removed_author"
+        return None
 
     def is_member(self, pub: bytes) -> bool:
         return pub in self._res.members
@@ -333,12 +418,11 @@ class SpaceState:
         """
         if env.space != self.space_id:
             raise WrongSpace("envelope belongs to another space")
-        members = self._res.members
-        if env.author not in members and not self.delegations.may_write(env.author, members):
-            if env.author not in self._res.former:
-                raise NotMember("author is not a member of the space")
-            if env.seq > self._res.keep.get(env.author, 0):
-                raise RemovedAuthor("author was removed from the space before this envelope")
+        reason = self.admission(env)
+        if reason == "removed_author":
+            raise RemovedAuthor("author was removed from the space before this envelope")
+        if reason is not None:
+            raise NotMember("author is not a member of the space")
         if env.epoch not in self._res.epochs:
             raise UnknownEpoch(f"epoch {env.epoch} is not known in this space")
 

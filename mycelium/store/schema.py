@@ -10,6 +10,12 @@ imports, benchmarks of the CPU path) may pass ``synchronous="NORMAL"``.
 
 ``envelopes.epoch`` is the uint64 epoch id as 8 big-endian bytes (SQLite integers are
 signed 64-bit); the raw envelope bytes are kept exactly as received.
+
+``deferred`` rows are found by what can make them applicable, never by a scan: ``due``
+(wall-clock ms from which a ``clock_drift`` row may apply) and ``epoch`` (the epoch whose
+key a ``no_key`` row waits for), each behind an index. Schema 2 added both columns;
+:func:`connect` adds them to a schema-1 database (old rows get ``due = 0``, so they are
+retried once and then re-filed with their real due time and epoch).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import sqlite3
 from pathlib import Path
 from typing import Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Synchronous = Literal["FULL", "NORMAL"]
 
 DDL = """
@@ -45,6 +51,7 @@ CREATE TABLE IF NOT EXISTS pending (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deferred (
   space BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL,
+  due INTEGER NOT NULL DEFAULT 0, epoch BLOB NOT NULL DEFAULT x'',
   PRIMARY KEY (space, author, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS docs (
@@ -88,7 +95,24 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
     conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: documents are updated in place
     conn.executescript(DDL)
+    _migrate(conn)
     row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     if row is None:
         conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+    elif row[0] != SCHEMA_VERSION:
+        conn.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older database to :data:`SCHEMA_VERSION` (idempotent)."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(deferred)")}
+    if "due" not in columns:
+        conn.execute("ALTER TABLE deferred ADD COLUMN due INTEGER NOT NULL DEFAULT 0")
+    if "epoch" not in columns:
+        conn.execute("ALTER TABLE deferred ADD COLUMN epoch BLOB NOT NULL DEFAULT x''")
+        conn.execute("UPDATE deferred SET epoch=(SELECT e.epoch FROM envelopes e WHERE "
+                     "e.space=deferred.space AND e.author=deferred.author AND e.seq=deferred.seq)"
+                     " WHERE epoch=x''")
+    conn.execute("CREATE INDEX IF NOT EXISTS deferred_due ON deferred (space, reason, due)")
+    conn.execute("CREATE INDEX IF NOT EXISTS deferred_epoch ON deferred (space, reason, epoch)")

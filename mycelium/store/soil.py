@@ -41,7 +41,18 @@ from mycelium.crdt.schema import Registry, SpaceKind
 from mycelium.errors import MyceliumError
 from mycelium.log import envelope as envelope_mod
 from mycelium.log.envelope import Envelope, Kind
-from mycelium.log.limits import MAX_INGEST_BATCH, MAX_PAYLOAD_BYTES, MAX_PENDING_PER_SPACE
+from mycelium.log.limits import (
+    MAX_DEFERRED_PER_AUTHOR,
+    MAX_INGEST_BATCH,
+    MAX_PAYLOAD_BYTES,
+    MAX_PENDING_PER_AUTHOR,
+    MAX_PENDING_PER_SPACE,
+    MAX_PENDING_PER_STRANGER,
+    MAX_PENDING_STRANGERS,
+    MAX_RETRY_BATCH,
+    MAX_STORED_SEQ,
+    PENDING_STRANGER_TTL_MS,
+)
 from mycelium.log.validate import Head, link_pending, validate_batch
 from mycelium.market.collections import REGISTRY
 from mycelium.spaces.errors import NoEpochKey, NotMember, RemovedAuthor, SpaceError, UnknownEpoch
@@ -60,6 +71,8 @@ _NO_HEAD: tuple[int, None] = (0, None)  # the head of an author with nothing sto
 #: An opened DATA envelope: ``(envelope, payload, (coll, doc))``.
 _Opened = tuple[Envelope, payloads.Payload, tuple[str, str]]
 _NO_VALUES: dict[str, Any] = {}  # read only
+#: Pending reasons that wait for the control log (not for a gap in the chain).
+_WAITING_FOR_LOG = frozenset({"not_member", "not_admin"})
 
 
 class StoreError(MyceliumError):
@@ -135,6 +148,11 @@ class _SpaceMem:
     pending_count: int = 0
     deferred: Counter[str] = field(default_factory=Counter)
     control_authors: set[bytes] = field(default_factory=set)
+    #: Pending rows of authors the control log did not admit when parked, oldest first:
+    #: (author, seq) -> wall ms parked (load time after a restart). Bounded and expired.
+    strangers: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    drift_by_author: Counter[bytes] = field(default_factory=Counter)  # clock_drift rows
+    no_key_epochs: Counter[int] = field(default_factory=Counter)  # no_key rows per epoch
 
 
 class Soil:
@@ -196,13 +214,25 @@ class Soil:
         for author, seq, head in self.conn.execute(
                 "SELECT author, seq, head FROM vv WHERE space=?", (space,)):
             mem.heads[bytes(author)] = (seq, bytes(head))
+        now = self.wall()
         for author, seq, reason, delta_id in self.conn.execute(
                 "SELECT author, seq, reason, delta_id FROM pending WHERE space=?", (space,)):
-            mem.pending.setdefault(bytes(author), {})[seq] = (reason, bytes(delta_id))
+            author = bytes(author)
+            mem.pending.setdefault(author, {})[seq] = (reason, bytes(delta_id))
             mem.pending_count += 1
+            if not state.admits(author):
+                mem.strangers[(author, seq)] = now
         for reason, n in self.conn.execute(
                 "SELECT reason, count(*) FROM deferred WHERE space=? GROUP BY reason", (space,)):
             mem.deferred[reason] = n
+        for author, n in self.conn.execute(
+                "SELECT author, count(*) FROM deferred WHERE space=? AND reason='clock_drift' "
+                "GROUP BY author", (space,)):
+            mem.drift_by_author[bytes(author)] = n
+        for epoch, n in self.conn.execute(
+                "SELECT epoch, count(*) FROM deferred WHERE space=? AND reason='no_key' "
+                "GROUP BY epoch", (space,)):
+            mem.no_key_epochs[int.from_bytes(bytes(epoch), "big")] = n
         self._spaces[space] = mem
 
     def reload(self) -> None:
@@ -294,6 +324,12 @@ class Soil:
         mem = self._spaces.get(space)
         return {a: s for a, (s, _) in mem.heads.items()} if mem is not None else {}
 
+    def heads(self, space: bytes) -> dict[bytes, tuple[int, bytes]]:
+        """author -> ``(seq, delta_id)`` of its newest contiguous envelope: the version
+        vector plus which chain it counts (forks hide behind equal vectors, sync.md §6a)."""
+        mem = self._spaces.get(space)
+        return dict(mem.heads) if mem is not None else {}
+
     def envelopes_since(self, space: bytes, remote: VersionVector, *, limit: int,
                         max_bytes: int) -> list[bytes]:
         """Per author ascending seq; authors that wrote control ops first (keys, members)."""
@@ -334,7 +370,13 @@ class Soil:
         return result
 
     def _ingest_transaction(self, space: bytes, chunk: Sequence[bytes]) -> IngestResult:
-        """One chunk in one transaction, then its change notifications."""
+        """One chunk in one transaction, then its change notifications.
+
+        If the transaction fails (a bug, a disk error, an envelope no check foresaw), it
+        is rolled back and the chunk is split in halves, each retried on its own: an
+        envelope that makes a transaction fail costs only itself (``internal_error``),
+        the others of its chunk are stored. The failure count is committed on its own,
+        so it survives the rollback."""
         part = IngestResult()
         work = _Work(space)
         try:
@@ -343,11 +385,26 @@ class Soil:
                 self._retry_deferred(work)
                 self._flush(work)
         except Exception:  # a bug or a disk error must not kill the sync session
-            log.exception("ingest failed; batch rolled back")
-            self._metrics["internal_error"] += 1
-            return IngestResult(rejected=[(None, "internal_error")] * len(chunk))
+            log.exception("ingest of %d envelopes failed; rolled back", len(chunk))
+            self._count_failure()
+            if len(chunk) == 1:
+                return IngestResult(rejected=[(None, "internal_error")])
+            half = len(chunk) // 2
+            out = self._ingest_transaction(space, chunk[:half])
+            out.merge(self._ingest_transaction(space, chunk[half:]))
+            return out
         self._hub.publish(work.changes)
         return part
+
+    def _count_failure(self) -> None:
+        """Count one rolled-back transaction in a transaction of its own."""
+        self._uncommitted = Counter({"internal_error": 1})
+        try:
+            with self._tx():
+                pass
+        except Exception:  # the disk itself fails: keep the count in memory at least
+            log.exception("could not record the failure")
+            self._metrics["internal_error"] += 1
 
     def retry_deferred(self, space: bytes) -> None:
         """Apply deferred deltas whose time has come (call now and then on a quiet node;
@@ -398,13 +455,14 @@ class Soil:
         heads, pending, space = mem.heads, mem.pending, work.space
         rows, accepted, authors = work.envelopes, result.accepted, work.heads
         epochs: dict[int, bytes] = {}  # the stored form of each epoch id, made once
+        pinned = self._pinned_chains(mem, envs) if mem.state.has_pins else None
         for env in envs:  # runs once per received delta: locals, no repeated lookups
             author, seq = env.author, env.seq
             head_seq, head_id = heads.get(author, _NO_HEAD)
             if seq != head_seq + 1 or env.prev != head_id:
                 self._park(work, env, "gap", result)
                 continue
-            if not self._admit(work, mem, env, result):
+            if not self._admit(work, mem, env, result, pinned):
                 continue
             delta_id = env.delta_id
             slots = pending.get(author) if pending else None
@@ -420,8 +478,48 @@ class Soil:
             authors.add(author)
             accepted.append(delta_id)
 
-    def _admit(self, work: _Work, mem: _SpaceMem, env: Envelope, result: IngestResult) -> bool:
-        """Membership/epoch gate; False if the envelope was parked or rejected."""
+    @staticmethod
+    def _pinned_chains(mem: _SpaceMem, envs: Sequence[Envelope]) -> set[bytes]:
+        """Ids of the envelopes in ``envs`` on a removed member's pinned chain: the one
+        whose envelope ``keep`` is the removal's ``head``, walked back through ``prev``
+        (spaces.md §4.3). Envelopes of a pinned author up to ``keep`` that are not among
+        them wait pending until the rest of the chain (up to the head) is here."""
+        state = mem.state
+        candidates: dict[bytes, Envelope] = {}
+        tips: list[Envelope] = []
+        for env in envs:
+            pin = state.pinned_head(env.author)
+            if pin is not None and env.seq <= pin[0]:
+                candidates[env.delta_id] = env
+                if env.delta_id == pin[1]:
+                    tips.append(env)
+        ok: set[bytes] = set()
+        for tip in tips:
+            cur: Envelope | None = tip
+            while cur is not None and cur.delta_id not in ok:
+                ok.add(cur.delta_id)
+                cur = candidates.get(cur.prev) if cur.prev is not None else None
+        return ok
+
+    def _admit(self, work: _Work, mem: _SpaceMem, env: Envelope, result: IngestResult,
+               pinned: set[bytes] | None = None) -> bool:
+        """Membership/epoch gate; False if the envelope was parked or rejected.
+
+        Who may write is decided in one place, :meth:`SpaceState.admission`; ``pinned``
+        (when the space has removals with a pinned head) are the envelopes proven to lie
+        on a removed member's valid chain."""
+        reason = mem.state.admission(env)
+        if reason is not None:
+            if reason == "removed_author":
+                self._reject(result, env.delta_id, reason)
+            else:
+                self._park(work, env, reason, result)
+            return False
+        if pinned is not None and env.delta_id not in pinned:
+            pin = mem.state.pinned_head(env.author)
+            if pin is not None and env.seq <= pin[0]:
+                self._park(work, env, "pinned_chain", result)
+                return False
         if env.kind is Kind.CONTROL:
             try:
                 mem.state.apply(env)
@@ -446,26 +544,66 @@ class Soil:
         return True
 
     def _park(self, work: _Work, env: Envelope, reason: str, result: IngestResult) -> None:
+        """Hold ``env`` pending, within bounds (protocols/delta.md §6.1): per author, and
+        for authors the control log does not know ("strangers") a small shared pool with
+        expiry, so strangers can never take the room of authors the log admits. Pending
+        rows are a cache: what is refused here comes again with the next sync."""
         mem = self._spaces[work.space]
-        slots = mem.pending.setdefault(env.author, {})
-        held = slots.get(env.seq)
+        slots = mem.pending.get(env.author)
+        held = slots.get(env.seq) if slots is not None else None
         if held is not None:
             if held[1] == env.delta_id:
                 result.duplicates += 1
                 if held[0] != reason:
-                    slots[env.seq] = (reason, env.delta_id)
+                    slots[env.seq] = (reason, env.delta_id)  # type: ignore[index]
                     self._write_pending(work, env, reason)
             else:
                 self._reject(result, env.delta_id, "fork")
             return
-        if mem.pending_count >= self.max_pending:
+        if env.seq > MAX_STORED_SEQ:  # validate_batch refuses these; never store one
+            self._reject(result, env.delta_id, "seq_too_large")
+            return
+        held_now = len(slots) if slots is not None else 0
+        stranger = not mem.state.admits(env.author)
+        if stranger:
+            now = self.wall()
+            self._expire_strangers(work, mem, now)
+            full = (held_now >= MAX_PENDING_PER_STRANGER
+                    or len(mem.strangers) >= min(MAX_PENDING_STRANGERS, self.max_pending // 10))
+        else:
+            full = held_now >= MAX_PENDING_PER_AUTHOR or mem.pending_count >= self.max_pending
+        if full:
             self._reject(result, env.delta_id, "pending_full")
             return
+        if slots is None:
+            slots = mem.pending[env.author] = {}
         slots[env.seq] = (reason, env.delta_id)
         mem.pending_count += 1
+        if stranger:
+            mem.strangers[(env.author, env.seq)] = now
         self._write_pending(work, env, reason)
         result.pending += 1
         self._count(f"pending.{reason}")
+
+    def _expire_strangers(self, work: _Work, mem: _SpaceMem, now: int) -> None:
+        """Drop strangers' pending rows older than PENDING_STRANGER_TTL_MS (oldest first)."""
+        limit = now - PENDING_STRANGER_TTL_MS
+        expired = []
+        for (author, seq), parked in mem.strangers.items():
+            if parked > limit:
+                break
+            expired.append((author, seq))
+        for author, seq in expired:
+            slots = mem.pending.get(author, {})
+            if slots.pop(seq, None) is not None:
+                mem.pending_count -= 1
+            if not slots:
+                mem.pending.pop(author, None)
+            del mem.strangers[(author, seq)]
+            self.conn.execute("DELETE FROM pending WHERE space=? AND author=? AND seq=?",
+                              (work.space, author, seq))
+        if expired:
+            self._count("pending_expired", len(expired))
 
     def _write_pending(self, work: _Work, env: Envelope, reason: str) -> None:
         """Pending rows are written at once (rare path), so reads in this transaction see them."""
@@ -481,8 +619,13 @@ class Soil:
             progress, work.control_changed = False, False
             for author in list(mem.pending):
                 head = mem.heads.get(author, (0, None))
-                slot = mem.pending.get(author, {}).get(head[0] + 1)
-                if slot is None or (slot[0] == "not_member" and not retry_members):
+                slots = mem.pending.get(author, {})
+                slot = slots.get(head[0] + 1)
+                if slot is None:
+                    continue
+                if slot[0] in _WAITING_FOR_LOG and not retry_members and author not in work.heads:
+                    continue
+                if slot[0] == "pinned_chain" and not self._pin_held(mem, author, slots):
                     continue
                 progress |= self._drain_author(work, author, head, result)
             retry_members = work.control_changed
@@ -507,10 +650,18 @@ class Soil:
             mem.pending.pop(author, None)
         return len(result.accepted) > before or bool(broken)
 
+    @staticmethod
+    def _pin_held(mem: _SpaceMem, author: bytes, slots: dict[int, tuple[str, bytes]]) -> bool:
+        """Whether the pinned head of removed ``author`` waits among its pending rows."""
+        pin = mem.state.pinned_head(author)
+        held = slots.get(pin[0]) if pin is not None else None
+        return held is not None and held[1] == pin[1]  # type: ignore[index]
+
     def _unpark(self, work: _Work, mem: _SpaceMem, slots: dict[int, tuple[str, bytes]],
                 env: Envelope) -> None:
         if slots.pop(env.seq, None) is not None:
             mem.pending_count -= 1
+            mem.strangers.pop((env.author, env.seq), None)
         self.conn.execute("DELETE FROM pending WHERE space=? AND author=? AND seq=?",
                           (work.space, env.author, env.seq))
 
@@ -574,12 +725,15 @@ class Soil:
         HLC (``hlc.recv``)."""
         if key is None:
             return None, self._defer(work, mem, env, "no_key", fresh)
+        payload = None
         try:
             payload = payloads.decode_payload(env.open(key))
             self.registry.check(payload, mem.state.kind)
             self.hlc.check(payload.hlc, now)
         except ClockDrift:
-            return None, self._defer(work, mem, env, "clock_drift", fresh)
+            assert payload is not None
+            due = min(payload.hlc.wall_ms - self.hlc.max_drift_ms, MAX_STORED_SEQ)
+            return None, self._defer(work, mem, env, "clock_drift", fresh, due)
         except MyceliumError as exc:  # authentic but unusable content: kept, counted
             self._count(f"unapplied.{exc.reason}")
             return None, None
@@ -637,36 +791,74 @@ class Soil:
             work.indexed_before[key] = values
 
     def _defer(self, work: _Work, mem: _SpaceMem, env: Envelope, reason: str,
-               fresh: bool) -> str:
+               fresh: bool, due: int = 0) -> str:
+        """File ``env`` as deferred by what can make it apply: ``due`` (clock_drift) or
+        its epoch (no_key). ``fresh=False``: a retried row, re-filed with its real due
+        time (rows of schema 1 had none). An author's clock_drift rows are capped
+        (MAX_DEFERRED_PER_AUTHOR): beyond, the content stays in the chain, unapplied."""
+        if fresh and reason == "clock_drift":
+            if mem.drift_by_author[env.author] >= MAX_DEFERRED_PER_AUTHOR:
+                self._count("unapplied.too_many_deferred")
+                return reason
+            mem.drift_by_author[env.author] += 1
+        row = (work.space, env.author, env.seq, reason, due, env.epoch.to_bytes(8, "big"))
         if fresh:
-            work.deferred.append((work.space, env.author, env.seq, reason))
             mem.deferred[reason] += 1
+            if reason == "no_key":
+                mem.no_key_epochs[env.epoch] += 1
             self._count(f"deferred.{reason}")
+            work.deferred.append(row)
+        elif due:
+            work.deferred.append(row)
         return reason
 
     def _retry_deferred(self, work: _Work) -> None:
-        """Apply deferred envelopes whose key arrived or whose time has come."""
+        """Apply deferred envelopes whose key arrived or whose time has come.
+
+        Only rows that can have changed are read (protocols/delta.md §6.2): clock_drift
+        rows whose due time has passed (an index range), and, after a control op, no_key
+        rows of the epochs whose key this node now holds (an index lookup per epoch). The
+        cost does not grow with the number of rows that still wait."""
         mem = self._spaces[work.space]
-        reasons = [r for r, n in mem.deferred.items() if n > 0
-                   and (r == "clock_drift" or (r == "no_key" and work.control_any))]
-        if not reasons:
-            return
         now = self.wall()
-        marks = ",".join("?" * len(reasons))
-        rows = self.conn.execute(
-            "SELECT d.author, d.seq, d.reason, e.raw FROM deferred d JOIN envelopes e "
-            "ON e.space=d.space AND e.author=d.author AND e.seq=d.seq "
-            f"WHERE d.space=? AND d.reason IN ({marks})", (work.space, *reasons)).fetchall()
+        join = ("SELECT d.author, d.seq, d.reason, e.raw FROM deferred d JOIN envelopes e "
+                "ON e.space=d.space AND e.author=d.author AND e.seq=d.seq ")
+        rows: list[Any] = []
+        if mem.deferred.get("clock_drift"):
+            rows += self.conn.execute(
+                join + "WHERE d.space=? AND d.reason='clock_drift' AND d.due<=? LIMIT ?",
+                (work.space, now, MAX_RETRY_BATCH)).fetchall()
+        if work.control_any and mem.deferred.get("no_key"):
+            for epoch in self._epochs_now_open(mem):
+                rows += self.conn.execute(
+                    join + "WHERE d.space=? AND d.reason='no_key' AND d.epoch=? LIMIT ?",
+                    (work.space, epoch.to_bytes(8, "big"), MAX_RETRY_BATCH)).fetchall()
         for author, seq, reason, raw in rows:
             env = envelope_mod.decode(bytes(raw))
             key = mem.state.epoch_key(env.epoch, self.identity)
             payload, again = self._open_data(work, mem, env, key, now, fresh=False)
-            if again is None:
-                work.undeferred.append((work.space, bytes(author), seq))
+            if again != reason:
+                if again is None:
+                    work.undeferred.append((work.space, bytes(author), seq))
+                else:  # a key arrived, the clock says wait: re-filed above
+                    mem.deferred[again] += 1
                 mem.deferred[reason] -= 1
+                if reason == "clock_drift":
+                    mem.drift_by_author[env.author] -= 1
+                elif reason == "no_key":
+                    mem.no_key_epochs[env.epoch] -= 1
             if payload is not None:
                 self.hlc.recv(payload.hlc, now)
                 self._merge(work, mem, env, payload)
+
+    def _epochs_now_open(self, mem: _SpaceMem) -> list[int]:
+        """Epochs that no_key rows wait for and whose key this node now holds."""
+        waiting = +mem.no_key_epochs  # drops counts at zero
+        mem.no_key_epochs = waiting
+        known = mem.state.epochs
+        pool = known if len(known) < len(waiting) else waiting
+        return [e for e in pool if e in waiting and e in known
+                and mem.state.epoch_key(e, self.identity) is not None]
 
     def _doc_state(self, work: _Work, mem: _SpaceMem, key: tuple[str, str]) -> DocState:
         """The state of document ``key`` not loaded in this transaction yet (from its row)."""
@@ -718,7 +910,8 @@ class Soil:
             c.executemany("DELETE FROM deferred WHERE space=? AND author=? AND seq=?",
                           work.undeferred)
         if work.deferred:
-            c.executemany("INSERT OR REPLACE INTO deferred VALUES (?, ?, ?, ?)", work.deferred)
+            c.executemany("INSERT OR REPLACE INTO deferred (space, author, seq, reason, due, epoch)"
+                          " VALUES (?, ?, ?, ?, ?, ?)", work.deferred)
         if work.dirty:
             self._write_docs(work, mem)
         if self.hlc.last != self._hlc_saved:

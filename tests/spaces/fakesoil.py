@@ -70,6 +70,13 @@ class FakeSoil:
                 vv[env.author] = env.seq
         return vv
 
+    def heads(self, space_id: bytes) -> dict[bytes, tuple[int, bytes]]:
+        out: dict[bytes, tuple[int, bytes]] = {}
+        for env in sorted(self._envs[space_id].values(), key=lambda e: e.seq):
+            if env.seq == out.get(env.author, (0, b""))[0] + 1:
+                out[env.author] = (env.seq, env.delta_id)
+        return out
+
     def envelopes_since(self, space_id: bytes, remote: dict[bytes, int], *, limit: int,
                         max_bytes: int) -> list[bytes]:
         envs = sorted(self._envs[space_id].values(), key=lambda e: (e.author, e.seq))

@@ -26,7 +26,10 @@ def test_builders_roundtrip() -> None:
     assert decode_op(control.op_epoch(lc=1, keys={PUB: BOX})) == EpochOp(1, {PUB: BOX})
     assert decode_op(control.op_grant(lc=2, epoch=7, keys={PUB: BOX})) == GrantOp(2, 7, {PUB: BOX})
     assert decode_op(control.op_add_member(lc=3, member=PUB)) == AddMember(3, PUB, "member")
-    assert decode_op(control.op_remove_member(lc=4, member=PUB, keep=9)) == RemoveMember(4, PUB, 9)
+    head = b"\x09" * 32
+    assert decode_op(control.op_remove_member(lc=4, member=PUB, keep=9, head=head)) == \
+        RemoveMember(4, PUB, 9, head)
+    assert decode_op(control.op_remove_member(lc=4, member=PUB)) == RemoveMember(4, PUB, 0)
     role = control.op_set_role(lc=5, member=PUB, role="admin")
     assert decode_op(role) == SetRole(5, PUB, "admin")
 

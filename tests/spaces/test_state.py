@@ -247,7 +247,7 @@ def test_removed_members_writes_up_to_keep_stay_valid() -> None:
     cc = Chain(C, state.space_id)
     early = [cc.data(b"c%d" % i, epoch, key) for i in (1, 2)]
     state.apply(ca.control(control.op_remove_member(lc=state.next_lc(), member=C.public_key,
-                                                    keep=2)))
+                                                    keep=2, head=early[1].delta_id)))
     late = cc.data(b"c3", epoch, key)
     assert state.kept_seq(C.public_key) == 2
     for env in early:

@@ -38,7 +38,9 @@ def build(actions: list[tuple[Any, ...]]) -> list[Envelope]:
         if kind == "add":
             payload = control.op_add_member(lc=lc, member=member, role=role)
         elif kind == "remove":
-            payload = control.op_remove_member(lc=lc, member=member, keep=len(recips))
+            keep = len(recips)
+            payload = control.op_remove_member(lc=lc, member=member, keep=keep,
+                                               head=bytes([keep]) * 32 if keep else None)
         elif kind == "role":
             payload = control.op_set_role(lc=lc, member=member, role=role)
         elif kind == "epoch":

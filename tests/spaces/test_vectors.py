@@ -50,7 +50,8 @@ def _build(name: str, f: dict[str, Any]) -> bytes:
     if name == "add":
         return control.op_add_member(lc=f["lc"], member=member, role=f["role"])
     if name == "remove":
-        return control.op_remove_member(lc=f["lc"], member=member, keep=f["keep"])
+        head = bytes.fromhex(f["head"]) if "head" in f else None
+        return control.op_remove_member(lc=f["lc"], member=member, keep=f["keep"], head=head)
     return control.op_set_role(lc=f["lc"], member=member, role=f["role"])
 
 
@@ -85,6 +86,8 @@ def test_resolution_vector_in_any_order(order_seed: int | None) -> None:
     assert {k.hex(): r for k, r in state.members.items()} == exp["members"]
     assert sorted(p.hex() for p in state.former_members) == exp["former"]
     assert {p: state.kept_seq(bytes.fromhex(p)) for p in exp["kept_seq"]} == exp["kept_seq"]
+    for p, (keep, head) in exp["pinned_heads"].items():
+        assert state.pinned_head(bytes.fromhex(p)) == (keep, bytes.fromhex(head))
     assert state.current_epoch == exp["epochs"][exp["current_epoch"]]
     assert state.needs_rotation() is exp["needs_rotation"]
     assert {k.hex(): r for k, r in state.ignored.items()} == exp["ignored"]

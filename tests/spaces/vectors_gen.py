@@ -62,8 +62,10 @@ def control_vectors() -> dict[str, Any]:
          control.op_grant(lc=2, epoch=42, keys={a: box})),
         ("add", {"lc": 3, "member": a.hex(), "role": "admin"},
          control.op_add_member(lc=3, member=a, role="admin")),
-        ("remove", {"lc": 4, "member": a.hex(), "keep": 7},
-         control.op_remove_member(lc=4, member=a, keep=7)),
+        ("remove", {"lc": 4, "member": a.hex(), "keep": 7, "head": (b"\x07" * 32).hex()},
+         control.op_remove_member(lc=4, member=a, keep=7, head=b"\x07" * 32)),
+        ("remove", {"lc": 4, "member": a.hex(), "keep": 0},
+         control.op_remove_member(lc=4, member=a, keep=0)),
         ("role", {"lc": 5, "member": a.hex(), "role": "member"},
          control.op_set_role(lc=5, member=a, role="member")),
     ]
@@ -81,6 +83,15 @@ def control_vectors() -> dict[str, Any]:
              "reason": "bad_control_op", "why": "1-byte member, unknown role"},
             {"payload_hex": "a3626c6301626f7066726f746174656a6d656d626572",
              "reason": "bad_control_op", "why": "truncated CBOR"},
+            {"payload_hex": cbor.encode({"op": "remove", "lc": 4, "member": a,
+                                         "keep": 7}).hex(),
+             "reason": "bad_control_op", "why": "keep > 0 without the pinned head"},
+            {"payload_hex": cbor.encode({"op": "remove", "lc": 4, "member": a, "keep": 0,
+                                         "head": b"\x07" * 32}).hex(),
+             "reason": "bad_control_op", "why": "a head with keep 0"},
+            {"payload_hex": cbor.encode({"op": "remove", "lc": 4, "member": a, "keep": 7,
+                                         "head": b"\x07" * 31}).hex(),
+             "reason": "bad_control_op", "why": "a 31-byte head"},
         ],
     }
 
@@ -94,6 +105,10 @@ class _Chain:
                    prev=self.prev, epoch=0, payload=payload, group_key=None, kind=Kind.CONTROL)
         self.seq, self.prev = env.seq, env.delta_id
         return env
+
+
+#: The id A's removal pins as C's envelope 3 (C's data envelopes are not in the vector).
+C_HEAD = bytes.fromhex("c3" * 32)
 
 
 def resolution_vectors() -> dict[str, Any]:
@@ -116,7 +131,8 @@ def resolution_vectors() -> dict[str, Any]:
     steps.append(("A: grant E1 -> C", ca.op(control.op_grant(lc=5, epoch=eid1,
                                                               keys=keys("E1", "C")))))
     steps.append(("A: remove C (concurrent with B's next two ops)",
-                  ca.op(control.op_remove_member(lc=6, member=pub("C"), keep=3))))
+                  ca.op(control.op_remove_member(lc=6, member=pub("C"), keep=3,
+                                                 head=C_HEAD))))
     cb.seq, cb.prev = 0, None
     e2 = cb.op(control.op_epoch(lc=6, keys=keys("E2", "A", "B", "C")))
     steps.append(("B: epoch E2 -> {A,B,C} (has not seen the removal: tainted)", e2))
@@ -141,6 +157,7 @@ def resolution_vectors() -> dict[str, Any]:
             "members": {pub("A").hex(): "admin", pub("B").hex(): "admin", pub("D").hex(): "member"},
             "former": [pub("C").hex()],
             "kept_seq": {pub("C").hex(): 3},
+            "pinned_heads": {pub("C").hex(): [3, C_HEAD.hex()]},
             "epochs": {name: eid for name, eid in epochs.items()},
             "group_keys_hex": {name: KEYS[name].hex() for name in epochs},
             "current_epoch": "E3",
