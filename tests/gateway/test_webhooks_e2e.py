@@ -165,3 +165,26 @@ async def test_search_cancel_help_unknown_replies(tmp_path: Path) -> None:
         assert gone.status_code == 200 and "Sold" in gone.text
         assert (await gw.client.get("/p/nonexistent")).status_code == 404
         assert (await gw.client.get("/p/..%2Fetc")).status_code == 404
+
+
+async def test_graph_down_delays_the_reply_without_duplicates(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gw:
+        gw.graph.script = [(503, {"error": {"code": 2, "message": "Service unavailable"}})]
+        raw = whatsapp_body("wamid.R1", "I have 5kg of tomatoes")
+        assert (await gw.client.post("/webhooks/meta", content=raw,
+                                     headers=meta_headers(raw))).status_code == 200
+        await wait_for(lambda: gw.gateway.db.outbox()[0]["state"] == "sent")
+        [row] = gw.gateway.db.outbox()
+        assert (row["attempts"], len(gw.graph.requests)) == (2, 2)
+        assert len(gw.listings()) == 1
+
+
+async def test_closed_reply_window_is_recorded_with_the_providers_error(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gw:
+        gw.graph.script = [(400, {"error": {"code": 131047, "message": "Re-engagement message"}})]
+        raw = whatsapp_body("wamid.W1", "help")
+        await gw.client.post("/webhooks/meta", content=raw, headers=meta_headers(raw))
+        await wait_for(lambda: gw.gateway.db.outbox()[:1] != []
+                       and gw.gateway.db.outbox()[0]["state"] == "failed")
+        [row] = gw.gateway.db.outbox()
+        assert "131047" in row["last_error"] and len(gw.graph.requests) == 1

@@ -1,0 +1,48 @@
+"""The gateway is a node: another member's node that syncs with it over libp2p sees the
+listing a WhatsApp message created (issue 18 §5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from mycelium.identity.identity import Identity
+from mycelium.node.daemon import Node, NodeConfig
+from mycelium.paths import NodePaths
+from mycelium.spaces import service
+from mycelium.store.soil import Soil
+from tests.gateway.harness import meta_headers, running_gateway, wait_for, whatsapp_body
+
+
+async def test_member_node_sees_the_whatsapp_listing(tmp_path: Path) -> None:
+    (tmp_path / "gw").mkdir()
+    async with running_gateway(tmp_path / "gw") as gw:
+        member = Identity.generate()
+        code = service.invite(gw.soil, gw.space, member.did)
+        with Soil.open(tmp_path / "member.db", member) as soil_m:
+            service.join(soil_m, code)
+            gw_paths, m_paths = NodePaths(tmp_path / "gwnode"), NodePaths(tmp_path / "mnode")
+            gw_paths.ensure()
+            m_paths.ensure()
+            local = ["/ip4/127.0.0.1/tcp/0"]
+            gw_node = Node(gw_paths, gw.gateway.identity, gw.soil,
+                           NodeConfig(listen=local, mdns=False))
+            async with trio.open_nursery() as nursery:
+                await nursery.start(gw_node.serve)
+                peer = gw_node.listen_addrs[0]
+                m_node = Node(m_paths, member, soil_m,
+                              NodeConfig(listen=local, peers=[peer], mdns=False))
+                await nursery.start(m_node.serve)
+                raw = whatsapp_body("wamid.SYNC1", "I have 5kg of tomatoes", user_id="BR.77")
+                ack = await gw.client.post("/webhooks/meta", content=raw,
+                                           headers=meta_headers(raw))
+                assert ack.status_code == 200
+                await wait_for(lambda: len(soil_m.list_docs(gw.space, "products")) == 1,
+                               timeout=30)
+                [seen] = soil_m.list_docs(gw.space, "products")
+                assert (seen["title"], seen["unit"], seen["shared"]) == ("tomatoes", "kg", True)
+                state = soil_m.space_state(gw.space)
+                assert len(state.delegations) == 1 and not state.is_member(
+                    gw.gateway.db.sender("wa:BR.77").pub)  # type: ignore[union-attr]
+                nursery.cancel_scope.cancel()
