@@ -975,7 +975,11 @@ static PyObject *merge_all(PyObject *Py_UNUSED(module), PyObject *const *args,
             rc = r == NULL ? -1 : 0;
             Py_XDECREF(r);
         } else if (decided == Py_True) {
-            PyObject *id = slot_get(11, env);
+            PyObject *id = slot_get(11, env); /* the memo of delta_id, if it was asked */
+            if (id == Py_None) {
+                Py_DECREF(id);
+                id = PyObject_GetAttrString(env, "delta_id");
+            }
             rc = id == NULL ? -1 : PyDict_SetItem(dirty, key, id);
             Py_XDECREF(id);
         }
@@ -1396,15 +1400,18 @@ static PyObject *state_row(PyObject *Py_UNUSED(module), PyObject *const *args,
 }
 
 /* Index rows (space, coll, field, value, doc) of the values in a that b lacks or holds
- * differently: the list comprehensions of Soil._write_docs. */
+ * differently: the list comprehensions of Soil._write_docs. Their `!=` is compared as
+ * Python does (no identity shortcut: a NaN held twice differs from itself). */
 static int index_rows(PyObject *out, PyObject *a, PyObject *b, PyObject *space, PyObject *coll,
                       PyObject *doc) {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(a, &pos, &k, &v)) {
-        PyObject *other = PyDict_GetItemWithError(b, k);
+        PyObject *other = PyDict_GetItemWithError(b, k), *ne = NULL;
         int differs = other == NULL ? (PyErr_Occurred() ? -1 : 1)
-                                    : PyObject_RichCompareBool(other, v, Py_NE);
+                      : (ne = PyObject_RichCompare(other, v, Py_NE)) == NULL ? -1
+                                                                           : PyObject_IsTrue(ne);
+        Py_XDECREF(ne);
         if (differs < 0) return -1;
         if (!differs) continue;
         PyObject *row = PyTuple_Pack(5, space, coll, k, v, doc);
