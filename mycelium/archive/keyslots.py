@@ -20,7 +20,6 @@ padding slot a fresh X25519 public key followed by random bytes.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Callable, Sequence
 
 from nacl import bindings
@@ -71,8 +70,9 @@ def make_slots(archive_key: bytes, *, members: Sequence[bytes] = (),
         raise BadArchive(f"more than {MAX_SLOTS} readers")
     while len(slots) < padded_count(len(slots)):
         slots.append(_x25519_public(rand) + rand(SLOT_BYTES - 32))
-    random.Random(rand(16)).shuffle(slots)
-    return slots
+    # Shuffle: order by a fresh 16-byte random sort key per slot (spec'd, so vectors hold).
+    order = [(rand(16), slot) for slot in slots]
+    return [slot for _, slot in sorted(order)]
 
 
 def open_slots(slots: Sequence[bytes], identity: KeyHolder) -> bytes:
