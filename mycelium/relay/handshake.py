@@ -25,6 +25,8 @@ The same challenge/proof exchange is offered over REST (``POST /v1/auth/challeng
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -105,12 +107,13 @@ class ClientHandshake:
     """
 
     def __init__(self, identity: Identity, url: str, *, expected_did: str | None,
-                 ttl_s: float = 60.0) -> None:
+                 ttl_s: float = 60.0, rng: Callable[[int], bytes] = os.urandom) -> None:
         self.identity = identity
         self.origin = origin_of(url)
         self.expected_did = expected_did
         self.relay_did: str | None = None
-        self._issuer = ChallengeIssuer(relay_audience(self.origin), ttl_s, max_outstanding=4)
+        self._issuer = ChallengeIssuer(relay_audience(self.origin), ttl_s, max_outstanding=4,
+                                       rng=rng)
 
     def hello(self, now: float) -> bytes:
         challenge = self._issuer.issue(now)
