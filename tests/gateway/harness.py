@@ -10,6 +10,12 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,6 +45,7 @@ TWILIO_TOKEN = "twilio-test-token"
 APP_SECRET = "meta-app-secret"
 VERIFY_TOKEN = "verify-me"
 ACCESS_TOKEN = "EAAG-test"
+READY_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -112,6 +119,54 @@ def instagram_body(mid: str, text: str, sender: str = "IGSID42", echo: bool = Fa
         "id": "IG1", "time": 1764979200000, "messaging": [{
             "sender": {"id": sender}, "recipient": {"id": "IGBIZ1"},
             "timestamp": int(time.time() * 1000), "message": message}]}]}).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayProcess:
+    def __init__(self, home: Path, graph_url: str) -> None:
+        self.home = home
+        self.env = {**os.environ, "MYCELIUM_HOME": str(home), "MYCELIUM_PASSPHRASE": "pw",
+                    "MYCELIUM_INSECURE_FAST_KDF": "1", "META_APP_SECRET": APP_SECRET,
+                    "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+                    "META_ACCESS_TOKEN": "tok", "META_GRAPH_URL": graph_url,
+                    "MYCELIUM_LOG": "INFO"}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        await trio.to_thread.run_sync(self.start_sync)
+
+    def start_sync(self) -> None:
+        """Start and wait for the ready line (the process exits on its own if it fails)."""
+        cmd = [str(Path(sys.executable).parent / "mycelium"), "gateway",
+               "--listen", "127.0.0.1:0", "--public-url", PUBLIC_URL, "--no-mdns",
+               "--p2p-listen", "/ip4/127.0.0.1/tcp/0"]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
+                                     stderr=open(self.home / "stderr.log", "ab"))  # noqa: SIM115
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)
+        line = self.proc.stdout.readline() if ready else b""
+        assert line.startswith(b"gateway ready "), (self.home / "stderr.log").read_text()
+        self.url = line.split()[2].decode()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
 
 
 @dataclass

@@ -3,75 +3,27 @@ is sent exactly once and the listing exists once (the real ``mycelium gateway`` 
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import trio
 
 from tests.gateway.harness import (
-    APP_SECRET,
-    PUBLIC_URL,
+    READY_TIMEOUT_S,
+    GatewayProcess,
     GraphFake,
+    free_port,
     meta_headers,
     serve_app,
     wait_for,
     whatsapp_body,
 )
 
-READY_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def outbox(home: Path) -> list[tuple[str, int]]:
     with sqlite3.connect(home / "gateway.db") as conn:
         return conn.execute("SELECT state, attempts FROM outbox").fetchall()
-
-
-class GatewayProcess:
-    def __init__(self, home: Path, graph_url: str) -> None:
-        self.home = home
-        self.env = {**os.environ, "MYCELIUM_HOME": str(home), "MYCELIUM_PASSPHRASE": "pw",
-                    "MYCELIUM_INSECURE_FAST_KDF": "1", "META_APP_SECRET": APP_SECRET,
-                    "META_ACCESS_TOKEN": "tok", "META_GRAPH_URL": graph_url,
-                    "MYCELIUM_LOG": "INFO"}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        cmd = [str(Path(sys.executable).parent / "mycelium"), "gateway",
-               "--listen", "127.0.0.1:0", "--public-url", PUBLIC_URL, "--no-mdns",
-               "--p2p-listen", "/ip4/127.0.0.1/tcp/0"]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
-                                     stderr=open(self.home / "stderr.log", "ab"))  # noqa: SIM115
-        assert self.proc.stdout is not None
-        line = await trio.to_thread.run_sync(self.proc.stdout.readline)
-        assert line.startswith(b"gateway ready "), (self.home / "stderr.log").read_text()
-        self.url = line.split()[2].decode()
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
 
 
 async def test_kill_9_before_the_reply_then_exactly_one_reply(tmp_path: Path) -> None:
