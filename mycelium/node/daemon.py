@@ -25,6 +25,7 @@ import trio
 from mycelium.identity.identity import Identity
 from mycelium.node.ops import LocalOps
 from mycelium.paths import NodePaths
+from mycelium.spaces.access import member_policy
 from mycelium.sync import (
     CaughtUp,
     Closed,
@@ -221,6 +222,7 @@ class Node:
             initiator=initiator,
             now=trio.current_time(),
             cache=self.cache,
+            authorize=member_policy(self.soil),  # only current members sync a space
         )
         runner = SessionRunner(
             session, framed, on_event=lambda ev: self._on_session_event(info, ev)

@@ -331,6 +331,13 @@ class SpaceState:
         return (pub in r.members or pub in r.former or pub in self._named_admins
                 or self.delegations.may_write(pub, r.members))
 
+    def may_sync(self, pub: bytes) -> bool:
+        """Whether a peer with identity ``pub`` may sync this space: a current member or
+        a key a member delegated (protocols/sync.md §3: the node's ``authorize`` hook).
+        Removed members and strangers get nothing, and can push nothing."""
+        r = self._res
+        return pub in r.members or self.delegations.may_write(pub, r.members)
+
     def admission(self, env: Envelope) -> str | None:
         """THE decision "may this author write this envelope here, now" (spaces.md §4.5).
 
