@@ -35,6 +35,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from mycelium.crdt.schema import Collection
 from mycelium.errors import MyceliumError
 from mycelium.market.collections import DIARY, HEALTH, PRODUCTS, STATUSES
 from mycelium.web import forms, qr
@@ -207,7 +208,7 @@ def make_app(ctx: WebContext) -> Starlette:
         spaces = community_spaces()
         error = None
         try:
-            listings = call("market_list", **filters)["listings"]
+            listings = [_complete(d, PRODUCTS) for d in call("market_list", **filters)["listings"]]
         except MyceliumError as exc:
             listings, error = [], _op_message(exc, view)
         me = call("status")["did"]
@@ -274,8 +275,10 @@ def make_app(ctx: WebContext) -> Starlette:
 
     # -- personal notes -------------------------------------------------------------------
     async def personal(view: View) -> Response:
-        diary = call("doc_list", space="personal", coll="diary")["docs"]
-        health = call("doc_list", space="personal", coll="health")["docs"]
+        diary = [_complete(d, DIARY)
+                 for d in call("doc_list", space="personal", coll="diary")["docs"]]
+        health = [_complete(d, HEALTH)
+                  for d in call("doc_list", space="personal", coll="health")["docs"]]
         diary.sort(key=lambda d: (str(d.get("date", "")), d["_id"]), reverse=True)
         health.sort(key=lambda d: (str(d.get("date", "")), d["_id"]), reverse=True)
         return render(view, "personal.html", diary=diary, health=health,
@@ -656,6 +659,12 @@ def _attach_error(errors: dict[str, str], exc: MyceliumError, view: View, *,
     if exc.reason in ("unknown_space", "ambiguous_space"):
         name = "space"
     errors[name or default] = _op_message(exc, view)
+
+
+def _complete(doc: dict[str, Any], coll: Collection) -> dict[str, Any]:
+    """Every field of the collection present (None when unset), so templates can test
+    ``is none`` instead of tripping over a missing key."""
+    return {**dict.fromkeys(coll.fields), **doc}
 
 
 def _get_listing(call: Callable[..., dict[str, Any]], space: str, doc: str) -> Any:

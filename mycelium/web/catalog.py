@@ -336,6 +336,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "this device": ("este dispositivo", "este dispositivo"),
     "you": ("tú", "você"),
     "{k} of {n} needed": ("se necesitan {k} de {n}", "são precisos {k} de {n}"),
+    "{n} listing": ("{n} anuncio", "{n} anúncio"),
+    "{n} member": ("{n} miembro", "{n} membro"),
     "{n} listings": ("{n} anuncios", "{n} anúncios"),
     "{n} members": ("{n} miembros", "{n} membros"),
 }
