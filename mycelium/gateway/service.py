@@ -216,6 +216,7 @@ class Gateway:
             raise LinkError("the answer is for another challenge")
         did = self.links.verify(presented, now_ms / 1000)
         sender = self.db.link(code)[0]  # type: ignore[index]
+        self.custodial(sender, now_ms)  # a row to mark linked, even if nothing was listed yet
         self.db.finish_link(code, did)
         self.db.link_sender(sender, did, now_ms)
         self.db.count("custody.linked")
