@@ -1,5 +1,15 @@
 """Crash safety: SIGKILL a writer at many points; the store reopens whole and keeps exactly a
-prefix that includes everything acknowledged."""
+prefix that includes everything acknowledged.
+
+What a SIGKILL can prove: that every transaction boundary is right (a crash between any two
+statements leaves all of a batch or none of it, the chain a prefix, every stored delta
+materialized) and that nothing is acknowledged before its COMMIT returned. What it cannot
+prove: durability against power loss. The killed process's writes sit in the kernel's
+page cache, which survives it, so ``synchronous=OFF`` (no fsync at all) passes this test
+exactly like ``FULL``. Only pulling the power (or a VM snapshot without the page cache)
+would show the difference; :func:`test_soil_commits_with_synchronous_full` therefore
+asserts the setting itself on the connections the node and the CLI use.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from mycelium.codec import cbor
 from mycelium.spaces import service
@@ -102,3 +114,27 @@ def test_sigkill_at_many_points_keeps_an_acknowledged_prefix(tmp_path: Path) -> 
         acked.update(run_and_kill(db, env_file, space, rnd))
         progress.append(check(db, space, acked))
     assert progress[-1]["B"] > progress[0]["B"] > 0  # the writer really made progress
+
+
+def test_soil_commits_with_synchronous_full(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """WAL with ``synchronous=FULL`` (schema.py: an acknowledged write survives power loss)
+    on every way the node opens its store; the SIGKILL test above cannot tell."""
+    from mycelium.identity.keystore import create_keystore
+    from mycelium.paths import NodePaths
+    from mycelium.store.local import open_local_soil
+
+    with Soil.open(tmp_path / "s.db", A) as soil:
+        assert soil.conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        assert soil.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    monkeypatch.setenv("MYCELIUM_INSECURE_FAST_KDF", "1")
+    paths = NodePaths(tmp_path / "home")
+    paths.ensure()
+    create_keystore(paths.keystore, "pw")
+    soil = open_local_soil(paths, "pw")
+    try:
+        assert soil.conn.execute("PRAGMA synchronous").fetchone() == (2,)
+    finally:
+        soil.close()
+    with Soil.open(tmp_path / "n.db", A, synchronous="NORMAL") as relaxed:  # the opt-out works
+        assert relaxed.conn.execute("PRAGMA synchronous").fetchone() == (1,)
