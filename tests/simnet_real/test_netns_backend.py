@@ -1,5 +1,5 @@
 """The netns backend: orchestration on a namespace LAN (root), with the stand-in CLI
-(multicast discovery instead of mDNS) and, once the node has landed, real nodes."""
+(multicast discovery instead of mDNS), and real nodes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from simnet.backends.netns import NetnsBackend
 from simnet.lan import leftover_namespaces
 from simnet.scenario import parse
 
-from .test_process_backend import missing_commands, run_bounded, xfail_if_not_landed
+from .test_process_backend import assert_cli_complete, run_bounded
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_mycelium.py"))]
 RUN = "b" + str(os.getpid())
@@ -67,16 +67,12 @@ async def test_fake_nodes_split_without_heal_diverge(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_real_nodes_partition_heal_over_mdns(tmp_path: Path) -> None:
-    missing = missing_commands()
-    if missing:
-        pytest.xfail(f"the node CLI lacks {', '.join(missing)} (DESIGN §10): the netns "
-                     "backend cannot run real nodes until they land")
+    assert_cli_complete()
     sc = scenario(duration=12.0, writes={"writers": 3, "total": 9, "rate": 1.0, "start": 1.0},
                   link={"latency": {"dist": "constant", "value": 0}},
                   events=[{"at": 1.5, "kind": "partition", "groups": ["a", "b"]},
                           {"at": 6.0, "kind": "heal"}])
-    with xfail_if_not_landed():
-        result = trio.run(run_bounded, sc, "netns", tmp_path)
+    result = trio.run(run_bounded, sc, "netns", tmp_path)
     logs = "\n".join(p.read_text(errors="replace")[-1500:] for p in tmp_path.glob("*.log"))
     assert result.writes["ok"] == 9, (result.events, logs)
     assert result.converged, (result.events, result.vectors, logs)

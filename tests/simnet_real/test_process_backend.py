@@ -1,16 +1,14 @@
 """End to end: a partition-heal scenario on three real ``mycelium`` processes.
 
 This is the process backend's acceptance test. It needs the node CLI of DESIGN §10
-(``init``, ``id``, ``run``, ``space``, ``doc``, ``status``). While parts of that CLI
-have not landed, the test xfails with the exact list of missing commands, never skips.
+(``init``, ``id``, ``run``, ``space``, ``doc``, ``status``). A missing command or module
+fails it with the exact list of what is missing: never a skip or an xfail, which would
+hide a regression in CI (issue 17 §4).
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 import trio
 
 from simnet.backends import RealRunResult, run_real
-from simnet.backends.process import NodeError, NodeProcess, mycelium_command, node_env
+from simnet.backends.process import NodeProcess, mycelium_command, node_env
 from simnet.scenario import parse
 
 pytestmark = pytest.mark.timeout(240)
@@ -45,18 +43,10 @@ async def run_bounded(sc: Any, backend: Any, workdir: Path) -> RealRunResult:
         return await run_real(sc, backend, workdir=workdir, converge_timeout=90)
 
 
-@contextlib.contextmanager
-def xfail_if_not_landed() -> Iterator[None]:
-    """Turn "a module of the node is missing" into an xfail naming it; anything else
-    (a node that starts but misbehaves) stays a failure."""
-    try:
-        yield
-    except NodeError as exc:
-        match = re.search(r"ModuleNotFoundError: No module named '(mycelium[\w.]*)'", str(exc))
-        if match is None:
-            raise
-        pytest.xfail(f"the node has not fully landed: {match.group(1)} is missing, so "
-                     f"`mycelium run` cannot start ({str(exc).splitlines()[0]})")
+def assert_cli_complete(needed: tuple[str, ...] = NEEDED) -> None:
+    """Fail, naming them, if commands of the node CLI contract are missing."""
+    missing = [c for c in missing_commands() if c in needed]
+    assert not missing, f"the node CLI lacks {', '.join(missing)} (DESIGN §10)"
 
 
 SCENARIO = {
@@ -74,9 +64,7 @@ SCENARIO = {
 
 
 async def test_node_process_inits_real_identity(tmp_path: Path) -> None:
-    missing = [c for c in missing_commands() if c in ("init", "id")]
-    if missing:
-        pytest.xfail(f"the node CLI lacks {', '.join(missing)} (DESIGN §10)")
+    assert_cli_complete(("init", "id"))
     node = NodeProcess("n0", tmp_path / "n0")
     with trio.fail_after(60):
         ident = await node.init()
@@ -88,15 +76,9 @@ async def test_node_process_inits_real_identity(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_three_nodes_partition_heal_converge(tmp_path: Path) -> None:
-    # A plain function around trio.run: pytest-trio drops the reason of an xfail raised
-    # inside an async test, and the reason is the point here.
-    missing = missing_commands()
-    if missing:
-        pytest.xfail(f"the node CLI lacks {', '.join(missing)} (DESIGN §10): the process "
-                     "backend cannot run real nodes until they land")
+    assert_cli_complete()
     sc = parse(SCENARIO)
-    with xfail_if_not_landed():
-        result = trio.run(run_bounded, sc, "process", tmp_path)
+    result = trio.run(run_bounded, sc, "process", tmp_path)
     logs = "\n".join(p.read_text(errors="replace")[-1500:] for p in tmp_path.glob("*.log"))
     assert result.writes["ok"] == 9, (result.events, logs)
     assert result.converged, (result.events, result.vectors, logs)
