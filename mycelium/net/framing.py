@@ -8,12 +8,14 @@ It turns py-libp2p's quirks into our contract (``docs/py-libp2p-notes.md``):
 - every read and write has a timeout, so a silent peer cannot pin a task forever;
 - frames are at most ``max_frame`` bytes, checked from the length prefix before the
   payload is buffered (:class:`~mycelium.codec.frames.FrameDecoder`);
-- what a peer sends is charged to per-peer :class:`TokenBucket` s (bytes, and frames:
-  :meth:`FramedStream.charge_frames`); a peer that exceeds one gets
-  :class:`~mycelium.net.errors.RateLimited` and its stream is reset. We cut off
+- what a peer sends is charged to per-peer :class:`TokenBucket` s (bytes, frames:
+  :meth:`FramedStream.charge_frames`, CPU: :meth:`FramedStream.charge_cpu`); a peer
+  that exceeds one gets :class:`~mycelium.net.errors.RateLimited` and its stream is
+  reset. We cut off
   rather than throttle because throttling only delays reading: py-libp2p's muxers keep
   buffering what the peer sends meanwhile, so slowing down the reader does not bound
-  memory, and an honest sync session never needs more than its granted credit in flight.
+  memory, and an honest sync session never needs more than its granted credit in flight;
+- what we send to a peer is paced by its outbound bucket (we wait, as it is our own output).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ DEFAULT_BURST_BYTES = 64 * 1024 * 1024
 #: into few large frames, so honest peers stay far below this.
 DEFAULT_RATE_FRAMES_S = 2000.0
 DEFAULT_BURST_FRAMES = 10000.0
+#: Default per-peer CPU budget (seconds of CPU per second, and burst): decoding and
+#: ingesting what a peer sends is charged to it, so input that is cheap to send and
+#: dear to refuse is cut off too. An honest catch-up of 100k deltas costs ~6 CPU-s.
+DEFAULT_RATE_CPU_S = 0.5
+DEFAULT_BURST_CPU = 30.0
 
 
 class LibP2PStream(Protocol):
@@ -86,7 +93,7 @@ class TokenBucket:
         self._refill()
         return self._tokens
 
-    def charge(self, n: int) -> bool:
+    def charge(self, n: float) -> bool:
         """Take ``n`` bytes from the bucket; False if that overdraws it."""
         self._refill()
         self._tokens -= n
@@ -118,6 +125,8 @@ class FramedStream:
         frame_bucket: TokenBucket | None = None,
         remote_peer_id: str | None = None,
         on_rate_limited: Callable[[str], None] | None = None,
+        cpu_bucket: TokenBucket | None = None,
+        out_bucket: TokenBucket | None = None,
     ) -> None:
         self._stream = stream
         self.max_frame = max_frame
@@ -125,6 +134,8 @@ class FramedStream:
         self.write_timeout = write_timeout
         self.bucket = bucket
         self.frame_bucket = frame_bucket
+        self.cpu_bucket = cpu_bucket
+        self.out_bucket = out_bucket
         self.remote_peer_id = (
             remote_peer_id if remote_peer_id is not None else _peer_of(stream)
         )
@@ -134,6 +145,12 @@ class FramedStream:
         self._closed = False
         self.bytes_in = 0
         self.bytes_out = 0
+        #: Set by the stream's user once the stream does useful work (the sync driver:
+        #: a session that shares a space) and whenever it makes progress (envelopes
+        #: moved); the host evicts useless and idle inbound streams first when slots
+        #: run short (``MyceliumHost``).
+        self.useful = False
+        self.last_progress = trio.current_time()
 
     @property
     def closed(self) -> bool:
@@ -207,8 +224,15 @@ class FramedStream:
         if n and self.frame_bucket is not None and not self.frame_bucket.charge(n):
             await self._cut_off("frames")
 
+    async def charge_cpu(self, seconds: float) -> None:
+        """Charge CPU time spent on what the peer sent to its CPU bucket. Raises
+        :class:`RateLimited` after resetting the stream when the peer overdraws."""
+        if seconds > 0 and self.cpu_bucket is not None and not self.cpu_bucket.charge(seconds):
+            await self._cut_off("cpu")
+
     async def _cut_off(self, what: str) -> None:
-        bucket = self.bucket if what == "bytes" else self.frame_bucket
+        bucket = {"bytes": self.bucket, "frames": self.frame_bucket,
+                  "cpu": self.cpu_bucket}[what]
         log.warning(
             "peer %s exceeded its rate limit (%.0f %s/s, burst %.0f): resetting stream",
             _short(self.remote_peer_id),
@@ -230,6 +254,7 @@ class FramedStream:
             raise StreamClosedError("stream already closed", reason="closed")
         try:
             with trio.fail_after(self.write_timeout):
+                await self._throttle(len(data))
                 await self._stream.write(data)
         except trio.TooSlowError as exc:
             raise StreamClosedError(
@@ -241,6 +266,18 @@ class FramedStream:
         except Exception as exc:
             raise StreamClosedError(f"write failed: {exc!r}", reason="write_failed") from exc
         self.bytes_out += len(data)
+
+    async def _throttle(self, n: int) -> None:
+        """Outbound bytes per peer are rate-limited like inbound ones (sync.md §6.1),
+        but by waiting: what we send is ours to pace. A peer that keeps us writing
+        beyond the rate only slows its own stream down (and trips the write timeout)."""
+        bucket = self.out_bucket
+        if bucket is None:
+            return
+        short = n - bucket.tokens
+        if short > 0:
+            await trio.sleep(short / bucket.rate)
+        bucket.charge(n)
 
     async def send_frame(self, payload: bytes) -> None:
         """Length-prefix ``payload`` and write it (``LimitExceeded`` above ``max_frame``)."""

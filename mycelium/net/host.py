@@ -27,8 +27,10 @@ from mycelium.identity.identity import Identity
 from mycelium.net.errors import ConnectError, StreamOpenError
 from mycelium.net.framing import (
     DEFAULT_BURST_BYTES,
+    DEFAULT_BURST_CPU,
     DEFAULT_BURST_FRAMES,
     DEFAULT_RATE_BYTES_S,
+    DEFAULT_RATE_CPU_S,
     DEFAULT_RATE_FRAMES_S,
     DEFAULT_READ_TIMEOUT,
     FramedStream,
@@ -61,6 +63,13 @@ class HostLimits:
     #: session; a few more cover reconnect races.
     max_sync_streams: int = 64
     max_sync_streams_per_peer: int = 4
+    #: Of ``max_sync_streams``, slots only peers known as members of a shared space
+    #: (from the control logs, :meth:`MyceliumHost.set_member_check`) may take. When
+    #: slots run short, a new stream evicts a useless one (handshake, nothing shared)
+    #: or, for a member, a non-member's; idle ones first (``protocols/sync.md`` §6.2).
+    reserved_member_streams: int = 16
+    #: A stream younger than this is not evicted for another (it is still handshaking).
+    evict_grace_s: float = 2.0
     max_connections: int = 256
     max_frame: int = 1 << 20
     read_timeout: float = DEFAULT_READ_TIMEOUT
@@ -68,6 +77,26 @@ class HostLimits:
     burst_bytes: float = DEFAULT_BURST_BYTES
     rate_frames_s: float = DEFAULT_RATE_FRAMES_S
     burst_frames: float = DEFAULT_BURST_FRAMES
+    rate_cpu_s: float = DEFAULT_RATE_CPU_S
+    burst_cpu: float = DEFAULT_BURST_CPU
+    #: What we send to one peer, all its streams together (paced, not cut off).
+    rate_out_bytes_s: float = DEFAULT_RATE_BYTES_S
+    burst_out_bytes: float = DEFAULT_BURST_BYTES
+
+
+_Buckets = tuple[TokenBucket, TokenBucket, TokenBucket, TokenBucket]
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One inbound sync stream being served (what eviction chooses among)."""
+
+    id: int
+    peer_id: str
+    member: bool
+    framed: FramedStream
+    scope: trio.CancelScope
+    opened: float
 
 
 class MyceliumHost:
@@ -80,7 +109,10 @@ class MyceliumHost:
         self._sync_handler: SyncHandler | None = None
         self._gate: PeerGate | None = None
         self._inbound: dict[str, int] = {}
-        self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
+        self._slots: dict[int, _Slot] = {}
+        self._slot_ids = 0
+        self._member_check: Callable[[str], bool] | None = None
+        self._buckets: dict[str, _Buckets] = {}
         self._metrics: dict[str, int] = {
             "connects_ok": 0,
             "connects_failed": 0,
@@ -91,6 +123,7 @@ class MyceliumHost:
             "sync_streams_no_handler": 0,
             "sync_streams_banned": 0,
             "sync_handler_errors": 0,
+            "sync_streams_evicted": 0,
             "rate_limited": 0,
         }
         from libp2p.custom_types import TProtocol
@@ -240,33 +273,83 @@ class MyceliumHost:
         return self._framed(stream, peer_id)
 
     def _framed(self, stream: Any, peer_id: str) -> FramedStream:
-        byte_bucket, frame_bucket = self._bucket(peer_id)
+        buckets = self._bucket(peer_id)
         return FramedStream(
             stream,
             max_frame=self.limits.max_frame,
             read_timeout=self.limits.read_timeout,
-            bucket=byte_bucket,
-            frame_bucket=frame_bucket,
+            bucket=buckets[0],
+            frame_bucket=buckets[1],
+            cpu_bucket=buckets[2],
+            out_bucket=buckets[3],
             remote_peer_id=peer_id,
             on_rate_limited=self._count_rate_limited,
         )
 
-    def _bucket(self, peer_id: str) -> tuple[TokenBucket, TokenBucket]:
-        """The peer's (bytes, frames) buckets, shared by all its streams."""
+    def _bucket(self, peer_id: str) -> _Buckets:
+        """The peer's (bytes in, frames, CPU, bytes out) buckets, shared by all its
+        streams."""
         buckets = self._buckets.get(peer_id)
         if buckets is None:
             if len(self._buckets) > 4 * self.limits.max_connections:
                 # Forget peers whose buckets are full again: they cost nothing to recreate.
                 self._buckets = {
                     p: b for p, b in self._buckets.items()
-                    if b[0].tokens < b[0].burst or b[1].tokens < b[1].burst
+                    if any(x.tokens < x.burst for x in b)
                 }
             lim = self.limits
             buckets = self._buckets[peer_id] = (
                 TokenBucket(lim.rate_bytes_s, lim.burst_bytes),
                 TokenBucket(lim.rate_frames_s, lim.burst_frames),
+                TokenBucket(lim.rate_cpu_s, lim.burst_cpu),
+                TokenBucket(lim.rate_out_bytes_s, lim.burst_out_bytes),
             )
         return buckets
+
+    def set_member_check(self, check: Callable[[str], bool] | None) -> None:
+        """``check(peer_id)``: is this peer a member of a space we hold (from the control
+        logs)? Members may use the reserved sync slots and evict non-members' streams."""
+        self._member_check = check
+
+    def _is_member(self, peer_id: str) -> bool:
+        if self._member_check is None:
+            return False
+        try:
+            return self._member_check(peer_id)
+        except Exception as exc:  # a policy bug must not take the host down
+            log.warning("member check for %s failed: %r", peer_id[-8:], exc)
+            return False
+
+    def _room(self, member: bool) -> tuple[bool, _Slot | None]:
+        """Is there room for a new inbound stream (and which stream must make way)?
+        Useless streams go first, then idle ones; a non-member never displaces a
+        member's useful stream, and non-members share what the reserve leaves."""
+        lim = self.limits
+        now = trio.current_time()
+        slots = list(self._slots.values())
+        others = [s for s in slots if not s.member]
+        reserve = 0 if self._member_check is None else min(
+            lim.reserved_member_streams, lim.max_sync_streams // 4)
+        full = len(slots) >= lim.max_sync_streams
+        over_share = not member and len(others) >= lim.max_sync_streams - reserve
+        if not (full or over_share):
+            return True, None
+        if member:
+            candidates = [s for s in slots if not s.member or not s.framed.useful]
+        else:
+            candidates = [s for s in others if not s.framed.useful]
+        candidates = [s for s in candidates if now - s.opened >= lim.evict_grace_s]
+        if not candidates:
+            return False, None
+        return True, min(candidates,
+                         key=lambda s: (s.framed.useful, s.member, s.framed.last_progress))
+
+    def _evict(self, victim: _Slot, peer_id: str) -> None:
+        log.info("sync stream from %s evicted for one from %s (%s)", victim.peer_id[-8:],
+                 peer_id[-8:], "useful" if victim.framed.useful else "useless")
+        self._metrics["sync_streams_evicted"] += 1
+        del self._slots[victim.id]
+        victim.scope.cancel()
 
     def _count_rate_limited(self, peer_id: str) -> None:
         self._metrics["rate_limited"] += 1
@@ -290,11 +373,13 @@ class MyceliumHost:
             log.info("sync stream from %s reset: no handler yet", peer_id[-8:])
             await framed.reset()
             return
-        if active >= self.limits.max_sync_streams:
+        member = self._is_member(peer_id)
+        ok, victim = self._room(member)
+        if not ok:
             self._metrics["sync_streams_rejected"] += 1
             log.warning(
-                "sync stream from %s reset: %d streams open (limit %d)",
-                peer_id[-8:], active, self.limits.max_sync_streams,
+                "sync stream from %s reset: %d streams open (limit %d, some reserved for "
+                "members)", peer_id[-8:], active, self.limits.max_sync_streams,
             )
             await framed.reset()
             return
@@ -307,10 +392,17 @@ class MyceliumHost:
             self._report(peer_id, "stream_flood")
             await framed.reset()
             return
+        if victim is not None:
+            self._evict(victim, peer_id)
         self._inbound[peer_id] = mine + 1
         self._metrics["sync_streams_in"] += 1
+        self._slot_ids += 1
+        slot = _Slot(self._slot_ids, peer_id, member, framed, trio.CancelScope(),
+                     trio.current_time())
+        self._slots[slot.id] = slot
         try:
-            await handler(peer_id, framed)
+            with slot.scope:
+                await handler(peer_id, framed)
         except Exception as exc:  # one peer's failure must not reach py-libp2p's tasks
             self._metrics["sync_handler_errors"] += 1
             log.warning(
@@ -319,11 +411,14 @@ class MyceliumHost:
             )
             await framed.reset()
         finally:
+            self._slots.pop(slot.id, None)
             left = self._inbound[peer_id] - 1
             if left:
                 self._inbound[peer_id] = left
             else:
                 del self._inbound[peer_id]
+            if slot.scope.cancelled_caught:
+                await framed.reset()
             await framed.close()
 
 

@@ -5,20 +5,31 @@ only moves bytes and time: a reader task feeds :meth:`SyncSession.receive_data`,
 writer flushes :meth:`SyncSession.data_to_send` after every receive and every
 :meth:`SessionRunner.poke`, and the writer also wakes at :meth:`SyncSession.next_deadline`
 to call :meth:`SyncSession.tick`. Both tasks live in one nursery inside :meth:`run`, so
-nothing outlives the runner.
+nothing outlives the runner. The writer takes output as the stream drains (the session
+encodes at most ``max_out_bytes`` per call), and the reader charges the CPU time the
+session spent on the peer's input to the peer's CPU budget (``protocols/sync.md`` §6.1).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 
 import trio
 
 from mycelium.errors import MyceliumError
 from mycelium.net.framing import FramedStream
-from mycelium.sync.session import Closed, SessionError, SessionState, SyncSession
+from mycelium.sync.session import (
+    CaughtUp,
+    Closed,
+    EnvelopesIngested,
+    SessionError,
+    SessionState,
+    SpacesShared,
+    SyncSession,
+)
 
 log = logging.getLogger("mycelium.net.sync")
 
@@ -38,11 +49,15 @@ class SessionRunner:
         *,
         on_event: Callable[[object], None],
         clock: Callable[[], float] = trio.current_time,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.session = session
         self.framed = framed
         self.on_event = on_event
         self.clock = clock
+        #: CPU time of this thread: what decoding and ingesting the peer's input cost,
+        #: charged to its CPU budget (``FramedStream.charge_cpu``).
+        self.cpu_clock = cpu_clock
         #: Why the session ended (``bye``, ``eof``, ``reset``, ``rate_limited``, a
         #: protocol error reason...); None while running.
         self.close_reason: str | None = None
@@ -80,8 +95,11 @@ class SessionRunner:
     async def _write_loop(self) -> None:
         session = self.session
         while True:
+            sent_before = session.stats.envelopes_out
             data = session.data_to_send()
             if data:
+                if session.stats.envelopes_out != sent_before:
+                    self.framed.last_progress = self.clock()
                 try:
                     await self.framed.send(data)
                 except MyceliumError as exc:
@@ -89,9 +107,12 @@ class SessionRunner:
             self._emit()
             if session.state is SessionState.CLOSED:
                 return
-            deadline = session.next_deadline()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                await self._wakeup.wait()
+            if not (data and session.output_pending):
+                # Otherwise the session holds more: it is produced as the stream drains
+                # (data_to_send encodes at most ``max_out_bytes`` at a time).
+                deadline = session.next_deadline()
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    await self._wakeup.wait()
             # Replace the event before anything else: a poke arriving while we send
             # next sets the new event, so no wakeup is lost.
             self._wakeup = trio.Event()
@@ -109,10 +130,13 @@ class SessionRunner:
                 self._lost("eof", None)
                 return
             before = session.stats.frames_in
+            cpu = self.cpu_clock()
             session.receive_data(data, self.clock())
+            cpu = self.cpu_clock() - cpu
             self.poke()
             try:  # the session decodes frames, so it is here that we can count them
                 await self.framed.charge_frames(session.stats.frames_in - before)
+                await self.framed.charge_cpu(cpu)
             except MyceliumError as exc:
                 self._lost(exc.reason, exc)
                 return
@@ -129,6 +153,10 @@ class SessionRunner:
 
     def _emit(self) -> None:
         for event in self.session.events():
+            if isinstance(event, SpacesShared):
+                self.framed.useful = bool(event.spaces)
+            elif isinstance(event, EnvelopesIngested | CaughtUp):
+                self.framed.last_progress = self.clock()
             if isinstance(event, SessionError):
                 log.warning(
                     "sync session with %s failed: %s (%s, %s)",

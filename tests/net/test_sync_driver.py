@@ -70,6 +70,8 @@ async def test_peer_gone_ends_session_with_connection_lost() -> None:
     with trio.fail_after(30):
         async with hosts(2) as (ha, hb), trio.open_nursery() as nursery:
             a, b = SyncPeer(ha), SyncPeer(hb)
+            for p in (a, b):  # a session sharing nothing ends at once (sync.md §7.1)
+                p.store.add_space(S1)
             nursery.start_soon(a.sync_with, b)
             await wait_until(lambda: len(b.runners) == 1 and b.runners[0].session.state
                              is SessionState.LIVE)
