@@ -123,3 +123,24 @@ def _reissue(paths: Any, body: dict[str, Any], did: str, call_op: Any) -> int:
 
 
 # --- `mycelium gateway parse` (the lead's): registered below this line -----------------
+
+
+@gateway_app.command("parse")
+@user_errors
+def parse_cmd(
+    text: str = typer.Argument(..., help="A message as a person would send it (quote it)."),
+    lang: str | None = typer.Option(
+        None, "--lang", help="en, es or pt (default: detected from the message)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show how the gateway reads a message: intent, item, quantity, unit, price, language.
+
+    Runs offline and needs no node: the same parser the webhooks use.
+    """
+    from mycelium.gateway.intent import parse
+    from mycelium.gateway.lexicon import LANGS
+
+    if lang is not None and lang not in LANGS:
+        fail(f"--lang must be one of {', '.join(LANGS)}, not {lang!r}")
+    parsed = parse(text, lang).as_dict()
+    emit(parsed, as_json, "\n".join(f"{k}: {'-' if v is None else v}" for k, v in parsed.items()))
