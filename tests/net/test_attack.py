@@ -1,0 +1,142 @@
+"""Hostile peers against real hosts (issue 16 §1, §2, §4; ``protocols/sync.md`` §6).
+
+Slot exhaustion: many fresh identities holding inbound sync streams must not lock an
+honest member out. CPU: what a peer's input costs to process is charged to it.
+Outbound: what we send one peer is paced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import trio
+import trio.testing
+
+from mycelium.codec.frames import encode_frame
+from mycelium.errors import MyceliumError
+from mycelium.net.framing import FramedStream, TokenBucket
+from mycelium.net.host import HostLimits
+from mycelium.net.sync_driver import SessionRunner
+from mycelium.sync.messages import Hello, encode_message
+from mycelium.sync.session import CaughtUp, SyncSession
+
+from .syncpeer import SyncPeer, wait_until
+from .util import FakeStream, hosts
+
+pytestmark = pytest.mark.timeout(120)
+
+S1 = b"\x01" * 32
+
+
+def _hello_without_offers() -> bytes:
+    return encode_frame(encode_message(Hello(salt=b"\x00" * 16, offers=(),
+                                             credit_envelopes=256, credit_bytes=1 << 20)))
+
+
+async def test_honest_member_syncs_during_a_64_stream_slot_attack() -> None:
+    """16 throwaway ids x 4 streams (the default limits) hold every inbound slot, half
+    of them silent (handshake), half with a HELLO that shares nothing. Bound: the
+    member catches up within 5 s of starting (unattacked: well under 1 s here)."""
+    n_attackers = 16
+    with trio.fail_after(90):
+        async with hosts(n_attackers + 2) as (hs, hm, *attackers), \
+                trio.open_nursery() as nursery:
+            server, member = SyncPeer(hs), SyncPeer(hm)
+            hs.set_member_check(lambda peer_id: peer_id == hm.peer_id)
+            for p in (server, member):
+                p.store.add_space(S1)
+            server.write(S1, 200)
+            held: list[FramedStream] = []
+            for i, attacker in enumerate(attackers):
+                await attacker.connect(hs.addrs()[0])
+                for k in range(4):
+                    with contextlib.suppress(MyceliumError):
+                        framed = await attacker.open_sync_stream(hs.peer_id)
+                        if (i + k) % 2:
+                            await framed.send(_hello_without_offers())
+                        held.append(framed)
+            m = hs.metrics()
+            # Sessions that share nothing end after the handshake; silent ones hold on.
+            await wait_until(lambda: hs.metrics()["sync_streams_active"] <= 32)
+            # more silent streams from the attackers: the non-member share fills up
+            for attacker in attackers:
+                for _ in range(2):
+                    with contextlib.suppress(MyceliumError):
+                        held.append(await attacker.open_sync_stream(hs.peer_id))
+            await trio.sleep(hs.limits.evict_grace_s)  # the attack's streams are settled
+            start = trio.current_time()
+            nursery.start_soon(member.sync_with, server)
+            await wait_until(lambda: any(isinstance(e, CaughtUp) for e in member.events),
+                             timeout=5.0)
+            took = trio.current_time() - start
+            assert member.store.version_vector(S1) == server.store.version_vector(S1)
+            m = hs.metrics()
+            assert m["sync_streams_active"] <= hs.limits.max_sync_streams
+            assert took < 5.0
+            nursery.cancel_scope.cancel()
+
+
+async def test_member_evicts_a_useless_stream_when_slots_are_full() -> None:
+    limits = HostLimits(max_sync_streams=4, reserved_member_streams=1, evict_grace_s=0.2)
+    with trio.fail_after(60):
+        async with hosts(4, limits) as (hs, hm, ha, hb), trio.open_nursery() as nursery:
+            server, member = SyncPeer(hs), SyncPeer(hm)
+            hs.set_member_check(lambda peer_id: peer_id == hm.peer_id)
+            for p in (server, member):
+                p.store.add_space(S1)
+            server.write(S1, 20)
+            for attacker in (ha, hb):
+                await attacker.connect(hs.addrs()[0])
+                for _ in range(2):
+                    with contextlib.suppress(MyceliumError):
+                        await attacker.open_sync_stream(hs.peer_id)
+            await wait_until(lambda: hs.metrics()["sync_streams_active"] == 3)
+            # the non-member share (3 of 4) is full: a fourth non-member stream is refused
+            with contextlib.suppress(MyceliumError):
+                framed = await hb.open_sync_stream(hs.peer_id)
+                await framed.receive_some()
+            await trio.sleep(0.3)
+            nursery.start_soon(member.sync_with, server)
+            await wait_until(lambda: any(isinstance(e, CaughtUp) for e in member.events))
+            assert member.store.version_vector(S1) == server.store.version_vector(S1)
+            nursery.cancel_scope.cancel()
+
+
+async def test_cpu_spent_on_a_peer_is_charged_to_its_budget() -> None:
+    stream = FakeStream()
+    framed = FramedStream(stream, remote_peer_id="peer",
+                          cpu_bucket=TokenBucket(1.0, 1.0))
+    session = SyncSession(_EmptyStore(), local_id=b"\x01" * 32, remote_id=b"\x02" * 32,
+                          initiator=False, now=trio.current_time())
+    ticks = iter(range(10_000))
+    # every receive_data "costs" 0.4 CPU-s: the third overdraws the 1-s bucket
+    runner = SessionRunner(session, framed, on_event=lambda e: None,
+                           cpu_clock=lambda: next(ticks) * 0.2)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runner.run)
+            await stream.send.send(_hello_without_offers()[:3])
+            for _ in range(5):
+                await stream.send.send(b"\x00")
+            await wait_until(lambda: runner.close_reason is not None)
+    assert runner.close_reason == "rate_limited"
+    assert stream.resets >= 1
+
+
+async def test_outbound_bytes_are_paced(autojump_clock: trio.testing.MockClock) -> None:
+    stream = FakeStream()
+    framed = FramedStream(stream, remote_peer_id="peer",
+                          out_bucket=TokenBucket(1000.0, 1000.0), write_timeout=100)
+    start = trio.current_time()
+    for _ in range(4):
+        await framed.send(b"x" * 1000)
+    assert trio.current_time() - start >= 2.9  # 4000 bytes at 1000/s after a 1000 burst
+    assert sum(map(len, stream.written)) == 4000
+
+
+class _EmptyStore:
+    """A store with no spaces (the CPU test never gets past the handshake)."""
+
+    def member_spaces(self) -> list[bytes]:
+        return []
