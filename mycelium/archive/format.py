@@ -192,18 +192,17 @@ def parse_stream(stream: bytes) -> Contents:
     view = memoryview(stream)
     header_raw, pos = _item(view, 0, MAX_HEADER_BYTES)
     header = _header(bytes(header_raw))
-    digest = hashlib.sha256()
+    first = pos
     envelopes: list[bytes] = []
     while True:
-        start = pos
         item, pos = _item(view, pos, MAX_ENVELOPE_BYTES)
-        digest.update(view[start:pos])
         if not item:
             break
         envelopes.append(bytes(item))
     if any(view[pos:]):
         raise BadArchive("stream padding is not zero")
-    if len(envelopes) != header["count"] or digest.digest() != header["digest"]:
+    digest = hashlib.sha256(view[first:pos]).digest()  # the items and the terminator
+    if len(envelopes) != header["count"] or digest != header["digest"]:
         raise BadSignature("archive content does not match its signed header")
     return Contents(genesis=header["genesis"], space_id=header["space"],
                     created_ms=header["created_ms"], signer=header["signer"],
