@@ -30,6 +30,7 @@ from mycelium.identity.recovery import (
     setup_guardians,
     start_recovery,
 )
+from tests.budget import examples
 
 OWNER = Identity.from_seed(b"\x11" * 32)
 GUARDIANS = [Identity.from_seed(bytes([0x20 + i]) * 32) for i in range(5)]
@@ -200,7 +201,7 @@ def test_flipped_approval_byte_never_recovers_silently(pos: int, flip: int) -> N
     assert recovered == OWNER
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=examples(ci=100, local=20), deadline=None)
 @given(seed=st.binary(min_size=32, max_size=32), k=st.integers(2, 4))
 def test_property_any_k_of_n_round_trip(seed: bytes, k: int) -> None:
     owner = Identity.from_seed(seed)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from simnet import report
 from simnet.scenario import parse
 from simnet.virtual import run
+from tests.budget import CI, examples
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,7 +78,7 @@ def histories(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
+@settings(max_examples=examples(ci=120, local=30), deadline=None, derandomize=not CI,
           suppress_health_check=[HealthCheck.too_slow])
 @given(histories(), st.integers(0, 2**16))
 def test_random_histories_converge(data: dict[str, Any], seed: int) -> None:

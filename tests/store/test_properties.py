@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from mycelium.spaces import service
 from mycelium.store.soil import Soil
+from tests.budget import examples
 
 from .conftest import A, B, C, Clock, D, did, open_soil, sync
 
-#: Examples per property; raise it for a long soak (SOIL_EXAMPLES=500).
-EXAMPLES = int(os.environ.get("SOIL_EXAMPLES", 10))
+#: Examples per property (tests/budget.py: more in CI); a long soak: SOIL_EXAMPLES=500.
+EXAMPLES = int(os.environ.get("SOIL_EXAMPLES", examples(ci=50, local=12)))
 
 
 @dataclass(frozen=True)
