@@ -17,7 +17,7 @@ from mycelium.crypto import aead
 from mycelium.errors import MyceliumError
 from mycelium.log.envelope import Envelope, Kind
 from mycelium.log.envelope import decode as decode_envelope
-from mycelium.spaces import control
+from mycelium.spaces import control, delegation
 from mycelium.spaces.errors import (
     BadInvite,
     InviteTooLarge,
@@ -213,7 +213,10 @@ def writable_epoch(soil: Soil, space_id: bytes) -> tuple[int, bytes]:
 def _invite_code(soil: Soil, space_id: bytes) -> str:
     """The invite: full chain prefixes when they fit, else the control envelopes alone."""
     genesis = soil.genesis(space_id)
-    control_envs: list[bytes] = soil.control_envelopes(space_id)
+    # Delegation certificates (protocols/delegation.md) open their subjects' chains; they
+    # reach the joiner by sync, and 10 000 of them would not fit in any invite.
+    control_envs: list[bytes] = [raw for raw in soil.control_envelopes(space_id)
+                                 if not delegation.is_delegation(decode_envelope(raw).ct)]
     prefixes = _chain_prefixes(soil, space_id, control_envs)
     if prefixes is not None:
         try:

@@ -112,3 +112,16 @@ def test_certificate_payload_checks() -> None:
     for bad in (b"", b"\xa3bophdelegate", cert.payload()[:-1] + b"\x00" * 2):
         with pytest.raises(delegation.BadDelegation):
             delegation.decode(bad)
+
+
+def test_invites_stay_small_with_many_delegates(market: tuple, tmp_path: Path) -> None:
+    gw, soil_g, space, _member, _soil_m = market
+    for _ in range(150):  # their certificates alone are ~4x an invite's size limit
+        sender = Identity.generate()
+        soil_g.append(space, Kind.CONTROL, _certify(gw, space, sender), signer=sender)
+    late = Identity.generate()
+    code = service.invite(soil_g, space, late.did)
+    with Soil.open(tmp_path / "late.db", late) as soil_l:
+        service.join(soil_l, code)
+        assert _sync(soil_g, soil_l, space) == []
+        assert len(soil_l.space_state(space).delegations) == 150
