@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 
 import pytest
 import trio
@@ -137,14 +136,18 @@ async def test_connect_failures_have_reasons() -> None:
                 await a.open_sync_stream("garbage")
 
 
-async def test_connect_is_fast_pitfall_1() -> None:
-    """Pitfall 1: without max_connections_per_peer=1 py-libp2p's connect() waits ~250 ms."""
-    with trio.fail_after(20):
+async def test_connect_is_fast_pitfall_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pitfall 1: without max_connections_per_peer=1 py-libp2p's connect() waits out its
+    happy-eyeballs delay (250 ms) after the first dial succeeded. The delay is stretched
+    to 10 minutes here: connect() returning at all proves it was not waited, with no
+    wall-clock bound that a loaded machine could break."""
+    from libp2p.network import swarm
+
+    monkeypatch.setattr(swarm, "_HAPPY_EYEBALLS_DELAY", 600.0)
+    with trio.fail_after(60):
         async with hosts(2) as (a, b):
-            t0 = time.monotonic()
             await a.connect(b.addrs()[0])
-            elapsed = time.monotonic() - t0
-    assert elapsed < 0.2, f"connect took {elapsed:.3f} s"
+            assert b.peer_id in a.connected_peers()
 
 
 async def test_only_noise_is_offered_pitfall_2() -> None:
