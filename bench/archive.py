@@ -17,6 +17,7 @@ import importlib.util
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,18 +47,20 @@ def _testnode() -> ModuleType:
     return sys.modules[name]
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, ipfs_api: str | None = None) -> dict[str, Any]:
+    """``ipfs_api``: use that IPFS node (e.g. the tests' one) instead of starting one."""
     n = QUICK_DELTAS if quick else FULL_DELTAS
     rounds = 1 if quick else FULL_ROUNDS
-    testnode = _testnode()
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp_name:
         tmp = Path(tmp_name)
         genesis, control, data, reader = ingest.make_deltas(tmp, n)
         ingest_runs: list[float] = []
         push_runs: list[float] = []
         pull_runs: list[float] = []
-        with testnode.JsIpfsNode.start(tmp) as node, IpfsClient(node.api_url,
-                                                                timeout=600) as ipfs:
+        with ExitStack() as stack:
+            if ipfs_api is None:
+                ipfs_api = stack.enter_context(_testnode().JsIpfsNode.start(tmp)).api_url
+            ipfs = stack.enter_context(IpfsClient(ipfs_api, timeout=600))
             for i in range(rounds):
                 ingest_s, source, space = ingest.ingest_soil(tmp / f"plain{i}.db", genesis,
                                                              control, data, reader)
