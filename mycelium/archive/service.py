@@ -150,6 +150,11 @@ def pull(soil: Any, ipfs: IpfsClient, cid_text: str, *,
     root, blocks = fetch(ipfs, cid_text)
     contents, preview = open_verified(root, blocks, soil.identity,
                                       trusted_signers=trusted_signers)
+    return restore(soil, root, contents, preview)
+
+
+def restore(soil: Any, root: bytes, contents: fmt.Contents, preview: SpaceState) -> dict[str, Any]:
+    """The last step of :func:`pull`: add the (verified) space and ingest its envelopes."""
     space_id = soil.add_space(contents.genesis)
     result = soil.ingest(space_id, contents.envelopes)
     conflicts = [reason for _, reason in result.rejected if reason in CONFLICT_REASONS]
