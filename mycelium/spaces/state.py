@@ -262,6 +262,8 @@ class SpaceState:
         op = entry.op
         if op.lc <= lc_floor:
             return "lc_not_increasing"
+        if entry.author in r.former and entry.key[2] > r.keep.get(entry.author, 0):
+            return "removed_author"
         if r.members.get(entry.author) != "admin":
             return "not_admin"
         if isinstance(op, EpochOp):

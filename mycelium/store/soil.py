@@ -625,7 +625,7 @@ class Soil:
                     continue
                 if slot[0] in _WAITING_FOR_LOG and not retry_members and author not in work.heads:
                     continue
-                if slot[0] == "pinned_chain" and not self._pin_held(mem, author, slots):
+                if slot[0] == "pinned_chain" and not self._pinned_rows(work, mem, author, slots):
                     continue
                 progress |= self._drain_author(work, author, head, result)
             retry_members = work.control_changed
@@ -650,12 +650,30 @@ class Soil:
             mem.pending.pop(author, None)
         return len(result.accepted) > before or bool(broken)
 
-    @staticmethod
-    def _pin_held(mem: _SpaceMem, author: bytes, slots: dict[int, tuple[str, bytes]]) -> bool:
-        """Whether the pinned head of removed ``author`` waits among its pending rows."""
+    def _pinned_rows(self, work: _Work, mem: _SpaceMem, author: bytes,
+                     slots: dict[int, tuple[str, bytes]]) -> bool:
+        """Whether removed ``author``'s pinned head waits among its pending rows. If so,
+        walk back from it through ``prev``: a pending row that is not the envelope its
+        successor names belongs to a forged chain and is dropped, so the real one (which
+        the next sync brings again) can take its place."""
         pin = mem.state.pinned_head(author)
         held = slots.get(pin[0]) if pin is not None else None
-        return held is not None and held[1] == pin[1]  # type: ignore[index]
+        if pin is None or held is None or held[1] != pin[1]:
+            return False
+        rows = dict(self.conn.execute(
+            "SELECT seq, raw FROM pending WHERE space=? AND author=? AND seq<=?",
+            (work.space, author, pin[0])).fetchall())
+        want: bytes | None = pin[1]
+        for seq in range(pin[0], mem.heads.get(author, _NO_HEAD)[0], -1):
+            slot = slots.get(seq)
+            if slot is None or want is None:
+                break
+            if slot[1] != want:
+                self._unpark(work, mem, slots, envelope_mod.decode(bytes(rows[seq])))
+                self._count("pending.dropped_unpinned")
+                break
+            want = envelope_mod.decode(bytes(rows[seq])).prev
+        return True
 
     def _unpark(self, work: _Work, mem: _SpaceMem, slots: dict[int, tuple[str, bytes]],
                 env: Envelope) -> None:
