@@ -40,11 +40,20 @@ def _community(root: Path, n: int) -> tuple[Soil, Soil, bytes, int]:
     return a, b, space, sum(len(raw) for raw in missing)
 
 
+def _flight(s: SyncSession) -> bytes:
+    """Everything the session has to send now (``data_to_send`` hands it out as the
+    transport drains, ``max_out_bytes`` at a time)."""
+    out = [s.data_to_send()]
+    while s.output_pending:
+        out.append(s.data_to_send())
+    return b"".join(out)
+
+
 def _pump(sa: SyncSession, sb: SyncSession, done: Any) -> tuple[int, int]:
     """Deliver flights until ``done()``; returns (flights, wire bytes)."""
     flights = wire = 0
     while not done() and flights < 10_000:
-        da, db = sa.data_to_send(), sb.data_to_send()
+        da, db = _flight(sa), _flight(sb)
         if not da and not db:
             break
         wire += len(da) + len(db)

@@ -155,6 +155,24 @@ class MyceliumHost:
     def connected_peers(self) -> list[str]:
         return [p.to_base58() for p in self.libp2p.get_connected_peers()]
 
+    def connection_scopes(self) -> set[str]:
+        """Scopes (:func:`mycelium.net.pex.ip_scope`) of the remote addresses of our
+        current connections: the networks a peer-exchange address may be in."""
+        from mycelium.net.pex import ip_scope
+
+        scopes: set[str] = set()
+        network: Any = self.libp2p.get_network()
+        for conns in list(getattr(network, "connections", {}).values()):
+            for conn in conns if isinstance(conns, list) else [conns]:
+                try:
+                    remote = conn.muxed_conn.get_remote_address()
+                except Exception:  # a closing connection, another muxer
+                    continue
+                scope = ip_scope(remote[0]) if remote else None
+                if scope is not None:
+                    scopes.add(scope)
+        return scopes
+
     def metrics(self) -> dict[str, int]:
         """Counters (and the ``sync_streams_active`` gauge) for status output."""
         return {**self._metrics, "sync_streams_active": sum(self._inbound.values()),

@@ -41,8 +41,8 @@ def make_api(ops: Any, token: str) -> Starlette:
         if not authorized(request):
             return _error(401, "missing or wrong API token", "unauthorized")
         name = request.path_params["name"]
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        body = await _read_capped(request, MAX_BODY)
+        if body is None:
             return _error(413, f"request body over {MAX_BODY} bytes", "oversized")
         try:
             args = json.loads(body or b"{}")
@@ -62,6 +62,23 @@ def make_api(ops: Any, token: str) -> Starlette:
         Route("/v1/health", health, methods=["GET"]),
         Route("/v1/ops/{name}", op, methods=["POST"]),
     ])
+
+
+async def _read_capped(request: Request, cap: int) -> bytes | None:
+    """The request body, or None once it is known to exceed ``cap``: from a declared
+    ``Content-Length`` before reading anything, else while streaming (a chunked body
+    is never held beyond ``cap`` plus one chunk)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > cap):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _error(status: int, message: str, reason: str) -> JSONResponse:

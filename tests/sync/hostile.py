@@ -12,8 +12,8 @@ import os
 from mycelium.codec.frames import encode_frame
 from mycelium.sync import offers as offer_tokens
 from mycelium.sync.messages import CAP_LAZY, Hello, Message, Vector, encode_message
-from mycelium.sync.session import SessionState, SyncLimits, SyncSession
 from mycelium.sync.ports import DeltaStore
+from mycelium.sync.session import SessionState, SyncLimits, SyncSession
 
 
 class Hostile:

@@ -1,0 +1,60 @@
+"""Peer-exchange address filtering (issue 16 §3, ``protocols/sync.md`` §9a)."""
+
+from __future__ import annotations
+
+import itertools
+
+from mycelium.net.peers import PeerManager, PeerPolicy
+from mycelium.net.pex import LOOPBACK, PRIVATE, PUBLIC, accept_addresses, address_scope
+
+PEER = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+
+
+def a(addr: str) -> str:
+    return f"{addr}/p2p/{PEER}"
+
+
+def test_scopes() -> None:
+    assert address_scope(a("/ip4/127.0.0.1/tcp/4001")) == ("ip4", LOOPBACK)
+    assert address_scope(a("/ip4/10.1.2.3/tcp/4001")) == ("ip4", PRIVATE)
+    assert address_scope(a("/ip4/192.168.1.9/tcp/4001")) == ("ip4", PRIVATE)
+    assert address_scope(a("/ip6/fd00::1/tcp/4001")) == ("ip6", PRIVATE)
+    assert address_scope(a("/ip4/8.8.8.8/tcp/4001")) == ("ip4", PUBLIC)
+    for bad in ("/dns4/intranet-1.corp/tcp/80", "/ip4/10.0.0.1/udp/4001/quic",
+                "/ip4/10.0.0.1/tcp/0", "/ip4/224.0.0.1/tcp/4001", "/ip4/0.0.0.0/tcp/1",
+                "/ip6/10.0.0.1/tcp/1", "/ip4/::1/tcp/1", "/ip4/10.0.0.1/tcp/99999"):
+        assert address_scope(a(bad)) is None, bad
+    assert address_scope("/ip4/10.0.0.1/tcp/1") is None  # no /p2p/
+
+
+def test_only_scopes_we_are_connected_over_and_one_per_family() -> None:
+    announced = [a("/dns4/intranet-1.corp/tcp/80"), a("/ip4/10.0.0.5/tcp/22"),
+                 a("/ip4/127.0.0.1/tcp/4001"), a("/ip4/127.0.0.2/tcp/4001"),
+                 a("/ip6/::1/tcp/4001"), a("/ip4/8.8.8.8/tcp/1")]
+    assert accept_addresses(announced, {LOOPBACK}) == [a("/ip4/127.0.0.1/tcp/4001"),
+                                                       a("/ip6/::1/tcp/4001")]
+    assert accept_addresses(announced, {PRIVATE}) == [a("/ip4/10.0.0.5/tcp/22")]
+    assert accept_addresses(announced, set()) == []
+
+
+class _Dialer:
+    peer_id = "me"
+
+    async def connect(self, maddr: str) -> str:
+        raise AssertionError("not dialled here")
+
+    async def disconnect(self, peer_id: str) -> None:
+        return None
+
+    def connected_peers(self) -> list[str]:
+        return []
+
+
+def test_two_thousand_announcement_rounds_stay_within_the_caps() -> None:
+    # Issue 16 §3: 2 000 rounds of 8 fresh addresses gave 16 000 dial targets for one id.
+    pm = PeerManager(_Dialer(), PeerPolicy(), clock=itertools.count().__next__)
+    for round_ in range(2000):
+        announced = [a(f"/ip4/10.{round_ % 250}.{i}.{round_ // 250}/tcp/22") for i in range(8)]
+        pm.add(PEER, accept_addresses(announced, {PRIVATE}), source="pex")
+    state = pm.get(PEER)
+    assert state is not None and len(state.addrs) <= PeerPolicy().max_addrs_per_peer
