@@ -52,6 +52,8 @@ MDNS_QUIET_WARNING_S = 10.0
 #: Peer exchange: every member announces its addresses on each shared space's peers topic.
 PEX_INTERVAL_S = 30.0
 PEX_MAX_ADDRS = 8
+#: Peer keeper tasks (one per peer kept dialled); peers beyond are left to anti-entropy.
+MAX_KEEPERS = 64
 HOUSEKEEPING_S = 30.0
 
 
@@ -139,6 +141,7 @@ class Node:
             # Misbehaving peers collect strikes (protocol violations, floods) and get banned.
             self.bans = PeerManager(host)
             host.set_peer_gate(self.bans)
+            host.set_member_check(self._is_member_peer)  # reserved sync slots (sync.md §6.2)
             host.set_sync_handler(self._inbound)
             self.listen_addrs = host.addrs()
             try:
@@ -210,7 +213,7 @@ class Node:
         self._peer(peer_id, source="inbound")
         await self._run_session(peer_id, framed, initiator=False)
 
-    async def _run_session(self, peer_id: str, framed: Any, *, initiator: bool) -> None:
+    async def _run_session(self, peer_id: str, framed: Any, *, initiator: bool) -> str | None:
         from mycelium.identity.didkey import public_key_from_peer_id
         from mycelium.net.sync_driver import SessionRunner
 
@@ -232,6 +235,7 @@ class Node:
         log.info("sync session open peer=%s initiator=%s", _short(peer_id), initiator)
         try:
             await runner.run()
+            return runner.close_reason
         finally:
             info.sessions -= 1
             self.runners[peer_id].discard(runner)
@@ -280,10 +284,21 @@ class Node:
     def has_session(self, peer_id: str) -> bool:
         return bool(self.runners.get(peer_id))
 
-    async def sync_with(self, peer_id: str) -> None:
-        """Open an outbound session to a connected or known peer and run it to the end."""
+    async def sync_with(self, peer_id: str) -> str | None:
+        """Open an outbound session to a connected or known peer and run it to the end;
+        returns why it ended (``nothing_shared``: the peer shares no space with us)."""
         framed = await self._host.open_sync_stream(peer_id)
-        await self._run_session(peer_id, framed, initiator=True)
+        return await self._run_session(peer_id, framed, initiator=True)
+
+    def _is_member_peer(self, peer_id: str) -> bool:
+        """Is ``peer_id`` a member of a space we belong to (from the control logs)?"""
+        from mycelium.identity.didkey import public_key_from_peer_id
+
+        try:
+            key = public_key_from_peer_id(peer_id)
+        except Exception:
+            return False
+        return any(self.soil.space_state(s).is_member(key) for s in self._member_spaces)
 
     # -- peers ----------------------------------------------------------------------
     def _peer(
@@ -320,12 +335,14 @@ class Node:
         ):
             nursery.start_soon(self._mdns_watchdog, mdns)
             async for found in mdns.peers():
+                state = self.bans.add(found.peer_id, found.addrs, source="mdns")
+                if state is None:
+                    continue
                 info = self._peer(found.peer_id, source="mdns")
-                for addr in found.addrs:
-                    if addr not in info.addrs:
-                        info.addrs.append(addr)
+                info.addrs = list(state.addrs)  # capped by PeerManager
                 log.info("mDNS found peer=%s addrs=%s", _short(found.peer_id), found.addrs)
-                nursery.start_soon(self._keep_peer, found.peer_id)
+                if len(self._kept) < MAX_KEEPERS:
+                    nursery.start_soon(self._keep_peer, found.peer_id)
 
     async def _mdns_watchdog(self, mdns: Any) -> None:
         self.mdns_status = "searching"
@@ -357,8 +374,10 @@ class Node:
                 try:
                     with trio.fail_after(15):
                         await self._connect_known(peer_id)
+                    reason = await self.sync_with(peer_id)
+                    if reason == "nothing_shared":  # nothing to do: do not redial at once
+                        raise ConnectionError("the peer shares no space with us")
                     delay = DIAL_BACKOFF[0]
-                    await self.sync_with(peer_id)
                 except Exception as exc:
                     self._peer(peer_id).last_error = _reason(exc)
                     log.info("peer %s unreachable (%s); retry in %.0f s", _short(peer_id),
@@ -440,6 +459,9 @@ class Node:
                 runner.session.close("renew")
                 runner.poke()
             if runners:
+                self._nursery.start_soon(self._try_sync, peer_id)
+        for peer_id in list(self.peers):  # sessions that shared nothing ended at once
+            if not self.runners.get(peer_id):
                 self._nursery.start_soon(self._try_sync, peer_id)
 
     def _maintain(self, space: bytes) -> None:
@@ -557,20 +579,40 @@ class Node:
             await trio.sleep(PEX_INTERVAL_S * random.uniform(0.8, 1.2))
 
     async def _receive_pex(self, space: bytes) -> None:
+        """Learn members' addresses from the space's peers topic, within limits
+        (``mycelium.net.pex``, sync.md §9a): only from members of this space, only
+        addresses in the scopes we are connected over, through ``PeerManager``'s caps,
+        and at most ``MAX_KEEPERS`` peer keeper tasks."""
+        from mycelium.net.pex import accept_addresses
+
         channel = await self._gossip.subscribe(pex_topic(space))
         async with channel:
             async for from_peer, data in channel:
                 announced = parse_announcement(data, from_peer)
                 if announced is None or from_peer == self.identity.peer_id:
                     continue
+                if not self._is_member_of(space, from_peer):
+                    self.bans.metrics["pex_not_member"] += 1
+                    continue
+                addrs = accept_addresses(announced, self._host.connection_scopes())
                 fresh = from_peer not in self.peers
+                state = self.bans.add(from_peer, addrs, source="pex")
+                if state is None or (fresh and len(self.peers) >= self.bans.policy.max_known):
+                    continue
                 info = self._peer(from_peer, source="pex")
-                for addr in announced:
-                    if addr not in info.addrs:
-                        info.addrs.append(addr)
-                if fresh and not self.has_session(from_peer) and self._nursery is not None:
+                info.addrs = list(state.addrs)  # capped by PeerManager
+                if (fresh and info.addrs and not self.has_session(from_peer)
+                        and self._nursery is not None and len(self._kept) < MAX_KEEPERS):
                     log.info("peer exchange: learned peer=%s", _short(from_peer))
                     self._nursery.start_soon(self._keep_peer, from_peer)
+
+    def _is_member_of(self, space: bytes, peer_id: str) -> bool:
+        from mycelium.identity.didkey import public_key_from_peer_id
+
+        try:
+            return self.soil.space_state(space).is_member(public_key_from_peer_id(peer_id))
+        except Exception:
+            return False
 
     # -- status ---------------------------------------------------------------------
     def _status_extra(self) -> dict[str, Any]:
