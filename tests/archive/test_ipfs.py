@@ -150,3 +150,22 @@ def test_api_address_forms() -> None:
     assert api_url("/dns4/ipfs.local/tcp/443/https") == "https://ipfs.local:443"
     assert api_url("/ip6/::1/tcp/5001") == "http://[::1]:5001"
     assert api_url("http://127.0.0.1:5001/") == "http://127.0.0.1:5001"
+
+
+def test_missing_cid_times_out_with_one_line_and_unpin_works(tmp_path: Path,
+                                                             ipfs_api: str) -> None:
+    from mycelium.archive.errors import ArchiveError
+    from mycelium.archive.service import fetch
+
+    absent = cids.to_text(cids.cid_of(b"\xa1ano block with these bytes was ever imported"))
+    with IpfsClient(ipfs_api, timeout=2) as ipfs:
+        # js-ipfs ends the export after its timeout (HTTP 200, no block): a missing block
+        with pytest.raises(ArchiveError, match=absent) as caught:
+            fetch(ipfs, absent)
+        assert "\n" not in str(caught.value)
+        block = dagcbor.encode({"unpin": "me"})
+        root = ipfs.dag_import(car.write_car(cids.cid_of(block), [(cids.cid_of(block), block)]))
+        ipfs.pin_rm(root)
+        pins = httpx.post(f"{ipfs.url}/api/v0/pin/ls",
+                          params={"type": "recursive", "cid-base": "base32"}).json()
+        assert root not in json.dumps(pins)
