@@ -49,8 +49,8 @@ def make_app(gateway: Gateway, clock: Callable[[], int] = wall_ms) -> Starlette:
         return PlainTextResponse(exc.reason, status_code=exc.status)
 
     async def twilio(request: Request) -> Response:
-        raw = await _body(request)
         try:
+            raw = await _body(request)
             answer = gateway.accept_twilio(raw, request.headers.get("x-twilio-signature"),
                                            clock())
         except webhooks.WebhookError as exc:
@@ -64,8 +64,8 @@ def make_app(gateway: Gateway, clock: Callable[[], int] = wall_ms) -> Starlette:
             return refused(exc, "meta verify")
 
     async def meta(request: Request) -> Response:
-        raw = await _body(request)
         try:
+            raw = await _body(request)
             gateway.accept_meta(raw, request.headers.get("x-hub-signature-256"), clock())
         except webhooks.WebhookError as exc:
             return refused(exc, "meta")
@@ -91,8 +91,8 @@ def make_app(gateway: Gateway, clock: Callable[[], int] = wall_ms) -> Starlette:
         return JSONResponse({"challenge": base64.b64encode(challenge).decode()})
 
     async def link_post(request: Request) -> Response:
-        raw = await _body(request, limit=4096)
         try:
+            raw = await _body(request, limit=4096)
             response = base64.b64decode(raw, validate=True)
             result = gateway.finish_link(request.path_params["code"], response, clock())
         except (MyceliumError, ValueError) as exc:
@@ -118,11 +118,11 @@ def make_app(gateway: Gateway, clock: Callable[[], int] = wall_ms) -> Starlette:
 
 
 async def _body(request: Request, limit: int = webhooks.MAX_BODY_BYTES) -> bytes:
-    """The raw body, refused past ``limit`` bytes without reading it all."""
+    """The raw body; :class:`MalformedBody` past ``limit`` bytes, without reading it all."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            break
+            raise webhooks.MalformedBody(f"body exceeds {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks) if size <= limit else b"\x00" * (limit + 1)
+    return b"".join(chunks)

@@ -26,6 +26,8 @@ log = logging.getLogger("mycelium.gateway")
 GRAPH_TIMEOUT_S = 10.0
 #: Idle workers look at the database at least this often (cheap; covers missed wakeups).
 IDLE_POLL_S = 1.0
+#: Pause after an unexpected failure of a worker round (a bug or a database error).
+FAILURE_BACKOFF_S = 5.0
 
 
 class Waker:
@@ -94,7 +96,13 @@ class GatewayServer:
 
     async def _inbox_worker(self) -> None:
         while True:
-            if self.gateway.process_received(self.clock()):
+            try:
+                processed = self.gateway.process_received(self.clock())
+            except Exception:  # the database itself failed (disk full…): log, back off
+                log.exception("inbox processing failed; retrying in %.0f s", FAILURE_BACKOFF_S)
+                await trio.sleep(FAILURE_BACKOFF_S)
+                continue
+            if processed:
                 self._outbox.set()
                 await trio.lowlevel.checkpoint()
                 continue
@@ -102,9 +110,14 @@ class GatewayServer:
 
     async def _outbox_worker(self, post: Post) -> None:
         while True:
-            if await self.gateway.deliver_due(post, self.clock()):
+            try:
+                if await self.gateway.deliver_due(post, self.clock()):
+                    continue
+                due = self.gateway.db.next_due_ms()
+            except Exception:  # the database itself failed: log, back off
+                log.exception("outbox delivery failed; retrying in %.0f s", FAILURE_BACKOFF_S)
+                await trio.sleep(FAILURE_BACKOFF_S)
                 continue
-            due = self.gateway.db.next_due_ms()
             wait = IDLE_POLL_S if due is None else (due - self.clock()) / 1000
             await self._outbox.wait(min(IDLE_POLL_S, wait))
 

@@ -122,7 +122,15 @@ class Gateway:
         """Process stored messages not yet answered; returns how many."""
         rows = self.db.received(limit)
         for row in rows:
-            self._process(row.message, now_ms)
+            try:
+                self._process(row.message, now_ms)
+            except Exception:  # a bug on one message must not stop the inbox (or loop on it)
+                log.exception("message %s could not be processed", row.message.provider_id[-12:])
+                self.db.finish(row.message, intent="error", lang="en", listing=None,
+                               reply=replies.reply_text("not_listed", "en",
+                                                        reason="internal_error"),
+                               now_ms=now_ms)
+                self.db.count("process.internal_error")
         return len(rows)
 
     def _process(self, msg: webhooks.Inbound, now_ms: int) -> None:

@@ -188,3 +188,24 @@ async def test_closed_reply_window_is_recorded_with_the_providers_error(tmp_path
                        and gw.gateway.db.outbox()[0]["state"] == "failed")
         [row] = gw.gateway.db.outbox()
         assert "131047" in row["last_error"] and len(gw.graph.requests) == 1
+
+
+async def test_oversized_body_and_a_failing_message_do_not_stop_the_gateway(
+        tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gw:
+        huge = b"{" + b" " * (300 * 1024) + b"}"
+        refused = await gw.client.post("/webhooks/meta", content=huge, headers=meta_headers(huge))
+        assert refused.status_code == 400 and refused.text == "malformed_body"
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("a bug in the market code")
+
+        gw.gateway.market.offer = broken  # type: ignore[assignment,method-assign]
+        raw = whatsapp_body("wamid.P1", "I have 5kg of tomatoes")
+        await gw.client.post("/webhooks/meta", content=raw, headers=meta_headers(raw))
+        await wait_for(lambda: len(gw.graph.requests) == 1)
+        assert "internal_error" in gw.graph.requests[0]["body"]["text"]["body"]
+        assert gw.gateway.db.metrics()["process.internal_error"] == 1
+        later = whatsapp_body("wamid.P2", "help")
+        await gw.client.post("/webhooks/meta", content=later, headers=meta_headers(later))
+        await wait_for(lambda: len(gw.graph.requests) == 2)
