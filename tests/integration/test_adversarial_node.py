@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,11 @@ def _flip(raw: bytes) -> bytes:
     return dataclasses.replace(env, ct=ct, raw=b"").encode()
 
 
-async def rogue_session(rogue: NodeProcess, target: NodeProcess, port: int, mode: str) -> None:
-    """Run one sync session from ``rogue``'s identity against the node process ``target``."""
+async def rogue_session(rogue: NodeProcess, target: NodeProcess, port: int, mode: str,
+                        done: Callable[[dict[str, int]], bool]) -> None:
+    """Run one sync session from ``rogue``'s identity against the node process ``target``,
+    until ``done(target's metrics)`` says the target has handled the attack (a positive
+    signal polled with a bound, not a pause that a slow machine outlasts)."""
     identity = load_keystore(rogue.home / "keystore.json", PASSPHRASE)
     assert target.identity is not None
     with Soil.open(rogue.home / "soil.db", identity) as soil:
@@ -75,8 +79,14 @@ async def rogue_session(rogue: NodeProcess, target: NodeProcess, port: int, mode
                 if mode == "replay" and session.state is SessionState.LIVE:
                     index = session._offered.index(space)  # test-only peek at the offer order
                     await framed.framed.send(encode_frame(encode_message(Live(index, mine))))
-                await trio.sleep(2)
+                with trio.move_on_after(60):
+                    while not done((await target.status())["metrics"]):
+                        await trio.sleep(0.2)
                 nursery.cancel_scope.cancel()
+
+
+def _counted(metrics: dict[str, int], prefix: str) -> int:
+    return sum(v for k, v in metrics.items() if k.startswith(prefix))
 
 
 def _pub(peer_id: str) -> bytes:
@@ -116,9 +126,12 @@ async def test_misbehaving_peers_are_cut_off_and_the_node_keeps_serving(tmp_path
             encode_uvarint(64 << 20) + b"x" * 32,          # announces a 64 MiB frame
             encode_uvarint(5) + b"\xa1\x61t\x61z",         # well-framed, unknown message
         ])
-        await rogue_session(rogue, target, ports[0], "forge")
+        start = (await target.status())["metrics"]
+        await rogue_session(rogue, target, ports[0], "forge",
+                            lambda m: _counted(m, "rejected.") > _counted(start, "rejected."))
         before = (await target.status())["metrics"]
-        await rogue_session(rogue, target, ports[0], "replay")
+        await rogue_session(rogue, target, ports[0], "replay",
+                            lambda m: m.get("duplicates", 0) > before.get("duplicates", 0))
         after = (await target.status())["metrics"]
         assert after.get("duplicates", 0) > before.get("duplicates", 0), (before, after)
 
