@@ -150,10 +150,15 @@ class GatewayDB:
 
     def finish(self, message: Inbound, *, intent: str, lang: str, listing: str | None,
                reply: str, now_ms: int) -> None:
-        """Mark processed and queue its one reply, atomically (UNIQUE(inbound) in outbox)."""
+        """Mark processed, record the listing it made, and queue its one reply, atomically
+        (``UNIQUE(inbound)`` in outbox and listings: a second call changes nothing)."""
         with self.tx() as c:
             c.execute("UPDATE inbox SET state='done', intent=?, lang=?, listing=? "
                       "WHERE provider_id=?", (intent, lang, listing, message.provider_id))
+            if listing:
+                c.execute("INSERT OR IGNORE INTO listings VALUES (?,?,?,?,?,?)",
+                          (listing, message.sender, message.provider_id, message.channel,
+                           message.business_number, now_ms))
             state = OutState.SENT.value if message.channel == "twilio" else OutState.PENDING.value
             c.execute("INSERT OR IGNORE INTO outbox (inbound, channel, business, recipient, "
                       "body, state, next_ms, inbound_ms, sent_ms) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -217,12 +222,6 @@ class GatewayDB:
                       (did, now_ms, sender))
 
     # -- listings made here ------------------------------------------------------------
-    def add_listing(self, doc: str, sender: str, inbound: Inbound, now_ms: int) -> None:
-        with self.tx() as c:
-            c.execute("INSERT OR IGNORE INTO listings VALUES (?,?,?,?,?,?)",
-                      (doc, sender, inbound.provider_id, inbound.channel,
-                       inbound.business_number, now_ms))
-
     def listing_meta(self, doc: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT sender, channel, business_number, created_ms "
                                 "FROM listings WHERE doc=?", (doc,)).fetchone()

@@ -24,7 +24,7 @@ from mycelium.errors import MyceliumError
 from mycelium.gateway import core, replies, webhooks
 from mycelium.gateway.custody import Custody
 from mycelium.gateway.db import GatewayDB
-from mycelium.gateway.intent import parse
+from mycelium.gateway.intent import Parsed, parse
 from mycelium.gateway.market import Market, listing_id
 from mycelium.identity.auth import Challenge, ChallengeIssuer, ChallengeResponse
 from mycelium.identity.identity import Identity
@@ -168,14 +168,14 @@ class Gateway:
         self.db.add_sender(sender, ident.public_key, sealed, now_ms)
         return ident
 
-    def _offer(self, msg: webhooks.Inbound, parsed: Any, now_ms: int) -> tuple[str, str]:
+    def _offer(self, msg: webhooks.Inbound, parsed: Parsed, now_ms: int
+               ) -> tuple[str | None, str]:
         row = self.db.sender(msg.sender)
         if row is not None and row.linked_did:
-            return "", replies.reply_text("linked", parsed.lang, did=row.linked_did)
+            return None, replies.reply_text("linked", parsed.lang, did=row.linked_did)
         ident = self.custodial(msg.sender, now_ms)
         doc = listing_id(msg.provider_id)
         listing = self.market.offer(ident, doc, parsed, now_ms)
-        self.db.add_listing(doc, msg.sender, msg, now_ms)
         return doc, replies.reply_text("listed", parsed.lang, title=listing["title"],
                                        details=replies.details(listing, parsed.lang),
                                        link=self.link_for(doc))
