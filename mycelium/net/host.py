@@ -59,6 +59,9 @@ class HostLimits:
 
     connect_timeout: float = 10.0
     open_stream_timeout: float = 10.0
+    #: An inbound connection must finish Noise + Yamux within this (py-libp2p's default
+    #: is 10 s): stalled handshakes hold inbound connection slots until it expires.
+    inbound_handshake_timeout: float = 5.0
     #: Concurrent inbound sync streams, all peers together and per peer. A peer needs one
     #: session; a few more cover reconnect races.
     max_sync_streams: int = 64
@@ -468,6 +471,7 @@ def build_libp2p_host(identity: Identity, limits: HostLimits) -> Any:
         min_connections=0,
         low_watermark=0,
         dial_timeout=limits.connect_timeout,
+        inbound_upgrade_timeout=limits.inbound_handshake_timeout,
     )
     host = new_host(
         key_pair=key_pair,

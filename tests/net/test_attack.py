@@ -140,3 +140,16 @@ class _EmptyStore:
 
     def member_spaces(self) -> list[bytes]:
         return []
+
+
+async def test_connection_flood_from_fresh_ids_keeps_the_connection_limit() -> None:
+    limits = HostLimits(max_connections=8)
+    with trio.fail_after(60):
+        async with hosts(1, limits) as (server,), hosts(20) as clients:
+            ok = 0
+            for client in clients:
+                with contextlib.suppress(MyceliumError):
+                    await client.connect(server.addrs()[0])
+                    ok += 1
+            assert ok <= 8
+            assert len(server.connected_peers()) <= 8
