@@ -407,13 +407,19 @@ class Soil:
             self._metrics["internal_error"] += 1
 
     def retry_deferred(self, space: bytes) -> None:
-        """Apply deferred deltas whose time has come (call now and then on a quiet node;
-        every ingest and local write also does it)."""
+        """Apply deferred deltas whose time has come and drop strangers' pending rows
+        that expired (call now and then on a quiet node; every ingest and local write
+        also does the first)."""
         mem = self._mem(space)
-        if not mem.deferred.get("clock_drift"):
+        now = self.wall()
+        due = mem.deferred.get("clock_drift")
+        stale = bool(mem.strangers) and next(iter(mem.strangers.values())) <= (
+            now - PENDING_STRANGER_TTL_MS)
+        if not due and not stale:
             return
         work = _Work(space)
         with self._tx():
+            self._expire_strangers(work, mem, now)
             self._retry_deferred(work)
             self._flush(work)
         self._hub.publish(work.changes)
