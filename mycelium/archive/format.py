@@ -194,11 +194,18 @@ def parse_stream(stream: bytes) -> Contents:
     header = _header(bytes(header_raw))
     first = pos
     envelopes: list[bytes] = []
-    while True:
-        item, pos = _item(view, pos, MAX_ENVELOPE_BYTES)
-        if not item:
+    append, unpack, end = envelopes.append, _U32.unpack_from, len(stream) - 4
+    while True:  # _item inlined: this loop runs once per envelope
+        if pos > end:
+            raise BadArchive("stream ends inside an item length")
+        (size,) = unpack(stream, pos)
+        pos += 4
+        if not size:
             break
-        envelopes.append(bytes(item))
+        if size > MAX_ENVELOPE_BYTES or pos + size > len(stream):
+            raise BadArchive(f"stream item of {size} bytes at {pos - 4} is too long")
+        append(stream[pos:pos + size])
+        pos += size
     if any(view[pos:]):
         raise BadArchive("stream padding is not zero")
     digest = hashlib.sha256(view[first:pos]).digest()  # the items and the terminator

@@ -140,3 +140,32 @@ def test_personal_archive_opens_only_with_the_same_seed(tmp_path: Path) -> None:
 def test_personal_label_is_its_own() -> None:
     assert keyslots.PERSONAL_KEY_LABEL not in LABELS
     assert keyslots.personal_wrap_key(ADMIN) != keyslots.personal_wrap_key(MEMBER)
+
+
+def _stream(envelopes: list[bytes], tail: bytes = b"\0\0\0\0") -> bytes:
+    """A stream as build() lays it out (header signed by ADMIN), with a chosen tail."""
+    import struct
+
+    from mycelium.codec import cbor
+    from mycelium.spaces.genesis import make_genesis
+
+    genesis = make_genesis(ADMIN, "g", "community", 0)
+    items = b"".join(struct.pack(">I", len(e)) + e for e in envelopes)
+    body = {"v": 1, "genesis": genesis, "space": hashlib.sha256(genesis).digest(),
+            "created_ms": 0, "count": len(envelopes),
+            "digest": hashlib.sha256(items + b"\0\0\0\0").digest(), "signer": ADMIN.public_key}
+    sig = ADMIN.signing_key.sign(fmt.SIGN_DOMAIN + cbor.encode(body))
+    header = cbor.encode({**body, "sig": sig})
+    return struct.pack(">I", len(header)) + header + items + tail
+
+
+def test_stream_parsing_refuses_what_build_never_writes() -> None:
+    assert fmt.parse_stream(_stream([b"a", b"bc"]) + bytes(7)).envelopes == [b"a", b"bc"]
+    with pytest.raises(BadArchive, match="padding is not zero"):
+        fmt.parse_stream(_stream([b"a"]) + b"\1")
+    with pytest.raises(BadArchive, match="ends inside an item length"):
+        fmt.parse_stream(_stream([b"a"], tail=b"\0\0"))
+    with pytest.raises(BadArchive, match="too long"):
+        fmt.parse_stream(_stream([b"a"], tail=b"\0\0\0\x09abc"))
+    with pytest.raises(BadSignature, match="signed header"):
+        fmt.parse_stream(_stream([b"a"], tail=b"\0\0\0\1b\0\0\0\0"))
