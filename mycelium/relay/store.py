@@ -251,6 +251,7 @@ class RelayStore:
 
     def usage(self) -> dict[str, int]:
         return {"spaces": len(self._spaces),
+                "envelopes": sum(s for h in self._spaces.values() for s, _ in h.heads.values()),
                 "bytes": sum(h.bytes for h in self._spaces.values()),
                 "pending": sum(h.pending_count for h in self._spaces.values())}
 

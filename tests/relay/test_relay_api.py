@@ -146,7 +146,7 @@ async def test_registration_by_a_non_member_keeps_nothing(tmp_path: Path) -> Non
                                  headers={"Authorization": await auth_header(
                                      client, relay, com.c.identity)})
         assert (resp.status_code, _reason(resp)) == (403, "not_member")
-        assert relay.store.usage() == {"spaces": 0, "bytes": 0, "pending": 0}
+        assert relay.store.usage() == {"spaces": 0, "envelopes": 0, "bytes": 0, "pending": 0}
         assert not relay.store.hosts(com.space)
 
 

@@ -87,7 +87,7 @@ def test_registration_refusals(tmp_path: Path) -> None:
     assert bad.value.reason == "bad_genesis"
     with pytest.raises(Forbidden):
         store.register(com.a.genesis(com.space), [], com.b.identity.public_key)
-    assert store.usage() == {"spaces": 0, "bytes": 0, "pending": 0}
+    assert store.usage() == {"spaces": 0, "envelopes": 0, "bytes": 0, "pending": 0}
     store.register(com.a.genesis(com.space), [], com.a.identity.public_key)
     personal = service.ensure_personal_space(com.a)
     with pytest.raises(Limited) as limited:
