@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.ci import CI
+
+__all__ = ["CI", "examples"]
 
 
 def examples(*, ci: int, local: int) -> int:

@@ -12,7 +12,7 @@ import os
 
 from hypothesis import settings
 
-from tests.budget import CI
+from tests.ci import CI
 
 settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
 settings.register_profile("dev", max_examples=50, deadline=None)

@@ -25,6 +25,7 @@ from mycelium.net.mdns import (
     instance_name,
     peer_from_addrs,
 )
+from tests.ci import unavailable
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,7 +64,7 @@ async def _start_or_skip(disc: MdnsDiscovery) -> MdnsDiscovery:
     try:
         return await disc.__aenter__()
     except OSError as exc:
-        pytest.skip(f"zeroconf cannot use 127.0.0.1 multicast here: {exc!r}")
+        unavailable(f"zeroconf cannot use 127.0.0.1 multicast here: {exc!r}")
 
 
 async def test_loopback_discovery_in_one_process() -> None:
@@ -191,9 +192,9 @@ async def _run_probes(prefix: str, n: int, extra: list[str]) -> list[list[dict[s
 
 def _need_root() -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root for ip netns (run as root to include it)")
+        unavailable("needs root for ip netns (run as root to include it)")
     if shutil.which("ip") is None:
-        pytest.skip("iproute2 'ip' not installed")
+        unavailable("iproute2 'ip' not installed")
 
 
 @pytest.mark.root

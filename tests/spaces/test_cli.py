@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,10 +13,6 @@ import pytest
 
 MYCELIUM = Path(sys.executable).with_name("mycelium")
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("mycelium.store.local") is None or not MYCELIUM.exists(),
-    reason="needs the store (mycelium.store.local) and the installed console script",
-)
 
 
 def run(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,6 @@ from mycelium.spaces.errors import NoEpochKey
 from mycelium.spaces.invite import decode_invite
 
 from .conftest import ident
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("mycelium.store.soil") is None,
-                                reason="needs mycelium.store.soil")
 
 A, B, C = ident(1), ident(2), ident(3)
 

@@ -15,7 +15,6 @@ from mycelium.paths import NodePaths
 from mycelium.store.local import open_local_soil
 
 MYCELIUM = Path(sys.executable).with_name("mycelium")
-pytestmark = pytest.mark.skipif(not MYCELIUM.exists(), reason="console script not installed")
 ENV = {**os.environ, "MYCELIUM_PASSPHRASE": "pw", "MYCELIUM_INSECURE_FAST_KDF": "1"}
 
 
