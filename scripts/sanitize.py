@@ -100,8 +100,10 @@ def step(name: str, cmd: list[str], env: dict[str, str], timeout: float) -> bool
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=timeout)
         out, code = done.stdout + done.stderr, done.returncode
-    except subprocess.TimeoutExpired as exc:
-        out = f"{exc.stdout or ''}{exc.stderr or ''}\n(timed out after {timeout:.0f} s)"
+    except subprocess.TimeoutExpired as exc:  # its output may be bytes despite text=True
+        parts = [p.decode(errors="replace") if isinstance(p, bytes) else p or ""
+                 for p in (exc.stdout, exc.stderr)]
+        out = f"{''.join(parts)}\n(timed out after {timeout:.0f} s)"
         code = -1
     reports = [r for r in REPORTS if r in out]
     ok = code == 0 and not reports
