@@ -31,15 +31,20 @@ def load_testnode() -> ModuleType:
     return module
 
 
+def require_installed(missing: str | None) -> None:
+    """Fail in CI, skip elsewhere, when the node cannot run (``missing`` says why)."""
+    if missing is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"the archive tests need the IPFS test node: {missing}")
+    pytest.skip(f"IPFS test node not installed: {missing}")
+
+
 @pytest.fixture(scope="session")
 def ipfs_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A running js-ipfs daemon on loopback (offline); ``.api_url``, ``.repo``."""
     testnode = load_testnode()
-    missing = testnode.installed()
-    if missing is not None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"the archive tests need the IPFS test node: {missing}")
-        pytest.skip(f"IPFS test node not installed: {missing}")
+    require_installed(testnode.installed())
     node = testnode.JsIpfsNode.start(tmp_path_factory.mktemp("ipfs"))
     try:
         yield node
