@@ -8,14 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.ci import unavailable
+
 NOT_ROOT_REASON = "needs root for network namespaces (run as root or in `unshare -rn --mount`)"
-
-
-def _unavailable(reason: str) -> None:
-    """Outside CI a visible skip; in CI (``CI=true``) a failure: CI must run these."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -23,10 +18,10 @@ def root_lan_tools() -> Iterator[None]:
     """Skip visibly (fail in CI) when not root or tools are missing; remove any msim-
     leftovers after."""
     if os.geteuid() != 0:
-        _unavailable(NOT_ROOT_REASON)
+        unavailable(NOT_ROOT_REASON)
     missing = [t for t in ("ip", "nft", "tc") if shutil.which(t) is None]
     if missing:
-        _unavailable(f"missing tools {missing}: apt-get install -y iproute2 nftables")
+        unavailable(f"missing tools {missing}: apt-get install -y iproute2 nftables")
     yield
     from simnet.lan import cleanup_leftovers
 
