@@ -128,7 +128,11 @@ def test_the_trampolines_load_only_once(fresh_loader: Any, monkeypatch: pytest.M
                                         ) -> None:
     calls = []
     real = accel._load
-    monkeypatch.setattr(accel, "_load", lambda: calls.append(1) or real())
+    def counted() -> None:
+        calls.append(1)
+        real()
+
+    monkeypatch.setattr(accel, "_load", counted)
     held = [accel._trampoline(name) for name in ("decode_envelope", "chain_runs")]
     raw = samples.chain(1)[0].raw
     assert held[0](raw) is not None  # a caller that kept the trampoline still works
@@ -165,6 +169,10 @@ class _Slotted:
     __slots__ = ("a", "b")
 
 
+def _slot(cls: type, name: str) -> Any:
+    return getattr(cls, name)  # the member descriptor
+
+
 def _bad_configurations() -> list[dict[str, Any]]:
     from dataclasses import fields
 
@@ -178,10 +186,10 @@ def _bad_configurations() -> list[dict[str, Any]]:
         {"types": (Envelope, float, Op, Timestamp)},        # items written into a float
         {"types": (Envelope, Payload, Op, 3)},
         {"setters": tuple(setters[:-1])},
-        {"setters": (*setters[:-1], DocState.fields)},      # another class's slot
+        {"setters": (*setters[:-1], _slot(DocState, "fields"))},  # another class's slot
         {"setters": (*setters[:-1], property(lambda s: 1))},  # not a slot at all
-        {"docs": (DocState, _Slotted.a, _Slotted.b)},
-        {"docs": (float, DocState.fields, DocState.tomb)},
+        {"docs": (DocState, _slot(_Slotted, "a"), _slot(_Slotted, "b"))},
+        {"docs": (float, _slot(DocState, "fields"), _slot(DocState, "tomb"))},
         {"docs": (DocState,)},
         {"pointers": (0, 1)}, {"pointers": ("x", 1)}, {"pointers": (1,)},
         {"limits": (10, 10, 10**6, 1, 1, 1, 1, 1)},         # more ops than read_ops holds

@@ -96,7 +96,7 @@ def _check_verdict(run: list[Envelope], batch: list[Envelope], k: int,
     space = run[0].space
     head = run[0].seq - 1
     prior = run[0].prev
-    heads = {run[0].author: (head, prior)} if head else {}
+    heads: dict[bytes, Any] = {run[0].author: (head, prior)} if head else {}
     with path():
         verdict = validate.validate_batch(space, [e.raw for e in batch], heads,
                                           lambda a, s: None)
