@@ -162,7 +162,8 @@ class SyncLimits:
     max_inflight_bytes: int = 16 << 20
     max_out_bytes: int = 1 << 20
     #: WANT/VV for a space that do not advance what the peer declared holding (of what
-    #: we hold) are tolerated this many times per space; one more is ``stale_want``.
+    #: we hold) are tolerated this many times in a row per space; one more is
+    #: ``stale_want``.
     stale_wants: int = 3
     #: Envelopes sent again below what we believed the peer held (after its WANT/VV):
     #: at most ``resend_bytes`` plus ``resend_factor`` times what we sent fresh, per
@@ -632,8 +633,8 @@ class SyncSession:
     def _redeclared(self, sh: _Shared, vv: VersionVector) -> None:
         """Police a VV/WANT (sync.md §6.1): it resets our view of the peer, so each one
         can make us send the space again. One that does not advance what the peer
-        declared before (counting only what we hold) is stale: ``stale_wants`` are
-        tolerated, one more ends the session. What we send below our old view is a
+        declared before (counting only what we hold) is stale: ``stale_wants`` in a row
+        are tolerated, one more ends the session. What we send below our old view is a
         resend, charged to the session's resend budget in :meth:`_send_batch`."""
         local = self.store.version_vector(sh.space)
         declared = sh.declared
@@ -645,7 +646,9 @@ class SyncSession:
                 advanced = True
         if sh.view is None:
             return  # the first declaration for this space
-        if not advanced:
+        if advanced:
+            sh.stale = 0  # only a run of stale ones is suspicious (resends are budgeted)
+        else:
             sh.stale += 1
             self.stats.stale_wants_in += 1
             if sh.stale > self.limits.stale_wants:

@@ -36,7 +36,7 @@ MAX_REASON_BYTES = 256  # 64 characters of up to 4 UTF-8 bytes
 MAX_SALT_BYTES = 64
 AUTHOR_BYTES = 32
 KNOWN_TAGS = frozenset({"hello", "vv", "env", "live", "ack", "done", "want", "bye", "err",
-                        "have", "prune"})
+                        "have", "prune", "heads"})
 
 _UINT, _BYTES, _TEXT, _ARRAY, _MAP = 0, 2, 3, 4, 5
 
@@ -207,6 +207,8 @@ def read_message_map(payload: bytes, limits: MessageLimits) -> dict[str, Any]:
             value = [credit_n, credit_b]
         elif key == "r":
             value, pos = _text(buf, pos, MAX_REASON_BYTES, "error reason")
+        elif key == "h":  # HEADS: 8 bytes per vector entry (messages.HEAD_PREFIX_BYTES)
+            value, pos = _string(buf, pos, _BYTES, 8 * limits.max_vector_entries, "heads")
         else:
             # A key no message of this version has: an extra field of a message we
             # know, or else a message we do not know.
