@@ -133,16 +133,18 @@ class SpaceState:
         """
         self.apply_many([env])
 
-    def apply_many(self, envs: list[Envelope]) -> None:
+    def apply_many(self, envs: list[Envelope], *, stored: bool = False) -> None:
         """Apply several CONTROL envelopes with at most one replay (used when loading).
 
         All or nothing: if one envelope can never be valid, it raises and none is applied.
+        ``stored``: they come from this node's own store, checked when they arrived, so
+        delegation certificates are not verified again (protocols/delegation.md §5).
         """
         new: dict[bytes, _Entry] = {}
         certs: list[delegation.Certificate] = []
         for env in envs:
             if delegation.is_delegation(env.ct):
-                certs.append(delegation.certificate_of(env, self.space_id))
+                certs.append(delegation.certificate_of(env, self.space_id, verify=not stored))
                 continue
             entry = self._entry(env)
             if entry is not None:

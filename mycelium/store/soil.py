@@ -209,7 +209,7 @@ class Soil:
         mem = _SpaceMem(state=state, codec=DocCodec(space, key))
         controls = [envelope_mod.decode(bytes(r)) for (r,) in self.conn.execute(
             "SELECT raw FROM envelopes WHERE space=? AND kind=1 ORDER BY author, seq", (space,))]
-        state.apply_many(controls)
+        state.apply_many(controls, stored=True)
         mem.control_authors = {e.author for e in controls}
         for author, seq, head in self.conn.execute(
                 "SELECT author, seq, head FROM vv WHERE space=?", (space,)):

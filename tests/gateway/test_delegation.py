@@ -125,3 +125,15 @@ def test_invites_stay_small_with_many_delegates(market: tuple, tmp_path: Path) -
         service.join(soil_l, code)
         assert _sync(soil_g, soil_l, space) == []
         assert len(soil_l.space_state(space).delegations) == 150
+
+
+def test_a_reopened_store_keeps_its_delegates(tmp_path: Path) -> None:
+    gw, sender = Identity.generate(), Identity.generate()
+    with Soil.open(tmp_path / "g.db", gw) as soil:
+        space = service.create_space(soil, "market")
+        soil.append(space, Kind.CONTROL, _certify(gw, space, sender), signer=sender)
+        soil.put_doc(space, "products", "a", LISTING, signer=sender)
+    with Soil.open(tmp_path / "g.db", gw) as soil:  # loads without re-verifying certificates
+        assert len(soil.space_state(space).delegations) == 1
+        soil.put_doc(space, "products", "b", LISTING, signer=sender)
+        assert [d["_id"] for d in soil.list_docs(space, "products")] == ["a", "b"]
