@@ -20,9 +20,9 @@ def relay(
                                "(plain HTTP only on loopback)."),
     tls_cert: str | None = typer.Option(None, "--tls-cert", help="TLS certificate (PEM)."),
     tls_key: str | None = typer.Option(None, "--tls-key", help="TLS private key (PEM)."),
-    public_url: str | None = typer.Option(
-        None, "--public-url", help="URL clients use (behind a reverse proxy); its origin is "
-        "the audience clients sign for."),
+    public_url: list[str] = typer.Option(  # noqa: B008
+        [], "--public-url", help="URL clients use (behind a reverse proxy; repeatable); its "
+        "origin is the audience clients sign for."),
     data: str | None = typer.Option(None, "--data", help="Directory for relay.db "
                                     "(default HOME/relay)."),
     space_quota_mb: int = typer.Option(256, "--space-quota-mb", help="Storage per space."),
@@ -37,7 +37,8 @@ def relay(
 
     configure_logging()
     config = RelayConfig(
-        listen=listen, tls_cert=tls_cert, tls_key=tls_key, public_url=public_url, data=data,
+        listen=listen, tls_cert=tls_cert, tls_key=tls_key, public_urls=list(public_url),
+        data=data,
         store_limits=StoreLimits(space_bytes=space_quota_mb << 20,
                                  identity_bytes=identity_quota_mb << 20))
 

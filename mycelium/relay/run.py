@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ class RelayConfig:
     listen: str = "127.0.0.1:8470"
     tls_cert: str | None = None
     tls_key: str | None = None
-    public_url: str | None = None
+    #: URLs clients use (behind proxies or several names); default: the bound URL.
+    public_urls: list[str] = field(default_factory=list)
     data: str | None = None
     limits: RelayLimits | None = None
     store_limits: StoreLimits | None = None
@@ -118,9 +119,8 @@ async def serve_relay(identity: Identity, store: RelayStore, config: RelayConfig
 
         binds = await nursery.start(serve, app, hc)
         bound = str(binds[0])
-        public = config.public_url or bound
-        service = RelayService(store, identity, origin_of(public),
-                               limits=config.limits)
+        origins = [origin_of(u) for u in config.public_urls] or [origin_of(bound)]
+        service = RelayService(store, identity, origins, limits=config.limits)
         holder["app"] = make_app(service)
         log.info("relay %s serving %s (public origin %s)", identity.did, bound,
                  service.relay.origin)

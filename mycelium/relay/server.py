@@ -64,16 +64,18 @@ def make_app(service: RelayService) -> Starlette:
 
     async def challenge(request: Request) -> Response:
         service.admit_handshake(_ip(request))
+        origin = service.origin_for(request.headers.get("host"))
         body = await _body(request, service.limits.max_body_bytes)
+        issuer = service.issuer_for(origin)
         out: dict[str, Any] = {"did": service.did,
-                               "challenge": service.issuer.issue(service.clock()).to_cbor()}
+                               "challenge": issuer.issue(service.clock()).to_cbor()}
         if body:
             msg = _cbor_map(body)
             theirs = msg.get("challenge")
             if not isinstance(theirs, bytes):
                 raise BadRequest("body must be {challenge: bytes}")
             try:
-                out["proof"] = service.relay.prove(theirs)
+                out["proof"] = service.relay_for(origin).prove(theirs)
             except AuthError as exc:
                 raise BadRequest(str(exc), reason=exc.reason) from exc
         return Response(cbor.encode(out), media_type=CBOR)
@@ -81,7 +83,9 @@ def make_app(service: RelayService) -> Starlette:
     def client(request: Request) -> bytes:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        pub = service.authenticate(token.strip() if scheme.lower() == "mycelium" else None)
+        origin = service.origin_for(request.headers.get("host"))
+        pub = service.authenticate(token.strip() if scheme.lower() == "mycelium" else None,
+                                   origin)
         wait = service.charge_frames(pub, _ip(request))
         if wait:
             raise Limited("too many requests", retry_after=wait)
@@ -191,7 +195,8 @@ async def _serve_websocket(service: RelayService, websocket: WebSocket) -> None:
     try:
         with trio.fail_after(service.limits.handshake_timeout_s):
             service.admit_handshake(ip)
-            pub = await _handshake(service, transport)
+            origin = service.origin_for(websocket.headers.get("host"))
+            pub = await _handshake(service, transport, origin)
             service.admit_session(pub)
             await transport.send(handshake.encode({"t": "ok", "did": _did(pub)}))
             started = await _pre_session(service, transport, pub)
@@ -212,16 +217,18 @@ async def _serve_websocket(service: RelayService, websocket: WebSocket) -> None:
     await _close_quietly(websocket, 1000, "bye")
 
 
-async def _handshake(service: RelayService, transport: _StarletteTransport) -> bytes:
+async def _handshake(service: RelayService, transport: _StarletteTransport, origin: str
+                     ) -> bytes:
     hello = handshake.decode(await _recv(transport))
+    issuer = service.issuer_for(origin)
     try:
-        await transport.send(handshake.challenge_message(service.relay, service.issuer, hello,
-                                                         service.clock()))
+        await transport.send(handshake.challenge_message(service.relay_for(origin), issuer,
+                                                         hello, service.clock()))
     except AuthError as exc:
         raise BadRequest(str(exc), reason=exc.reason) from exc
     msg = handshake.decode(await _recv(transport))
     try:
-        return handshake.verify_auth(service.issuer, msg, service.clock())
+        return handshake.verify_auth(issuer, msg, service.clock())
     except AuthError as exc:
         from mycelium.relay.errors import Unauthenticated
 

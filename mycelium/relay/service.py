@@ -12,15 +12,16 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from mycelium.identity.auth import AuthError, ChallengeIssuer
 from mycelium.identity.didkey import did_from_public_key, public_key_from_did
 from mycelium.identity.identity import Identity
 from mycelium.relay.driver import MessageSessionDriver
-from mycelium.relay.errors import Limited, Unauthenticated, Unavailable
+from mycelium.relay.errors import BadRequest, Limited, Unauthenticated, Unavailable
 from mycelium.relay.handshake import RelayIdentity
 from mycelium.relay.limits import KeyedBuckets, RelayLimits
 from mycelium.relay.store import RelayStore
@@ -48,15 +49,22 @@ class RelayMetrics:
 class RelayService:
     """Shared state of one relay process (one trio thread)."""
 
-    def __init__(self, store: RelayStore, identity: Identity, origin: str, *,
+    def __init__(self, store: RelayStore, identity: Identity, origins: str | Sequence[str], *,
                  limits: RelayLimits | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.relay = RelayIdentity(identity, origin)
         self.limits = limits if limits is not None else RelayLimits()
         self.clock = clock
         lim = self.limits
-        self.issuer = ChallengeIssuer(origin, lim.challenge_ttl_s)
+        #: Origins clients may reach this relay under (``--public-url``, repeatable: a relay
+        #: behind several names or proxies); each has its own challenge audience.
+        self.origins = [origins] if isinstance(origins, str) else list(origins)
+        if not self.origins:
+            raise ValueError("a relay needs at least one origin")
+        self._relays = {o: RelayIdentity(identity, o) for o in self.origins}
+        self._issuers = {o: ChallengeIssuer(o, lim.challenge_ttl_s) for o in self.origins}
+        self.relay = self._relays[self.origins[0]]
+        self.issuer = self._issuers[self.origins[0]]
         self.handshakes_ip = KeyedBuckets(lim.handshakes_per_ip, lim.handshake_burst_ip)
         self.handshakes_id = KeyedBuckets(lim.handshakes_per_identity,
                                           lim.handshake_burst_identity)
@@ -71,6 +79,28 @@ class RelayService:
     def did(self) -> str:
         return self.relay.identity.did
 
+    def origin_for(self, host: str | None) -> str:
+        """The origin a request was addressed to (its ``Host`` header), among ours. With one
+        origin that one (a reverse proxy may rewrite ``Host``); else ``wrong_origin``."""
+        if len(self.origins) == 1:
+            return self.origins[0]
+        want = (host or "").lower()
+        for origin in self.origins:
+            parts = urlsplit(origin)
+            default = 443 if parts.scheme == "https" else 80
+            names = {parts.netloc.lower()}
+            if parts.port == default:
+                names.add((parts.hostname or "").lower())
+            if want in names:
+                return origin
+        raise BadRequest(f"this relay does not answer as {host!r}", reason="wrong_origin")
+
+    def issuer_for(self, origin: str) -> ChallengeIssuer:
+        return self._issuers[origin]
+
+    def relay_for(self, origin: str) -> RelayIdentity:
+        return self._relays[origin]
+
     # -- admission ------------------------------------------------------------------
     def admit_handshake(self, ip: str) -> None:
         """Raise :class:`Limited` when ``ip`` asks for challenges too often."""
@@ -79,7 +109,7 @@ class RelayService:
             self.metrics.refuse("rate_limited")
             raise Limited("too many handshakes from this address", retry_after=wait)
 
-    def authenticate(self, response: bytes | str | None) -> bytes:
+    def authenticate(self, response: bytes | str | None, origin: str | None = None) -> bytes:
         """The client's public key from a challenge response (bytes, or base64url text
         from an ``Authorization: Mycelium …`` header); :class:`Unauthenticated` with the
         auth reason otherwise. Also charges the identity's handshake budget."""
@@ -94,7 +124,8 @@ class RelayService:
                 raise Unauthenticated("auth header is not base64url",
                                       reason="malformed_auth") from exc
         try:
-            did = self.issuer.verify(response, self.clock())
+            issuer = self.issuer if origin is None else self._issuers[origin]
+            did = issuer.verify(response, self.clock())
             pub = public_key_from_did(did)
         except AuthError as exc:
             self.metrics.refuse(exc.reason)
@@ -170,7 +201,8 @@ class RelayService:
 
     # -- REST helpers ---------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        return {"did": self.did, "origin": self.relay.origin, "protocol": "mycelium-relay/1",
+        return {"did": self.did, "origin": self.relay.origin, "origins": self.origins,
+                "protocol": "mycelium-relay/1",
                 "sessions": sum(len(s) for s in self.sessions.values()),
                 "usage": self.store.usage()}
 

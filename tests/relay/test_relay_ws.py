@@ -169,3 +169,25 @@ async def test_frame_flood_ends_the_session_rate_limited(tmp_path: Path) -> None
         await _until(lambda: la.status.last_error == "rate_limited")
         assert relay.service.metrics.refused["rate_limited"] >= 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_relay_answers_under_each_public_origin(tmp_path: Path) -> None:
+    from simnet.backends.process import free_port
+
+    com = community(tmp_path)
+    port = free_port()
+    urls = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    async with running_relay(tmp_path, port=port, public_urls=urls) as relay:
+        for url in urls:  # the client signs for the origin it dialled
+            async with connect(RelayUrl.parse(url), com.a.identity,
+                               expected_did=relay.service.did) as conn:
+                assert conn.relay_did == relay.service.did
+        other = free_port()
+        async with running_relay(tmp_path / "b", port=other,
+                                 public_urls=[f"http://localhost:{other}",
+                                              f"http://localhost:{free_port()}"]):
+            with pytest.raises(HandshakeError) as err:
+                async with connect(RelayUrl.parse(f"http://127.0.0.1:{other}"),
+                                   com.a.identity, expected_did=None):
+                    pass
+            assert err.value.reason == "wrong_origin"

@@ -44,7 +44,7 @@ ORIGINS = [
 
 REFUSALS: list[tuple[type[RelayError], list[str]]] = [
     (BadRequest, ["bad_request", "bad_cbor", "bad_genesis", "bad_space_id", "bad_vector",
-                  "unexpected_message"]),
+                  "unexpected_message", "wrong_origin"]),
     (Unauthenticated, ["unauthenticated", "malformed_auth", "wrong_audience",
                        "challenge_expired", "challenge_reused", "unknown_challenge",
                        "challenge_mismatch", "bad_signature"]),
