@@ -156,7 +156,8 @@ def parse_twilio(params: Sequence[tuple[str, str]], now_ms: int) -> Inbound:
     if p.get("Latitude") and p.get("Longitude") and not body:
         body = f"@{p['Latitude']},{p['Longitude']}"
     phone = sender.removeprefix("whatsapp:")
-    return Inbound(provider_id=sid[:64], channel="twilio", sender="wa:" + phone[:64],
+    scheme = "wa:" if sender.startswith("whatsapp:") else "sms:"
+    return Inbound(provider_id=sid[:64], channel="twilio", sender=scheme + phone[:64],
                    reply_to=sender[:80], business=to[:80], text=body[:MAX_TEXT_CHARS],
                    name=(p.get("ProfileName") or None), timestamp_ms=now_ms,
                    business_number=to.removeprefix("whatsapp:")[:32])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -209,3 +210,19 @@ async def test_oversized_body_and_a_failing_message_do_not_stop_the_gateway(
         later = whatsapp_body("wamid.P2", "help")
         await gw.client.post("/webhooks/meta", content=later, headers=meta_headers(later))
         await wait_for(lambda: len(gw.graph.requests) == 2)
+
+
+async def test_whatsapp_delivery_statuses_are_recorded(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gw:
+        raw = json.dumps({"object": "whatsapp_business_account", "entry": [{"changes": [{
+            "value": {"metadata": {"phone_number_id": "PN1"}, "statuses": [{
+                "id": "wamid.out1", "status": "failed", "recipient_id": "5511988887777",
+                "timestamp": "1764979300",
+                "errors": [{"code": 131047, "title": "Re-engagement message"}]}]}}]}]}).encode()
+        ok = await gw.client.post("/webhooks/meta", content=raw, headers=meta_headers(raw))
+        assert ok.status_code == 200
+        row = gw.gateway.db.conn.execute(
+            "SELECT status, recipient, error FROM statuses WHERE provider_id='wamid.out1'"
+        ).fetchone()
+        assert row[0] == "failed" and row[1] == "5511988887777" and "131047" in row[2]
+        assert gw.gateway.db.metrics()["statuses"] == 1
