@@ -2,10 +2,11 @@
 
 Both are operations of :mod:`mycelium.node.ops` (``archive_push`` / ``archive_pull``), run
 by the node when one is running (it then syncs the restored space's tail with its peers)
-or on the store opened here. A pull without a running node opens the store *without*
-creating the personal space first: on a device rebuilt by guardian recovery that is what
-lets the personal archive restore the personal space's own history (creating it first
-would start a second, conflicting history of the same identity).
+or on the store opened here (``--peer`` then syncs the tail once: ``archive/tail.py``).
+A pull without a running node opens the store *without* creating the personal space
+first: on a device rebuilt by guardian recovery that is what lets the personal archive
+restore the personal space's own history (creating it first would start a second,
+conflicting history of the same identity).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def push(
 def pull(
     cid: str = typer.Argument(..., help="Root CID of an archive (bafyrei…)."),
     ipfs_api: str | None = IpfsApiOption,
+    peers: list[str] = typer.Option(  # noqa: B008 (typer's idiom)
+        [], "--peer", help="Then sync the tail once from this peer (/ip4/…/tcp/…/p2p/…); "
+                           "repeatable. A running node syncs by itself."),
     home: str | None = HomeOption, as_json: bool = JsonOption,
 ) -> None:
     """Restore a space from an archive: verify every block, decrypt, check, ingest."""
@@ -58,12 +62,19 @@ def pull(
     if remote is not None:
         data = remote.call("archive_pull", cid=cid, ipfs_api=ipfs_api)
     else:
-        data = _pull_local(paths, cid, ipfs_api)
-    emit(data, as_json, f"restored {data['kind']} space {data['name']} {data['space_id']}: "
-                        f"{data['accepted']} new of {data['envelopes']} deltas")
+        data = _pull_local(paths, cid, ipfs_api, peers)
+    human = (f"restored {data['kind']} space {data['name']} {data['space_id']}: "
+             f"{data['accepted']} new of {data['envelopes']} deltas")
+    for tail in data.get("tail", []):
+        human += (f"\ntail from {tail['peer']}: {tail['received']} new"
+                  + (f" ({tail['error']})" if tail["error"] else ""))
+    emit(data, as_json, human)
 
 
-def _pull_local(paths: Any, cid: str, ipfs_api: str | None) -> dict[str, Any]:
+def _pull_local(paths: Any, cid: str, ipfs_api: str | None, peers: list[str]) -> dict[str, Any]:
+    import trio
+
+    from mycelium.archive.tail import sync_tail
     from mycelium.identity.keystore import load_keystore
     from mycelium.node.ops import LocalOps
     from mycelium.spaces.service import ensure_personal_space
@@ -74,4 +85,6 @@ def _pull_local(paths: Any, cid: str, ipfs_api: str | None) -> dict[str, Any]:
     with Soil.open(paths.soil, identity) as soil:
         data = LocalOps(soil).call("archive_pull", cid=cid, ipfs_api=ipfs_api)
         ensure_personal_space(soil)
+        if peers:
+            data["tail"] = trio.run(sync_tail, soil, bytes.fromhex(data["space_id"]), peers)
     return data

@@ -2,7 +2,8 @@
 
 Real ``mycelium run`` processes on loopback (py-libp2p) and the real IPFS node: the
 member never joined by invite code; the archive is all it starts from. The writer keeps
-writing after the archive; the running member's node fetches those deltas by sync.
+writing after the archive; the running member's node fetches those deltas by sync, and a
+member whose node is not running gets them with ``archive pull --peer``.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ async def _put(node: NodeProcess, doc_id: str, title: str) -> None:
 async def test_restore_from_cid_then_sync_the_tail(tmp_path: Path, ipfs_api: str) -> None:
     writer = NodeProcess("writer", tmp_path / "writer", direct_api=True)
     member = NodeProcess("member", tmp_path / "member", direct_api=True)
+    offline = NodeProcess("offline", tmp_path / "offline")  # never runs: pull --peer
     await writer.init()
-    member_id = await member.init()
     await writer.cli_json("space", "create", "market")
-    await writer.cli_json("space", "invite", "market", member_id.did)
+    for node in (member, offline):
+        await writer.cli_json("space", "invite", "market", (await node.init()).did)
     for i in range(5):
         await _put(writer, f"archived-{i}", f"in the archive {i}")
     cid = (await writer.cli_json("archive", "push", "market", "--ipfs-api", ipfs_api))["cid"]
@@ -61,6 +63,14 @@ async def test_restore_from_cid_then_sync_the_tail(tmp_path: Path, ipfs_api: str
                 got = await _titles(member)
                 await trio.sleep(0.5)  # polling the positive signal (same docs), bounded
         assert got == expected, (got, member.log_tail(20))
+
+        writer_addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{writer.identity.peer_id}"
+        restored = await offline.cli_json("archive", "pull", cid, "--ipfs-api", ipfs_api,
+                                          "--peer", writer_addr, timeout=90)
+        assert restored["accepted"] == restored["envelopes"]
+        assert restored["tail"] == [{"peer": writer_addr, "received": 3, "caught_up": True,
+                                     "error": None}]
+        assert await _titles(offline) == expected
     finally:
         with trio.CancelScope(shield=True):
             await member.stop()
