@@ -210,20 +210,23 @@ class Gateway:
                                   minutes=int(LINK_TTL_S // 60))
 
     def link_challenge(self, code: str, now_ms: int) -> bytes:
+        """The CBOR challenge behind a live link code (:class:`LinkError` otherwise)."""
+        return self._live_link(code, now_ms)[1]
+
+    def _live_link(self, code: str, now_ms: int) -> tuple[str, bytes]:
         link = self.db.link(code.upper())
         if link is None or link[3] is not None or link[2] < now_ms:
             raise LinkError("unknown, used or expired link code")
-        return link[1]
+        return link[0], link[1]
 
     def finish_link(self, code: str, response: bytes, now_ms: int) -> dict[str, Any]:
         """Verify the person's signed answer; retire the custodial key; their listings."""
         code = code.upper()
-        expected = self.link_challenge(code, now_ms)
+        sender, expected = self._live_link(code, now_ms)
         presented = ChallengeResponse.from_cbor(response)
         if presented.challenge != Challenge.from_cbor(expected):
             raise LinkError("the answer is for another challenge")
         did = self.links.verify(presented, now_ms / 1000)
-        sender = self.db.link(code)[0]  # type: ignore[index]
         self.custodial(sender, now_ms)  # a row to mark linked, even if nothing was listed yet
         self.db.finish_link(code, did)
         self.db.link_sender(sender, did, now_ms)
