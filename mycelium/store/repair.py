@@ -199,6 +199,40 @@ def repair_row(soil: Soil, space: bytes, coll_key: str,
     return key, state
 
 
+def damaged_rows(soil: Soil, space: bytes) -> list[tuple[str, str]]:
+    """Row keys of the document rows of ``space`` that cannot be read, or that read but
+    hold values of the wrong type (a stamp that is not ints and hex text, a deleted flag
+    that is not a bool): loading checks only the layout, so such a row fails later, in
+    the middle of a merge. A full scan: Soil runs it only after an ingest failed."""
+    codec = codec_of(soil, space)
+    colls = {codec.coll_key(name): name for name in soil.registry.indexed_map}
+    bad = []
+    for coll_key, doc_key, body in soil.conn.execute(
+            "SELECT coll, doc, body FROM docs WHERE space=?", (space,)).fetchall():
+        try:
+            if codec.sealed:
+                _, state_bytes = codec.open_sealed(colls[coll_key], None, bytes(body),
+                                                   doc_key=doc_key)
+                state = DocState.decode(state_bytes)
+            else:
+                state = DocState.decode(bytes(body))
+            sound = _sound(state)
+        except Exception:  # any way a row can fail to load counts as damaged
+            sound = False
+        if not sound:
+            bad.append((coll_key, doc_key))
+    return bad
+
+
+def _sound(state: DocState) -> bool:
+    stamps = [entry[:4] for entry in state.fields.values()]
+    if state.tomb is not None:
+        stamps.append(state.tomb)
+    return all(len(s) == 4 and type(s[0]) is int and type(s[1]) is int
+               and type(s[2]) is str and type(s[3]) is str for s in stamps) and all(
+        type(entry[4]) is bool for entry in state.fields.values())
+
+
 # -- chains and version vectors ----------------------------------------------------------
 @dataclass
 class Chains:

@@ -369,7 +369,8 @@ class Soil:
                 result.merge(self._ingest_transaction(space, chunk))
         return result
 
-    def _ingest_transaction(self, space: bytes, chunk: Sequence[bytes]) -> IngestResult:
+    def _ingest_transaction(self, space: bytes, chunk: Sequence[bytes], *,
+                            scanned: bool = False) -> IngestResult:
         """One chunk in one transaction, then its change notifications.
 
         If the transaction fails (a bug, a disk error, an envelope no check foresaw), it
@@ -385,16 +386,31 @@ class Soil:
                 self._retry_deferred(work)
                 self._flush(work)
         except Exception:  # a bug or a disk error must not kill the sync session
+            if not scanned and self._repair_damaged_rows(space):  # then worth a retry
+                return self._ingest_transaction(space, chunk, scanned=True)
             log.exception("ingest of %d envelopes failed; rolled back", len(chunk))
             self._count_failure()
             if len(chunk) == 1:
                 return IngestResult(rejected=[(None, "internal_error")])
             half = len(chunk) // 2
-            out = self._ingest_transaction(space, chunk[:half])
-            out.merge(self._ingest_transaction(space, chunk[half:]))
+            out = self._ingest_transaction(space, chunk[:half], scanned=True)
+            out.merge(self._ingest_transaction(space, chunk[half:], scanned=True))
             return out
         self._hub.publish(work.changes)
         return part
+
+    def _repair_damaged_rows(self, space: bytes) -> bool:
+        """After a failed ingest: rebuild the document rows that load but hold damaged
+        values (they fail only mid-merge; repair.py), in a transaction of their own.
+        True if any was, so the chunk is tried once more. One scan per failed chunk."""
+        from mycelium.store import repair
+
+        rows = repair.damaged_rows(self, space)
+        if rows:
+            with self._tx():
+                for row_key in rows:
+                    self._unreadable_row(space, row_key)
+        return bool(rows)
 
     def _count_failure(self) -> None:
         """Count one rolled-back transaction in a transaction of its own."""

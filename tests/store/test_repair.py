@@ -228,3 +228,29 @@ def test_damaged_page_salvaged_then_synced(tmp_path: Path, table: str) -> None:
         sync(a, b2, space)
         assert snapshot(b2) == want and repair.check(b2).ok
     a.close()
+
+
+def test_row_with_a_damaged_stamp_is_repaired_and_the_batch_kept(market: Market) -> None:
+    """A row that loads (its layout is fine) but holds a stamp of the wrong type fails only
+    in the middle of a merge: the failed chunk leads to a scan, the row is rebuilt and the
+    chunk stored on the retry."""
+    from mycelium.codec import cbor
+
+    a, b, s = market.a, market.b, market.space
+    a.put_doc(s, "products", "p1", TOMATO)
+    a.put_doc(s, "products", "p2", {"title": "Eggs"})
+    sync(a, b, s)
+    body = bytes(b.conn.execute("SELECT body FROM docs WHERE space=? AND doc='p1'",
+                                (s,)).fetchone()[0])
+    state = cbor.decode(body)
+    state["f"]["title"][0] = "not a wall clock"
+    b.conn.execute("UPDATE docs SET body=? WHERE space=? AND doc='p1'", (cbor.encode(state), s))
+    assert repair.damaged_rows(b, s) == [("products", "p1")]
+    a.put_doc(s, "products", "p1", {"title": "Tomatoes, ripe"})  # compared with the damage
+    a.put_doc(s, "products", "p2", {"status": "sold"})
+    result = b.ingest(s, a.envelopes_since(s, b.version_vector(s), limit=100,
+                                           max_bytes=1 << 20))
+    assert result.rejected == [] and len(result.accepted) == 2
+    assert b.list_docs(s, "products") == a.list_docs(s, "products")
+    assert "internal_error" not in b.metrics() and b.metrics()["repaired_docs"] == 1
+    assert repair.check(b).ok
