@@ -314,39 +314,39 @@ class NodeProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-class RelayProcess:
+class RelayProcess(NodeProcess):
     """A real ``mycelium relay`` process on a fixed loopback port (so a restart keeps its
-    URL, and nodes pinned to its DID reconnect to the same relay)."""
+    URL, and nodes pinned to its DID reconnect to the same relay). It is no member of any
+    space: ``init`` only makes its home, and the harness never asks it for ``status``."""
 
     def __init__(self, name: str, home: Path, port: int | None = None, *,
-                 extra_args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.home = home
+                 extra_args: Sequence[str] = (), command: Sequence[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        super().__init__(name, home, command=command, env=env)
         self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = home.parent / f"{name}.log"
         self.did: str | None = None
-        self.starts = 0
         self._extra = list(extra_args)
-        self._env = env if env is not None else node_env()
-        self._proc: trio.Process | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def pinned_url(self) -> str:
         """``URL#did:key:…`` for ``mycelium run --relay`` (known after the first start)."""
         return f"{self.url}#{self.did}" if self.did else self.url
 
-    async def start(self, ready_timeout: float = 30.0) -> None:
-        """Start and wait until ``GET /v1/relay`` answers (then :attr:`did` is known)."""
+    async def init(self, display_name: str | None = None) -> None:  # type: ignore[override]
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    async def start(self, run_args: Sequence[str] | None = None, *,
+                    ready_timeout: float = 30.0) -> None:
+        """Start (``run_args``: extra ``mycelium relay`` options such as ``--public-url``,
+        kept for restarts) and wait until ``GET /v1/relay`` answers; then :attr:`did`."""
         if self.alive:
             raise NodeError(f"{self.name} is already running")
+        if run_args is not None:
+            self._run_args = list(run_args)
         self.home.mkdir(parents=True, exist_ok=True)
-        argv = [*mycelium_command(), "relay", "--home", str(self.home), "--listen",
-                f"127.0.0.1:{self.port}", *self._extra]
+        argv = [*self._prefix, *self._command, "relay", "--home", str(self.home), "--listen",
+                f"127.0.0.1:{self.port}", *self._extra, *self._run_args]
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts + 1}: {' '.join(argv)}\n".encode())
             log.flush()
@@ -354,10 +354,9 @@ class RelayProcess:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=self._env, start_new_session=True)
         self.starts += 1
+        self.pid_path.write_text(f"{self._proc.pid}\n")
         with trio.move_on_after(ready_timeout):
-            while True:
-                if not self.alive:
-                    break
+            while self.alive:
                 try:
                     async with httpx.AsyncClient(timeout=2.0) as client:
                         resp = await client.get(f"{self.url}/v1/relay")
@@ -370,32 +369,6 @@ class RelayProcess:
         with trio.CancelScope(shield=True):
             await self.kill()
         raise NodeError(f"{self.name}: relay not ready; log tail:\n{self.log_tail()}")
-
-    async def kill(self) -> None:
-        """SIGKILL (a crash) and reap."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with suppress(ProcessLookupError):
-                proc.kill()
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
-            await proc.wait()
-
-    async def stop(self, grace: float = 5.0) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            with suppress(ProcessLookupError):
-                self._proc.send_signal(signal.SIGINT)
-            with trio.move_on_after(grace):
-                await self._proc.wait()
-        await self.kill()
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
 
 def _single_simnet_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -493,6 +466,8 @@ class RealBackendBase:
         self.ready_timeout = ready_timeout
         self.command = list(command) if command is not None else None
         self.nodes: list[NodeProcess] = []
+        #: Indices that run a relay process instead of a node (``lan_relay`` topologies).
+        self.relay_indices: set[int] = set()
         self.space_id = ""
         self.removed: set[int] = set()
         self.crashed: set[int] = set()
@@ -575,7 +550,7 @@ class RealBackendBase:
 
     def _live(self) -> list[int]:
         return [i for i in sorted(self.started) if i not in self.crashed | self.removed
-                and self.nodes[i].alive]
+                | self.relay_indices and self.nodes[i].alive]
 
     async def _prepare(self) -> None:
         n = self.scenario.nodes
@@ -583,19 +558,23 @@ class RealBackendBase:
         async with trio.open_nursery() as nursery:
             for node in self.nodes:
                 nursery.start_soon(node.init)
-        creator = self.nodes[0]
+        members = [node for i, node in enumerate(self.nodes) if i not in self.relay_indices]
+        creator = members[0]
         created = await creator.cli_json("space", "create", SPACE_NAME)
         self.space_id = str(created["space_id"])
-        for node in self.nodes[1:]:
+        for node in members[1:]:
             assert node.identity is not None
             invite = await creator.cli_json("space", "invite", self.space_id, node.identity.did)
             await node.cli("space", "join", str(invite["invite"]))
 
     async def _start_initial(self) -> None:
         late = self.scenario.late_joiners()
+        async with trio.open_nursery() as nursery:  # relays first: nodes need their DIDs
+            for i in sorted(self.relay_indices):
+                nursery.start_soon(self._start_node, i)
         async with trio.open_nursery() as nursery:
             for i in range(self.scenario.nodes):
-                if i not in late:
+                if i not in late and i not in self.relay_indices:
                     nursery.start_soon(self._start_node, i)
 
     async def _start_node(self, i: int) -> None:
@@ -775,10 +754,10 @@ class ProcessBackend(RealBackendBase):
         super().__init__(scenario, **kwargs)
         self.proxy: FaultProxy | None = None
         self.ports: dict[int, int] = {}
+        self.relay_links: dict[int, set[int]] = {}  # node -> relays it uses (lan_relay)
         self.adjacency = neighbours(scenario, self.rng)
         if scenario.topology.kind == "lan_relay":
-            self.notes.append("process backend: lan_relay topology runs as a full mesh "
-                              "(no relay process is started)")
+            self._relay_topology()
 
     @asynccontextmanager
     async def network(self) -> AsyncIterator[None]:
@@ -786,7 +765,7 @@ class ProcessBackend(RealBackendBase):
             self.proxy = proxy
             proxy.set_default(link_params(self.scenario.link))
             for i, peers in enumerate(self.adjacency):
-                for j in sorted(peers):
+                for j in sorted(peers | self.relay_links.get(i, set())):
                     await proxy.open_route(str(i), str(j))
             # Node ports are chosen after the proxy holds its listeners, so they differ.
             for i in range(self.scenario.nodes):
@@ -797,14 +776,50 @@ class ProcessBackend(RealBackendBase):
             finally:
                 self.proxy = None
 
+    def _relay_topology(self) -> None:
+        """``lan_relay``: real relay processes at the ``relays`` indices. Nodes link to
+        their LAN mates (unless ``lan_links = "none"``) and to every relay, each link a
+        proxy route; relays are reached over WebSocket through those routes."""
+        topo = self.scenario.topology
+        self.relay_indices = set(self.scenario.group_of(topo.relays))
+        lan_of: dict[int, str] = {}
+        for lan in topo.lans:
+            for i in self.scenario.group_of(lan):
+                lan_of[i] = lan
+        members = [i for i in range(self.scenario.nodes) if i not in self.relay_indices]
+        for i in range(self.scenario.nodes):
+            self.adjacency[i] = set()
+            if i in self.relay_indices:
+                continue
+            self.relay_links[i] = set(self.relay_indices)
+            if topo.lan_links == "full" and i in lan_of:
+                self.adjacency[i] = {j for j in members if j != i and lan_of.get(j) == lan_of[i]}
+        self.notes.append(f"process backend: {len(self.relay_indices)} relay process(es) at "
+                          f"{sorted(self.relay_indices)}; lan_links={topo.lan_links}; "
+                          "link overrides use the default link model")
+
     def make_node(self, i: int) -> NodeProcess:
+        if i in self.relay_indices:
+            return RelayProcess(f"relay{i}", self.workdir / f"relay{i}", self.ports[i],
+                                command=self.command)
         return NodeProcess(f"node{i}", self.workdir / f"node{i}", command=self.command,
                            direct_api=True, cli_limiter=self.cli_limiter)
 
     async def run_args(self, i: int) -> list[str]:
         assert self.proxy is not None
+        if i in self.relay_indices:  # answer under the address of every route to it
+            return [arg for j in sorted(self.relay_links) if i in self.relay_links[j]
+                    for arg in ("--public-url",
+                                f"http://127.0.0.1:{self.proxy.route_port(str(j), str(i))}")]
         args = ["--listen", f"/ip4/127.0.0.1/tcp/{self.ports[i]}", "--no-mdns",
                 "--api", "127.0.0.1:0"]
+        for r in sorted(self.relay_links.get(i, ())):
+            relay = self.nodes[r]
+            assert isinstance(relay, RelayProcess) and relay.did is not None
+            port = self.proxy.route_port(str(i), str(r))
+            args += ["--relay", f"http://127.0.0.1:{port}#{relay.did}"]
+        if self.relay_links:
+            args += ["--web", "off"]
         for j in sorted(self.adjacency[i]):
             ident = self.nodes[j].identity
             assert ident is not None
