@@ -13,6 +13,7 @@ the space and ingest. Any failure before the ingest leaves the store untouched.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from mycelium.spaces.genesis import parse_genesis
 from mycelium.spaces.keys import KeyHolder
 from mycelium.spaces.state import SpaceState
 from mycelium.sync.ports import DeltaStore
+
+log = logging.getLogger(__name__)
 
 #: Largest CAR accepted from an IPFS node: the largest archive plus its manifest.
 MAX_CAR_BYTES = fmt.MAX_CHUNKS * (fmt.BLOCK_LIMIT + 64) + fmt.MAX_MANIFEST_BYTES
@@ -147,10 +150,18 @@ def pull(soil: Any, ipfs: IpfsClient, cid_text: str, *,
     :class:`ArchiveConflict` when the store already holds a different history of the same
     authors (e.g. a device that wrote to its personal space before restoring it).
     """
-    root, blocks = fetch(ipfs, cid_text)
-    contents, preview = open_verified(root, blocks, soil.identity,
-                                      trusted_signers=trusted_signers)
-    return restore(soil, root, contents, preview)
+    try:
+        root, blocks = fetch(ipfs, cid_text)
+        contents, preview = open_verified(root, blocks, soil.identity,
+                                          trusted_signers=trusted_signers)
+        summary = restore(soil, root, contents, preview)
+    except MyceliumError as exc:
+        log.warning("archive %s refused (%s): %s", cid_text[:80], exc.reason, exc)
+        raise
+    log.info("archive %s restored into space %s: %d new, %d duplicates, %d rejected",
+             summary["cid"], summary["space_id"][:12], summary["accepted"],
+             summary["duplicates"], summary["rejected"])
+    return summary
 
 
 def restore(soil: Any, root: bytes, contents: fmt.Contents, preview: SpaceState) -> dict[str, Any]:
