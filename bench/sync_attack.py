@@ -12,7 +12,9 @@ Side by side in one run:
   (a million empty arrays; a vector claiming a million entries), next to an honest batch.
 * **round trips to catch up 10k deltas** from empty (in-memory pair, flights / 2), with
   the adaptive window and with a fixed 256-envelope window, and the time that implies on
-  a 100 ms-RTT, 10 MiB/s link next to one bulk transfer of the same bytes.
+  a 100 ms-RTT, 10 MiB/s link next to one bulk transfer of the same bytes; then the same
+  catch-up between real hosts through simnet's fault proxy (100 ms RTT) next to a bulk
+  transfer of the same wire bytes over that link, and both on loopback (the CPU share).
 """
 
 from __future__ import annotations
@@ -99,6 +101,60 @@ def round_trips(n: int) -> dict[str, Any]:
     return out
 
 
+async def _over_link(n: int, rtt: float) -> dict[str, Any]:
+    """Catch up ``n`` deltas from empty over real hosts whose link has ``rtt`` (the
+    simnet fault proxy adds latency), next to one bulk transfer of the same wire bytes
+    over a libp2p stream of the same link."""
+    from mycelium.net.framing import FramedStream
+    from simnet.faults import LinkParams
+    from simnet.proxy import FaultProxy
+    from tests.net.syncpeer import SyncPeer, wait_until
+    from tests.net.util import hosts
+
+    async with hosts(2) as (ha, hb), FaultProxy() as proxy, trio.open_nursery() as nursery:
+        a, b = SyncPeer(ha), SyncPeer(hb)
+        for p in (a, b):
+            p.store.add_space(S1)
+        b.write(S1, n)
+        proxy.set_target("b", "127.0.0.1", int(hb.addrs()[0].split("/")[4]))
+        port = await proxy.open_route("a", "b")
+        proxy.set_default(LinkParams(latency_s=rtt / 2))
+        await ha.connect(f"/ip4/127.0.0.1/tcp/{port}/p2p/{hb.peer_id}")
+        start = trio.current_time()
+        framed = await ha.open_sync_stream(hb.peer_id)
+        runner = a.runner(hb.peer_id, framed, initiator=True)
+        nursery.start_soon(runner.run)
+        await wait_until(lambda: any(isinstance(e, CaughtUp) for e in a.events), timeout=120)
+        sync_s = trio.current_time() - start
+        wire = framed.bytes_in + framed.bytes_out
+        got = trio.Event()
+
+        async def sink(peer_id: str, stream: FramedStream) -> None:
+            total = 0
+            while total < wire:
+                data = await stream.receive_some()
+                if data is None:
+                    break
+                total += len(data)
+            await stream.send(b"ok")
+            got.set()
+
+        hb.set_sync_handler(sink)
+        start = trio.current_time()
+        bulk = await ha.open_sync_stream(hb.peer_id)
+        await bulk.send(b"x" * wire)
+        await bulk.receive_some()
+        bulk_s = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    return {"deltas": n, "rtt_s": rtt, "wire_bytes": wire, "sync_s": round(sync_s, 2),
+            "bulk_s": round(bulk_s, 2), "sync_rtts": round(sync_s / rtt, 1),
+            "ratio": round(sync_s / bulk_s, 2)}
+
+
+def over_link(n: int) -> dict[str, Any]:
+    return trio.run(_over_link, n, 0.1)
+
+
 async def _slot_attack(n: int, attack: bool) -> float:
     from mycelium.codec.frames import encode_frame
     from mycelium.errors import MyceliumError
@@ -149,12 +205,15 @@ def run(quick: bool = False) -> dict[str, Any]:
         "slot_attack": slot_attack(200 if quick else 2000),
         "cpu": cpu_per_mib(quick),
         "round_trips": round_trips(2000 if quick else 10_000),
+        "over_link": over_link(2000 if quick else 10_000),
+        "over_loopback": trio.run(_over_link, 2000 if quick else 10_000, 0.002),
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
     w, s, c, r = (result["want_loop"], result["slot_attack"], result["cpu"],
                   result["round_trips"])
+    link, lo = result["over_link"], result["over_loopback"]
     return "\n".join([
         "### sync_attack (issue 16; round trips: issue 12)",
         "",
@@ -174,4 +233,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{r['adaptive_round_trips']} / {r['fixed_256_round_trips']} |",
         f"| modelled time at 100 ms RTT, 10 MiB/s: adaptive / fixed / one bulk transfer | "
         f"{r['adaptive_model_s']} s / {r['fixed_256_model_s']} s / {r['bulk_model_s']} s |",
+        f"| real hosts, {link['deltas']} deltas over a 100 ms-RTT proxy: sync / bulk of the "
+        f"same {link['wire_bytes']} bytes | {link['sync_s']} s ({link['sync_rtts']} RTT) / "
+        f"{link['bulk_s']} s (x{link['ratio']}) |",
+        f"| the same on loopback (CPU share) | {lo['sync_s']} s / {lo['bulk_s']} s |",
     ])
