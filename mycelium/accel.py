@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
@@ -147,6 +148,10 @@ def _load() -> None:
     except ImportError as exc:
         disabled_reason = f"extension not built (pure-Python path): {exc}"
         return
+    except Exception as exc:  # a build that fails its own init: said, not raised
+        disabled_reason = f"extension failed to load: {type(exc).__name__}: {exc}"
+        log.warning("compiled ingest path disabled (pure-Python path): %s", disabled_reason)
+        return
     try:
         _configure(_accel)
     except Exception as exc:  # any failure to configure means: Python path, said once
@@ -167,16 +172,20 @@ def _trampoline(name: str) -> Callable[..., Any]:
 
 
 _loaded = False
+_loading = threading.RLock()
 
 
 def _load_once() -> None:
-    """Load at most once per process, whichever trampoline a caller held on to."""
+    """Load at most once per process, whichever trampoline a caller held on to. Other
+    threads wait until it is done; a call made while loading (same thread) gets the
+    Python path."""
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    globals().update(dict.fromkeys(_NAMES))  # None unless _load finds the extension
-    _load()
+    with _loading:
+        if _loaded:
+            return
+        _loaded = True
+        globals().update(dict.fromkeys(_NAMES))  # None unless _load finds the extension
+        _load()
 
 
 #: Callers read these at call time: a trampoline until the first call, then the compiled

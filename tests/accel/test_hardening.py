@@ -245,3 +245,44 @@ def test_every_allocation_failure_defers_or_raises_memory_error() -> None:
     for name, c in counts.items():  # failures were injected and seen, and calls still answer
         assert c["deferred"] + c["memory_error"] > 0 and c["answered"] > 0, (name, c)
     assert counts["open_all"]["deferred"] > 0
+
+
+def test_threads_racing_the_first_call_all_get_the_compiled_answer(
+        fresh_loader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one thread loads, the others wait for it (they used to get None, or could
+    recurse through the trampoline): every thread gets the compiled answer."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    real = accel._load
+    calls = []
+
+    def slow_load() -> None:
+        calls.append(1)
+        started.set()
+        assert release.wait(10)
+        real()
+
+    monkeypatch.setattr(accel, "_load", slow_load)
+    raw = samples.chain(1)[0].raw
+    trampoline = accel.decode_envelope
+    results: list[Any] = []
+    ready = [threading.Event() for _ in range(3)]
+
+    def call(i: int | None) -> None:
+        if i is not None:
+            ready[i].set()
+        results.append(trampoline(raw))  # type: ignore[misc]
+
+    loader = threading.Thread(target=call, args=(None,))
+    loader.start()
+    assert started.wait(10)
+    others = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for t in others:
+        t.start()
+    assert all(e.wait(10) for e in ready)
+    release.set()
+    for t in [loader, *others]:
+        t.join(10)
+    assert calls == [1]
+    assert len(results) == 4 and all(r is not None and r.raw == raw for r in results)
