@@ -12,22 +12,14 @@ from collections.abc import Iterable
 
 from mycelium.archive import dagcbor
 from mycelium.archive.errors import BadArchive
+from mycelium.codec.frames import encode_uvarint
 
 #: A varint longer than this cannot describe a section we would accept.
 MAX_VARINT_BYTES = 9
 
 
-def encode_varint(n: int) -> bytes:
-    """Unsigned LEB128, as multiformats uses it."""
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+#: Unsigned LEB128, as multiformats uses it (the same as our frames' length prefix).
+encode_varint = encode_uvarint
 
 
 def decode_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
