@@ -9,8 +9,8 @@ can, so it is not reused here.
 
 Every received envelope is decoded, its signature and chain checked
 (:func:`mycelium.log.validate.validate_batch`), its author checked against the control log
-(writers: current members, removed members up to their ``keep`` seq; control ops: members
-only, the resolution decides whether they count), and charged to two storage quotas —
+by :meth:`SpaceState.admission` (the one writer/admin decision Soil uses too; a removed
+member's envelopes only on its pinned chain), and charged to two storage quotas —
 the space's and its author's — before it is written. What would exceed a quota is
 refused (``over_quota``) and not stored. One ingest is one SQLite transaction.
 
@@ -34,10 +34,17 @@ from pathlib import Path
 from mycelium.errors import MyceliumError
 from mycelium.log import envelope as envelope_mod
 from mycelium.log.envelope import Envelope, Kind
-from mycelium.log.limits import MAX_INGEST_BATCH, MAX_PENDING_PER_SPACE
+from mycelium.log.limits import (
+    MAX_INGEST_BATCH,
+    MAX_PENDING_PER_AUTHOR,
+    MAX_PENDING_PER_SPACE,
+    MAX_PENDING_PER_STRANGER,
+    MAX_PENDING_STRANGERS,
+    PENDING_STRANGER_TTL_MS,
+)
 from mycelium.log.validate import Head, link_pending, validate_batch
 from mycelium.relay.errors import BadRequest, Forbidden, Limited, NotFound
-from mycelium.spaces.errors import NotMember, RemovedAuthor, SpaceError, UnknownEpoch
+from mycelium.spaces.errors import SpaceError
 from mycelium.spaces.genesis import Genesis, parse_genesis
 from mycelium.spaces.state import SpaceState
 from mycelium.sync.ports import IngestResult, VersionVector
@@ -88,6 +95,8 @@ class _Hosted:
     #: author -> {seq: (reason, delta_id, size)}
     pending: dict[bytes, dict[int, tuple[str, bytes, int]]] = field(default_factory=dict)
     pending_count: int = 0
+    #: (author, seq) -> wall ms parked, for authors the control log does not know
+    strangers: dict[tuple[bytes, int], int] = field(default_factory=dict)
     bytes: int = 0
 
 
@@ -157,6 +166,8 @@ class RelayStore:
                 hosted.pending.setdefault(bytes(author), {})[seq] = (reason, bytes(delta_id),
                                                                      size)
                 hosted.pending_count += 1
+                if not hosted.state.admits(bytes(author)):
+                    hosted.strangers[(bytes(author), seq)] = self._wall_ms()
             self._spaces[space] = hosted
             self._registered[registrant] = self._registered.get(registrant, 0) + 1
         for table in ("envelopes", "pending"):
@@ -329,8 +340,9 @@ class RelayStore:
         over: set[bytes] = set()  # authors that hit a quota in this chunk
         for env in verdict.pending:
             self._park(space, hosted, env, "gap", result, over)
+        pinned = _pinned_chains(hosted.state, verdict.ready)
         for env in verdict.ready:
-            self._append(space, hosted, env, result, over)
+            self._append(space, hosted, env, result, over, pinned)
         self._drain(space, hosted, result, over)
 
     def _stored_id(self, space: bytes) -> Callable[[bytes, int], bytes | None]:
@@ -358,38 +370,26 @@ class RelayStore:
         hosted.bytes -= size
         self._author_bytes[author] = self._author_bytes.get(author, 0) - size
 
-    def _writer_problem(self, state: SpaceState, env: Envelope) -> str | None:
-        """``None`` if ``env``'s author may write it now; else ``not_member`` (keep it
-        pending: the op adding the author may still arrive) or a final reason."""
-        try:
-            if env.kind is Kind.CONTROL:
-                if not state.is_member(env.author):
-                    raise NotMember("control op from a non-member")
-            else:
-                state.check_data_author(env)
-        except RemovedAuthor as exc:
-            return exc.reason
-        except NotMember:
-            return "not_member"
-        except UnknownEpoch:
-            return None  # stored; members resolve the epoch (the relay holds no keys)
-        except SpaceError as exc:
-            return exc.reason
-        return None
-
     def _append(self, space: bytes, hosted: _Hosted, env: Envelope, result: IngestResult,
-                over: set[bytes]) -> bool:
+                over: set[bytes], pinned: set[bytes] | None) -> bool:
         head_seq, head_id = hosted.heads.get(env.author, _NO_HEAD)
         if env.seq != head_seq + 1 or env.prev != head_id:
             self._park(space, hosted, env, "gap", result, over)
             return False
-        problem = self._writer_problem(hosted.state, env)
-        if problem == "not_member":
-            self._park(space, hosted, env, problem, result, over)
-            return False
-        if problem is not None:
+        # Who may write is decided in one place, SpaceState.admission (spaces.md §4.5),
+        # exactly as Soil decides it; the relay only lacks the keys to check epochs.
+        problem = hosted.state.admission(env)
+        if problem == "removed_author":
             self._reject(result, env.delta_id, problem)
             return False
+        if problem is not None:  # not_admin / not_member: the op naming it may come later
+            self._park(space, hosted, env, problem, result, over)
+            return False
+        if pinned is not None and env.delta_id not in pinned:
+            pin = hosted.state.pinned_head(env.author)
+            if pin is not None and env.seq <= pin[0]:  # not proven on the pinned chain yet
+                self._park(space, hosted, env, "pinned_chain", result, over)
+                return False
         slot = hosted.pending.get(env.author, {}).get(env.seq)
         if slot is not None:  # it was held pending: already charged
             self._unpark(space, hosted, env.author, env.seq, uncharge=slot[1] != env.delta_id)
@@ -427,14 +427,32 @@ class RelayStore:
             else:
                 self._reject(result, env.delta_id, "fork")
             return
-        if hosted.pending_count >= self.limits.max_pending:
+        # Bounds as Soil's (delta.md §6.1): per author, and a small pool with expiry for
+        # authors the control log does not know, so strangers never take the room of
+        # authors it admits.
+        stranger = not hosted.state.admits(env.author)
+        if stranger:
+            now = self._wall_ms()
+            self._expire_strangers(space, hosted, now)
+            full = (len(slots) >= MAX_PENDING_PER_STRANGER or len(hosted.strangers) >= min(
+                MAX_PENDING_STRANGERS, self.limits.max_pending // 10))
+        else:
+            full = (len(slots) >= MAX_PENDING_PER_AUTHOR
+                    or hosted.pending_count >= self.limits.max_pending)
+        if full:
+            if not slots:
+                hosted.pending.pop(env.author, None)
             self._reject(result, env.delta_id, "pending_full")
             return
         if not self._charge(hosted, env, over):
+            if not slots:
+                hosted.pending.pop(env.author, None)
             self._reject(result, env.delta_id, "over_quota")
             return
         slots[env.seq] = (reason, env.delta_id, len(env.raw))
         hosted.pending_count += 1
+        if stranger:
+            hosted.strangers[(env.author, env.seq)] = now
         self.conn.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?)",
                           (space, env.author, env.seq, env.delta_id, reason, env.raw))
         result.pending += 1
@@ -446,12 +464,21 @@ class RelayStore:
         if slot is None:
             return
         hosted.pending_count -= 1
+        hosted.strangers.pop((author, seq), None)
         if uncharge:
             self._uncharge(hosted, author, slot[2])
         if not slots:
             hosted.pending.pop(author, None)
         self.conn.execute("DELETE FROM pending WHERE space=? AND author=? AND seq=?",
                           (space, author, seq))
+
+    def _expire_strangers(self, space: bytes, hosted: _Hosted, now: int) -> None:
+        """Drop strangers' pending envelopes parked longer than the TTL (oldest first)."""
+        limit = now - PENDING_STRANGER_TTL_MS
+        for (author, seq), parked in list(hosted.strangers.items()):
+            if parked > limit:
+                break
+            self._unpark(space, hosted, author, seq, uncharge=True)
 
     def _drain(self, space: bytes, hosted: _Hosted, result: IngestResult,
                over: set[bytes]) -> None:
@@ -474,11 +501,35 @@ class RelayStore:
                 for env in broken:
                     self._unpark(space, hosted, author, env.seq, uncharge=True)
                     self._reject(result, env.delta_id, "broken_chain")
+                pinned = _pinned_chains(hosted.state, list(candidates.values()))
                 for env in ready:
-                    if not self._append(space, hosted, env, result, over):
+                    if not self._append(space, hosted, env, result, over, pinned):
                         break
                     progress = True
 
     def _reject(self, result: IngestResult, delta_id: bytes | None, reason: str) -> None:
         result.rejected.append((delta_id, reason))
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
+
+
+def _pinned_chains(state: SpaceState, envs: Sequence[Envelope]) -> set[bytes] | None:
+    """Ids among ``envs`` proven to lie on a removed member's pinned chain: walked back
+    through ``prev`` from the envelope the removal pins (spaces.md §4.3; the same rule
+    Soil applies). None when the space pins no chain."""
+    if not state.has_pins:
+        return None
+    candidates: dict[bytes, Envelope] = {}
+    tips: list[Envelope] = []
+    for env in envs:
+        pin = state.pinned_head(env.author)
+        if pin is not None and env.seq <= pin[0]:
+            candidates[env.delta_id] = env
+            if env.delta_id == pin[1]:
+                tips.append(env)
+    ok: set[bytes] = set()
+    for tip in tips:
+        cur: Envelope | None = tip
+        while cur is not None and cur.delta_id not in ok:
+            ok.add(cur.delta_id)
+            cur = candidates.get(cur.prev) if cur.prev is not None else None
+    return ok

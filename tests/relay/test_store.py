@@ -131,3 +131,28 @@ def test_database_holds_no_key_material(tmp_path: Path) -> None:
     blob = (tmp_path / "relay.db").read_bytes() + b"".join(
         p.read_bytes() for p in tmp_path.glob("relay.db-*"))
     assert key not in blob and b"secret tomatoes" not in blob
+
+
+def test_strangers_share_a_small_pending_pool(tmp_path: Path) -> None:
+    from mycelium.log.limits import MAX_PENDING_PER_STRANGER
+
+    com = community(tmp_path)
+    store = _store(tmp_path)
+    store.register(com.a.genesis(com.space), registration_envelopes(com.a, com.space),
+                   com.a.identity.public_key)
+    prev = None
+    flood = []
+    for seq in range(1, MAX_PENDING_PER_STRANGER + 11):
+        env = seal(signer=com.c.identity.signing_key, space=com.space, seq=seq, prev=prev,
+                   epoch=1, payload=b"spam", group_key=bytes(32))
+        flood.append(env.raw)
+        prev = env.delta_id
+    result = store.ingest(com.space, flood)
+    assert result.pending == MAX_PENDING_PER_STRANGER
+    assert {r for _, r in result.rejected} == {"pending_full"}
+    # a member's envelopes ahead of a gap still find room
+    com.b.put_doc(com.space, "products", "x", {"title": "one"})
+    com.b.put_doc(com.space, "products", "y", {"title": "two"})
+    latest = [e for e in envelopes_of(com.b, com.space)
+              if decode(e).author == com.b.identity.public_key][-1]
+    assert store.ingest(com.space, [latest]).pending == 1
