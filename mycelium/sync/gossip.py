@@ -19,14 +19,18 @@ from dataclasses import dataclass, field
 import cbor2
 
 from mycelium.sync.cache import CachedRejection, EnvelopeInfo, VerifyCache
-from mycelium.sync.messages import ProtocolError
+from mycelium.sync.messages import MessageLimits, ProtocolError
 from mycelium.sync.ports import DeltaStore, IngestResult
+from mycelium.sync.wire import WireError, read_message_map
 
 TOPIC_DOMAIN = b"mycelium-topic-v1"
 TOPIC_PREFIX = "/mycelium/space/1/"
 #: Envelopes and bytes in one gossip message (GossipSub's default max is 1 MiB).
 MAX_GOSSIP_ENVELOPES = 32
 MAX_GOSSIP_BYTES = 256 * 1024
+_GOSSIP_LIMITS = MessageLimits(max_frame=MAX_GOSSIP_BYTES + 1024,
+                               max_batch_envelopes=MAX_GOSSIP_ENVELOPES,
+                               max_batch_bytes=MAX_GOSSIP_BYTES)
 
 Peer = Hashable
 
@@ -49,26 +53,23 @@ def encode_gossip(envelopes: Sequence[bytes]) -> bytes:
 
 
 def decode_gossip(data: bytes) -> list[bytes]:
-    """Strictly parse a gossip message. Raises :class:`ProtocolError`."""
-    if len(data) > MAX_GOSSIP_BYTES + 1024:
-        raise ProtocolError("gossip message too large", reason="oversized_batch")
+    """Strictly parse a gossip message. Raises :class:`ProtocolError`.
+
+    Read by the bounded sync-frame reader (``protocols/sync.md`` §4.1): counts are checked
+    before bodies, and only the deterministic encoding is accepted."""
     try:
-        m = cbor2.loads(data)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, LookupError, OverflowError,
-            RecursionError, EOFError) as exc:
-        raise ProtocolError(f"gossip message: {exc}", reason="bad_frame") from exc
-    if not isinstance(m, dict) or m.keys() != {"t", "e"} or m["t"] != "gossip":
+        m = read_message_map(data, _GOSSIP_LIMITS)
+    except WireError as exc:
+        reason = "oversized_batch" if exc.reason == "oversized_frame" else exc.reason
+        raise ProtocolError(f"gossip message: {exc}", reason=reason) from exc
+    if m.keys() != {"t", "e"} or m["t"] != "gossip":
         raise ProtocolError("not a gossip message", reason="bad_message")
-    envs = m["e"]
-    if not isinstance(envs, list) or not all(isinstance(e, bytes) and e for e in envs):
+    envs: list[bytes] = m["e"]
+    if not all(envs):
         raise ProtocolError("gossip envelopes must be byte strings", reason="bad_message")
     if not 0 < len(envs) <= MAX_GOSSIP_ENVELOPES:
         raise ProtocolError("gossip message envelope count out of range",
                             reason="too_many_envelopes")
-    if sum(map(len, envs)) > MAX_GOSSIP_BYTES:
-        raise ProtocolError("gossip message too large", reason="oversized_batch")
-    if encode_gossip(envs) != data:
-        raise ProtocolError("gossip message not in deterministic encoding", reason="bad_frame")
     return envs
 
 

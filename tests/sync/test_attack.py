@@ -211,3 +211,22 @@ def test_reader_knows_every_message_tag() -> None:
     from mycelium.sync.wire import KNOWN_TAGS
 
     assert set(TAGS.values()) == KNOWN_TAGS
+
+
+def test_gossip_message_of_empty_arrays_is_refused_without_decoding_them() -> None:
+    import tracemalloc
+
+    from mycelium.sync.gossip import decode_gossip
+    from mycelium.sync.messages import ProtocolError
+
+    n = 255 * 1024
+    payload = b"\xa2\x61e\x9a" + n.to_bytes(4, "big") + b"\x80" * n + b"\x61tfgossip"
+    tracemalloc.start()
+    try:
+        decode_gossip(payload)
+    except ProtocolError as exc:
+        reason = exc.reason
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert reason == "too_many_envelopes" and peak < 1 << 16
