@@ -36,13 +36,15 @@ CLOCK_MS = 1_700_000_000_000 + 10**7  # the ingest benchmark's fixed clock
 TESTNODE = Path(__file__).resolve().parents[1] / "tools" / "ipfs" / "testnode.py"
 
 
-def _testnode() -> ModuleType:
+def load_testnode() -> ModuleType:
+    """tools/ipfs/testnode.py, the js-ipfs launcher (tools/ is not a package; the archive
+    tests load it through here too)."""
     name = "mycelium_tools_ipfs_testnode"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, TESTNODE)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        sys.modules[name] = module  # dataclasses look their module up while it executes
         spec.loader.exec_module(module)
     return sys.modules[name]
 
@@ -60,7 +62,7 @@ def run(quick: bool = False, ipfs_api: str | None = None) -> dict[str, Any]:
         steps: list[tuple[float, float, float]] = []
         with ExitStack() as stack:
             if ipfs_api is None:
-                ipfs_api = stack.enter_context(_testnode().JsIpfsNode.start(tmp)).api_url
+                ipfs_api = stack.enter_context(load_testnode().JsIpfsNode.start(tmp)).api_url
             ipfs = stack.enter_context(IpfsClient(ipfs_api, timeout=600))
             for i in range(rounds):
                 ingest_s, source, space = ingest.ingest_soil(tmp / f"plain{i}.db", genesis,

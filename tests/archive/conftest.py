@@ -6,29 +6,12 @@ skip elsewhere, so a developer without npm can still run the pure tests here.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-TESTNODE = Path(__file__).resolve().parents[2] / "tools" / "ipfs" / "testnode.py"
-
-
-def load_testnode() -> ModuleType:
-    """tools/ipfs/testnode.py (tools/ is not a package)."""
-    name = "mycelium_tools_ipfs_testnode"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, TESTNODE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+from bench.archive import load_testnode
 
 
 def require_installed(missing: str | None) -> None:

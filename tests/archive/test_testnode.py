@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import load_testnode, require_installed
+from bench.archive import load_testnode
+
+from .conftest import require_installed
 
 
 def test_missing_node_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
