@@ -56,3 +56,14 @@ def test_session_transcript_shape() -> None:
     assert [type(m) for m in flights[1]["responder"]] == [Hello, Vector, Envelopes, Done]
     sent = flights[1]["responder"][2]
     assert [e.hex() for e in sent.envelopes] == data["responder_envelopes"]
+
+
+def test_refused_vectors_are_refused_with_their_reason() -> None:
+    from mycelium.sync.messages import ProtocolError
+
+    data = json.loads((vectors.OUT / "sync-refused.json").read_text())
+    assert data["cases"]
+    for case in data["cases"]:
+        with pytest.raises(ProtocolError) as info:
+            decode_message(bytes.fromhex(case["payload"]))
+        assert info.value.reason == case["reason"], case["name"]

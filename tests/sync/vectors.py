@@ -161,9 +161,37 @@ def transcript() -> dict[str, Any]:
             "responder_envelopes": [first.hex(), second.hex()], "flights": flights}
 
 
+def refused() -> dict[str, Any]:
+    """Payloads a receiver must refuse, and the reason (protocols/sync.md §4.1, §5, §6)."""
+    envs = [envelope(i, prev=bytes([i]) * 32 if i > 1 else None) for i in range(1, 31)]
+    batch = encode_message(Envelopes(0, envs))
+    # array of 30: 2-byte head 0x98 0x1e after the map head and the "e" key
+    indefinite = batch[:3] + b"\x9f" + batch[5:-9] + b"\xff" + batch[-9:]
+    n = 64
+    cases = [
+        ("indefinite-length batch (same length as the canonical form)", indefinite,
+         "bad_frame"),
+        ("batch holding empty arrays instead of envelopes",
+         b"\xa3\x61e\x98" + bytes([n]) + b"\x80" * n + b"\x61s\x00\x61tcenv", "bad_message"),
+        ("vector claiming a million entries (refused from its head)",
+         b"\xa3\x61s\x00\x61tbvv\x62vv\xba\x00\x0f\x42\x40", "too_many_entries"),
+        ("non-minimal head: done with s=0 as a 1-byte argument",
+         b"\xa2\x61s\x18\x00\x61tddone", "bad_frame"),
+        ("keys out of canonical order", b"\xa2\x61tddone\x61s\x00", "bad_frame"),
+        ("trailing byte after the message", b"\xa1\x61tcbye\x00", "bad_frame"),
+        ("a top-level array", b"\x82\x01\x02", "bad_message"),
+        ("unknown key before the type tag", b"\xa2\x61a\x00\x61tcbye", "unknown_message"),
+    ]
+    return {"description": "Payloads a receiver refuses (protocols/sync.md §4.1): hex "
+                           "payload (no length prefix) and the error reason",
+            "cases": [{"name": name, "payload": payload.hex(), "reason": reason}
+                      for name, payload, reason in cases]}
+
+
 def build() -> dict[str, dict[str, Any]]:
     return {"sync-frames.json": frames(), "sync-offers.json": offers(),
-            "sync-topics.json": topics(), "sync-session.json": transcript()}
+            "sync-topics.json": topics(), "sync-session.json": transcript(),
+            "sync-refused.json": refused()}
 
 
 def main() -> None:
