@@ -39,6 +39,7 @@ from mycelium.sync import (
     VerifyCache,
     topic_for_space,
 )
+from mycelium.sync.session import ForkDetected
 
 log = logging.getLogger("mycelium.node")
 
@@ -260,6 +261,8 @@ class Node:
                 )
         elif isinstance(event, CaughtUp):
             info.last_sync = time.time()
+        elif isinstance(event, ForkDetected):  # an author signed two chains (sync.md §6a)
+            self.soil.record_fork(event.space, event.author, event.seq)
         elif isinstance(event, SessionError):
             info.last_error = event.reason
             log.warning(

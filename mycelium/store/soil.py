@@ -1124,6 +1124,14 @@ class Soil:
         out["deferred_now"] = sum(sum(m.deferred.values()) for m in self._spaces.values())
         return out
 
+    def record_fork(self, space: bytes, author: bytes, seq: int) -> None:
+        """A peer holds another chain of ``author`` behind the same ``seq`` (sync.md §6a):
+        logged and counted (``forks_detected``); this node keeps the chain it holds."""
+        log.warning("fork: author %s signed two chains in space %s (seq %d)",
+                    author.hex()[:16], space.hex()[:16], seq)
+        self._uncommitted["forks_detected"] += 1
+        self._flush_standalone_metrics()
+
     def pending_count(self, space_id: bytes) -> int:
         return self._mem(space_id).pending_count
 

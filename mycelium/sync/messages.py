@@ -103,6 +103,17 @@ class Have:
 
 
 @dataclass(frozen=True, slots=True)
+class Heads:
+    """Cap ``heads`` (sync.md §6a): the sender's vector for ``space`` and, for each of its
+    authors in ascending key order, the first 8 bytes of the delta id at that seq. Two
+    different chains behind equal counts show up as different heads (a fork)."""
+
+    space: int
+    vv: VersionVector
+    heads: bytes  # 8 bytes per entry of ``vv``, authors ascending
+
+
+@dataclass(frozen=True, slots=True)
 class Prune:
     """Lazy push (cap ``lazy``): "your live pushes of ``space`` only bring me duplicates":
     from now on both sides announce new envelopes with HAVE instead of pushing them on
@@ -157,15 +168,21 @@ class Error:
     reason: str
 
 
-Message = Hello | Vector | Want | Envelopes | Live | Ack | Done | Bye | Error | Have | Prune
+Message = (Hello | Vector | Want | Envelopes | Live | Ack | Done | Bye | Error | Have | Prune
+           | Heads)
 
 #: Capability (HELLO ``caps``) for lazy push: HAVE and PRUNE (``protocols/sync.md`` §7.5).
 CAP_LAZY = "lazy"
+#: Capability for HEADS: fork detection behind equal vectors (``protocols/sync.md`` §6a).
+CAP_HEADS = "heads"
+#: Bytes of a delta id a HEADS message carries per author.
+HEAD_PREFIX_BYTES = 8
 
 #: Message tags, in the order of ``protocols/sync.md`` §4.
 TAGS: dict[type, str] = {
     Hello: "hello", Vector: "vv", Envelopes: "env", Live: "live", Ack: "ack",
     Done: "done", Want: "want", Bye: "bye", Error: "err", Have: "have", Prune: "prune",
+    Heads: "heads",
 }
 
 
@@ -183,6 +200,9 @@ def encode_message(msg: Message) -> bytes:
                  "credit": [msg.credit_envelopes, msg.credit_bytes], "offers": list(msg.offers)}
         case Vector() | Want() | Have():
             m = {"s": msg.space, "t": TAGS[type(msg)], "vv": dict(sorted(msg.vv.items()))}
+        case Heads():
+            m = {"h": msg.heads, "s": msg.space, "t": "heads",
+                 "vv": dict(sorted(msg.vv.items()))}
         case Envelopes() | Live():
             m = {"e": list(msg.envelopes), "s": msg.space, "t": TAGS[type(msg)]}
         case Ack():
@@ -308,6 +328,13 @@ def _reason(m: dict[str, Any], _: MessageLimits) -> Error:
     return Error(r)
 
 
+def _heads(m: dict[str, Any], limits: MessageLimits) -> Heads:
+    vv, heads = _vv(m["vv"], limits), m["h"]
+    if not isinstance(heads, bytes) or len(heads) != HEAD_PREFIX_BYTES * len(vv):
+        raise _bad(f"heads must hold {HEAD_PREFIX_BYTES} bytes per vector entry")
+    return Heads(_space(m["s"], limits), vv, heads)
+
+
 _DECODERS: dict[str, tuple[frozenset[str], Any]] = {
     "hello": (frozenset({"t", "v", "caps", "salt", "offers", "credit"}), _hello),
     "vv": (frozenset({"t", "s", "vv"}),
@@ -324,11 +351,13 @@ _DECODERS: dict[str, tuple[frozenset[str], Any]] = {
     "have": (frozenset({"t", "s", "vv"}),
              lambda m, lim: Have(_space(m["s"], lim), _vv(m["vv"], lim))),
     "prune": (frozenset({"t", "s"}), lambda m, lim: Prune(_space(m["s"], lim))),
+    "heads": (frozenset({"t", "s", "vv", "h"}), _heads),
     "bye": (frozenset({"t"}), lambda m, _: Bye()),
     "err": (frozenset({"t", "r"}), _reason),
 }
 
 __all__ = [
+    "CAP_HEADS",
     "CAP_LAZY",
     "DEFAULT_LIMITS",
     "PROTOCOL_ID",
@@ -339,6 +368,7 @@ __all__ = [
     "Envelopes",
     "Error",
     "Have",
+    "Heads",
     "Hello",
     "Live",
     "Message",

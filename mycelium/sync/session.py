@@ -51,8 +51,10 @@ from mycelium.log.envelope import MAX_ENVELOPE_BYTES
 from mycelium.sync import offers as offer_tokens
 from mycelium.sync.cache import CachedRejection, VerifyCache
 from mycelium.sync.messages import (
+    CAP_HEADS,
     CAP_LAZY,
     DEFAULT_LIMITS,
+    HEAD_PREFIX_BYTES,
     SALT_BYTES,
     Ack,
     Bye,
@@ -60,6 +62,7 @@ from mycelium.sync.messages import (
     Envelopes,
     Error,
     Have,
+    Heads,
     Hello,
     Live,
     Message,
@@ -106,9 +109,9 @@ class SessionState(Enum):
 _ALLOWED: dict[SessionState, frozenset[type]] = {
     SessionState.HANDSHAKE: frozenset({Hello, Bye, Error}),
     SessionState.RECONCILING: frozenset({Vector, Want, Envelopes, Live, Ack, Done, Bye, Error,
-                                         Have, Prune}),
+                                         Have, Prune, Heads}),
     SessionState.LIVE: frozenset({Vector, Want, Envelopes, Live, Ack, Done, Bye, Error,
-                                  Have, Prune}),
+                                  Have, Prune, Heads}),
     SessionState.CLOSED: frozenset(),
 }
 
@@ -219,7 +222,17 @@ class Closed:
     reason: str
 
 
-Event = SpacesShared | EnvelopesIngested | CaughtUp | SessionError | Closed
+@dataclass(frozen=True, slots=True)
+class ForkDetected:
+    """The peer holds a different chain of ``author`` than this node, behind the same
+    ``seq`` (sync.md §6a): the author signed two chains. Reported, never merged."""
+
+    space: bytes
+    author: bytes
+    seq: int
+
+
+Event = SpacesShared | EnvelopesIngested | CaughtUp | SessionError | Closed | ForkDetected
 
 
 @dataclass(slots=True)
@@ -263,6 +276,7 @@ class SessionStats:
     duplicates_in: int = 0
     rejected_in: dict[str, int] = field(default_factory=dict)
     prunes_out: int = 0
+    forks: int = 0  # ForkDetected events (sync.md §6a)
     haves_out: int = 0
     grafts_out: int = 0
     resent_bytes: int = 0
@@ -544,7 +558,9 @@ class SyncSession:
             self._send(Vector(i, self.store.version_vector(space)))
 
     def _hello(self, tokens: tuple[bytes, ...]) -> Hello:
-        caps = (CAP_LAZY,) if self.limits.lazy_push else ()
+        caps: tuple[str, ...] = (CAP_LAZY,) if self.limits.lazy_push else ()
+        if callable(getattr(self.store, "heads", None)):
+            caps += (CAP_HEADS,)
         return Hello(salt=self.salt, offers=tokens, credit_envelopes=self._granted_n,
                      credit_bytes=self._granted_b, caps=caps)
 
@@ -580,9 +596,30 @@ class SyncSession:
             self._offered_count = len(msg.offers)
         self._set_state(SessionState.RECONCILING)
         self._events.append(SpacesShared(tuple(self.shared_spaces)))
+        heads = getattr(self.store, "heads", None)
+        if CAP_HEADS in msg.caps and callable(heads):
+            for sh in self._shared.values():  # once per session (sync.md §6a)
+                mine = heads(sh.space)
+                order = sorted(mine)
+                self._send(Heads(sh.index, {a: mine[a][0] for a in order},
+                                 b"".join(mine[a][1][:HEAD_PREFIX_BYTES] for a in order)))
         if not self._shared:
             # Nothing to do together: end now rather than hold a slot (sync.md §7.1).
             self.close("nothing_shared")
+
+    def _on_heads(self, sh: _Shared, msg: Heads) -> None:
+        """Compare the peer's heads with ours where the counts agree: a different delta id
+        behind the same seq is a fork of that author, which vectors alone never show."""
+        heads = getattr(self.store, "heads", None)
+        if not callable(heads):
+            return
+        mine = heads(sh.space)
+        n = HEAD_PREFIX_BYTES
+        for i, (author, seq) in enumerate(sorted(msg.vv.items())):
+            held = mine.get(author)
+            if held is not None and held[0] == seq and held[1][:n] != msg.heads[i * n:i * n + n]:
+                self.stats.forks += 1
+                self._events.append(ForkDetected(sh.space, author, seq))
 
     def _add_shared(self, index: int, space: bytes) -> None:
         sh = _Shared(index=index, space=space)
@@ -616,6 +653,8 @@ class SyncSession:
                 self._on_have(self._lazy_shared(msg.space), msg.vv)
             case Prune():
                 self._prune(self._lazy_shared(msg.space))
+            case Heads():
+                self._on_heads(self._get_shared(msg.space), msg)
             case Ack():
                 self._credit_n += msg.envelopes
                 self._credit_b += msg.nbytes
