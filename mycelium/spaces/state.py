@@ -357,6 +357,8 @@ class SpaceState:
         Delegations (protocols/delegation.md) and device chains extend this one function.
         """
         author, r = env.author, self._res
+        if author in r.former and author not in r.members and env.seq > r.keep.get(author, 0):
+            return "removed_author"
         if env.kind is Kind.CONTROL:
             if author not in self._named_admins:
                 if env.seq == 1 and delegation.is_delegation(env.ct):
@@ -365,8 +367,6 @@ class SpaceState:
         elif (author not in r.members and author not in r.former
               and not self.delegations.may_write(author, r.members)):
             return "not_member"
-        if author in r.former and author not in r.members and env.seq > r.keep.get(author, 0):
-            return "removed_author"
         return None
 
     def is_member(self, pub: bytes) -> bool:

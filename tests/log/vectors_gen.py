@@ -121,6 +121,9 @@ def validation_vectors() -> dict[str, Any]:
     case("not CBOR", [b"\xff"], None)
     case("wrong space", [seal(signer=signer(), space=bytes(32), seq=1, prev=None, epoch=EPOCH,
                               payload=b"x", group_key=KEY, nonce=nonce(9)).raw], None)
+    case("seq 2^63: beyond any store", [seal(signer=signer(), space=SPACE, seq=2**63,
+                                              prev=a3.delta_id, epoch=EPOCH, payload=b"x",
+                                              group_key=KEY, nonce=nonce(10)).raw, a1.raw], None)
     return {
         "description": "validate_batch verdicts (protocols/delta.md §5-§6) for the chain in "
                        "delta-envelope.json: each case gives the batch, the receiver's head for "

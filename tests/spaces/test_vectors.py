@@ -88,6 +88,8 @@ def test_resolution_vector_in_any_order(order_seed: int | None) -> None:
     assert {p: state.kept_seq(bytes.fromhex(p)) for p in exp["kept_seq"]} == exp["kept_seq"]
     for p, (keep, head) in exp["pinned_heads"].items():
         assert state.pinned_head(bytes.fromhex(p)) == (keep, bytes.fromhex(head))
+    for case in exp["admission"]:  # SpaceState.admission, spaces.md §4.5
+        assert state.admission(decode(bytes.fromhex(case["envelope_hex"]))) == case["reason"]
     assert state.current_epoch == exp["epochs"][exp["current_epoch"]]
     assert state.needs_rotation() is exp["needs_rotation"]
     assert {k.hex(): r for k, r in state.ignored.items()} == exp["ignored"]

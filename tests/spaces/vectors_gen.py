@@ -20,7 +20,7 @@ from mycelium.spaces.invite import encode_invite
 from mycelium.spaces.state import epoch_id_for
 
 OUT = Path(__file__).resolve().parents[2] / "protocols" / "vectors"
-SEEDS = {name: bytes([i]) * 32 for i, name in enumerate("ABCD", start=1)}
+SEEDS = {name: bytes([i]) * 32 for i, name in enumerate("ABCDE", start=1)}  # E: a stranger
 KEYS = {"E1": b"\x11" * 32, "E2": b"\x22" * 32, "E3": b"\x33" * 32}
 
 
@@ -146,6 +146,25 @@ def resolution_vectors() -> dict[str, Any]:
                                                               keys=keys("E3", "D")))))
     epochs = {"E1": eid1, "E2": epoch_id_for(e2.delta_id), "E3": eid3}
     ignored = {steps[8][1].delta_id.hex(): "not_admin"}
+
+    def env(who: str, kind: Kind, seq: int) -> Envelope:
+        data = kind is Kind.DATA
+        return seal(signer=ident(who).signing_key, space=space, seq=seq,
+                    prev=None if seq == 1 else b"\x01" * 32, epoch=eid3 if data else 0,
+                    payload=b"x" if data else control.op_add_member(lc=20, member=pub("E")),
+                    group_key=KEYS["E3"] if data else None, kind=kind, nonce=b"\x05" * 24)
+
+    admission = [
+        ("D (member) writes data", env("D", Kind.DATA, 1), None),
+        ("D (member, no admin) writes a control op", env("D", Kind.CONTROL, 1), "not_admin"),
+        ("B (admin) writes a control op", env("B", Kind.CONTROL, 9), None),
+        ("E (stranger) writes data", env("E", Kind.DATA, 1), "not_member"),
+        ("E (stranger) writes a control op", env("E", Kind.CONTROL, 1), "not_admin"),
+        ("C (removed, keep 3) seq 3: only on the chain pinned at C_HEAD",
+         env("C", Kind.DATA, 3), None),
+        ("C (removed, keep 3) seq 4", env("C", Kind.DATA, 4), "removed_author"),
+        ("C (removed, keep 3) control op seq 4", env("C", Kind.CONTROL, 4), "removed_author"),
+    ]
     return {
         "description": "Control-log resolution (protocols/spaces.md §4): applying 'envelopes' in "
                        "ANY order must give 'expect'. Identities are seeds A..D; group keys are "
@@ -164,6 +183,8 @@ def resolution_vectors() -> dict[str, Any]:
             "needs_rotation": False,
             "can_open": {"E1": ["A", "B", "C"], "E2": ["A", "B", "C"], "E3": ["A", "B", "D"]},
             "ignored": ignored,
+            "admission": [{"note": note, "envelope_hex": e.raw.hex(), "reason": reason}
+                          for note, e, reason in admission],
         },
     }
 
@@ -182,10 +203,28 @@ def invite_vectors() -> dict[str, Any]:
     }
 
 
+def heads_vectors() -> dict[str, Any]:
+    """The ``heads`` sync message (protocols/sync.md §4, §6a), as a length-prefixed frame."""
+    from mycelium.codec.frames import encode_frame
+    from mycelium.sync.messages import Heads, encode_message
+
+    vv = {pub("A"): 7, pub("B"): 2}
+    ids = {pub("A"): bytes(range(32)), pub("B"): b"\xbb" * 32}
+    msg = Heads(0, vv, b"".join(ids[a][:8] for a in sorted(vv)))
+    return {
+        "description": "HEADS (cap 'heads', protocols/sync.md §6a): vector and the first 8 "
+                       "bytes of each author's head delta id, authors ascending.",
+        "cases": [{"space": 0, "vv": {a.hex(): s for a, s in sorted(vv.items())},
+                   "head_ids_hex": {a.hex(): ids[a].hex() for a in sorted(vv)},
+                   "frame_hex": encode_frame(encode_message(msg)).hex()}],
+    }
+
+
 def main() -> None:
     for name, build in (("genesis", genesis_vectors), ("control", control_vectors),
-                        ("resolution", resolution_vectors), ("invite", invite_vectors)):
-        path = OUT / f"spaces-{name}.json"
+                        ("resolution", resolution_vectors), ("invite", invite_vectors),
+                        ("heads", heads_vectors)):
+        path = OUT / (f"spaces-{name}.json" if name != "heads" else "sync-heads.json")
         path.write_text(json.dumps(build(), indent=2, ensure_ascii=False) + "\n")
         print(path)
 

@@ -18,6 +18,23 @@ from .conftest import A, Clock, did, ident, open_soil
 from .hostile import Forger, group_key, raws
 
 
+def test_heads_message_vector() -> None:
+    import json
+
+    from mycelium.codec.frames import FrameDecoder
+    from mycelium.sync.messages import HEAD_PREFIX_BYTES, Heads, decode_message, encode_message
+
+    path = Path(__file__).resolve().parents[2] / "protocols" / "vectors" / "sync-heads.json"
+    for case in json.loads(path.read_text())["cases"]:
+        vv = {bytes.fromhex(a): s for a, s in case["vv"].items()}
+        ids = [bytes.fromhex(case["head_ids_hex"][a]) for a in sorted(case["vv"])]
+        msg = Heads(case["space"], vv, b"".join(i[:HEAD_PREFIX_BYTES] for i in ids))
+        frame = bytes.fromhex(case["frame_hex"])
+        (payload,) = FrameDecoder().feed(frame)
+        assert decode_message(payload) == msg
+        assert encode_message(msg) == payload
+
+
 def test_two_chains_behind_equal_vectors_are_reported(tmp_path: Path) -> None:
     a = open_soil(tmp_path / "a.db", A)
     space = service.create_space(a, "market")
