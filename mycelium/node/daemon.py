@@ -309,10 +309,22 @@ class Node:
     ) -> PeerInfo:
         info = self.peers.get(peer_id)
         if info is None:
+            self._make_room()
             info = self.peers[peer_id] = PeerInfo(peer_id, source=source or "static")
         if addr and addr not in info.addrs:
             info.addrs.append(addr)
         return info
+
+    def _make_room(self) -> None:
+        """Peers are free to invent: keep at most ``max_known`` (as PeerManager does),
+        forgetting the oldest one that is not static, in session or kept dialled."""
+        if len(self.peers) < self.bans.policy.max_known:
+            return
+        for peer_id, info in self.peers.items():
+            if (info.source != "static" and not self.has_session(peer_id)
+                    and peer_id not in self._kept):
+                del self.peers[peer_id]
+                return
 
     async def _keep_dialing(self, maddr: str) -> None:
         """A static peer: learn its PeerID from the first successful dial (with backoff),
@@ -586,28 +598,31 @@ class Node:
         (``mycelium.net.pex``, sync.md §9a): only from members of this space, only
         addresses in the scopes we are connected over, through ``PeerManager``'s caps,
         and at most ``MAX_KEEPERS`` peer keeper tasks."""
-        from mycelium.net.pex import accept_addresses
-
         channel = await self._gossip.subscribe(pex_topic(space))
         async with channel:
             async for from_peer, data in channel:
-                announced = parse_announcement(data, from_peer)
-                if announced is None or from_peer == self.identity.peer_id:
-                    continue
-                if not self._is_member_of(space, from_peer):
-                    self.bans.metrics["pex_not_member"] += 1
-                    continue
-                addrs = accept_addresses(announced, self._host.connection_scopes())
-                fresh = from_peer not in self.peers
-                state = self.bans.add(from_peer, addrs, source="pex")
-                if state is None or (fresh and len(self.peers) >= self.bans.policy.max_known):
-                    continue
-                info = self._peer(from_peer, source="pex")
-                info.addrs = list(state.addrs)  # capped by PeerManager
-                if (fresh and info.addrs and not self.has_session(from_peer)
-                        and self._nursery is not None and len(self._kept) < MAX_KEEPERS):
-                    log.info("peer exchange: learned peer=%s", _short(from_peer))
-                    self._nursery.start_soon(self._keep_peer, from_peer)
+                self._on_announcement(space, from_peer, data)
+
+    def _on_announcement(self, space: bytes, from_peer: str, data: bytes) -> None:
+        from mycelium.net.pex import accept_addresses
+
+        announced = parse_announcement(data, from_peer)
+        if announced is None or from_peer == self.identity.peer_id:
+            return
+        if not self._is_member_of(space, from_peer):
+            self.bans.metrics["pex_not_member"] += 1
+            return
+        addrs = accept_addresses(announced, self._host.connection_scopes())
+        fresh = from_peer not in self.peers
+        state = self.bans.add(from_peer, addrs, source="pex")
+        if state is None:
+            return
+        info = self._peer(from_peer, source="pex")
+        info.addrs = list(state.addrs)  # capped by PeerManager
+        if (fresh and info.addrs and not self.has_session(from_peer)
+                and self._nursery is not None and len(self._kept) < MAX_KEEPERS):
+            log.info("peer exchange: learned peer=%s", _short(from_peer))
+            self._nursery.start_soon(self._keep_peer, from_peer)
 
     def _is_member_of(self, space: bytes, peer_id: str) -> bool:
         from mycelium.identity.didkey import public_key_from_peer_id
