@@ -25,6 +25,11 @@ def relay(
         "origin is the audience clients sign for."),
     data: str | None = typer.Option(None, "--data", help="Directory for relay.db "
                                     "(default HOME/relay)."),
+    peer: list[str] = typer.Option(  # noqa: B008
+        [], "--peer", help="Peer relay to replicate with, URL#did:key:… (repeatable)."),
+    trust: list[str] = typer.Option(  # noqa: B008
+        [], "--trust", help="DID of a peer relay that may replicate from this one "
+        "(repeatable; --peer relays are trusted already)."),
     space_quota_mb: int = typer.Option(256, "--space-quota-mb", help="Storage per space."),
     identity_quota_mb: int = typer.Option(64, "--identity-quota-mb",
                                           help="Storage per author identity."),
@@ -38,7 +43,7 @@ def relay(
     configure_logging()
     config = RelayConfig(
         listen=listen, tls_cert=tls_cert, tls_key=tls_key, public_urls=list(public_url),
-        data=data,
+        data=data, peers=list(peer), trust=list(trust),
         store_limits=StoreLimits(space_bytes=space_quota_mb << 20,
                                  identity_bytes=identity_quota_mb << 20))
 

@@ -40,6 +40,10 @@ class RelayConfig:
     #: URLs clients use (behind proxies or several names); default: the bound URL.
     public_urls: list[str] = field(default_factory=list)
     data: str | None = None
+    #: Peer relays to replicate with (``URL#did:key:…``, pinned); they are trusted too.
+    peers: list[str] = field(default_factory=list)
+    #: DIDs of peer relays allowed to replicate from us without us dialling them.
+    trust: list[str] = field(default_factory=list)
     limits: RelayLimits | None = None
     store_limits: StoreLimits | None = None
 
@@ -122,15 +126,56 @@ async def serve_relay(identity: Identity, store: RelayStore, config: RelayConfig
         origins = [origin_of(u) for u in config.public_urls] or [origin_of(bound)]
         service = RelayService(store, identity, origins, limits=config.limits)
         holder["app"] = make_app(service)
+        start_peering(nursery, service, identity, config)
         log.info("relay %s serving %s (public origin %s)", identity.did, bound,
                  service.relay.origin)
         task_status.started((bound, service))
 
 
+class _NoPins:
+    """Peer relays are always pinned in their URL: nothing is learned on first use."""
+
+    path = None
+
+    def get(self, origin: str) -> str | None:
+        return None
+
+    def put(self, origin: str, did: str) -> None:
+        raise RelayConfigError("peer relays must be pinned (URL#did:key:…)")
+
+
+def start_peering(nursery: trio.Nursery, service: Any, identity: Identity,
+                  config: RelayConfig) -> None:
+    """Trust the configured peer relays and keep a replication session to each ``--peer``
+    (the same :class:`~mycelium.relay.link.RelayLink` a node uses, over this relay's store)."""
+    from mycelium.identity.didkey import public_key_from_did
+    from mycelium.relay.client import RelayUrl
+    from mycelium.relay.link import RelayLink
+
+    urls = [RelayUrl.parse(u) for u in config.peers]
+    for did in [u.pinned for u in urls] + list(config.trust):
+        if did is None:
+            raise RelayConfigError("a --peer relay URL must end in #did:key:… (its DID)")
+        service.trusted.add(public_key_from_did(did))
+    for url in urls:
+        link = RelayLink(url, service.store, identity, service.cache, _NoPins())
+        link.on_ingested = service.changed
+        service.on_changed.append(link.notify)
+        nursery.start_soon(link.run)
+
+
 def run_relay(home: Path, config: RelayConfig, get_passphrase: Callable[..., str],
               on_ready: Callable[[str, str], None] | None = None) -> None:
     """Blocking entry point of ``mycelium relay``."""
+    from mycelium.identity.didkey import public_key_from_did
+    from mycelium.relay.client import RelayUrl
+
     check_listen(config)
+    for url in config.peers:  # user errors now, not inside the server
+        if RelayUrl.parse(url).pinned is None:
+            raise RelayConfigError(f"--peer {url}: add #did:key:… (the peer relay's DID)")
+    for did in config.trust:
+        public_key_from_did(did)
     keystore, db = relay_paths(home, config.data)
     identity = load_identity(keystore, get_passphrase)
     store = RelayStore.open(db, limits=config.store_limits)

@@ -93,9 +93,7 @@ def make_app(service: RelayService) -> Starlette:
 
     async def list_spaces(request: Request) -> Response:
         pub = client(request)
-        spaces = [{"space": h.space, "genesis": h.genesis, "kind": h.kind, "role": h.role}
-                  for h in service.store.list_spaces(pub)]
-        return Response(cbor.encode({"spaces": spaces}), media_type=CBOR)
+        return Response(cbor.encode({"spaces": service.list_spaces(pub)}), media_type=CBOR)
 
     async def register(request: Request) -> Response:
         pub = client(request)
@@ -248,9 +246,8 @@ async def _pre_session(service: RelayService, transport: _StarletteTransport, pu
         if kind == "sync":
             return True
         if kind == "list":
-            spaces = [{"space": h.space, "genesis": h.genesis, "kind": h.kind, "role": h.role}
-                      for h in service.store.list_spaces(pub)]
-            await transport.send(handshake.encode({"t": "spaces", "spaces": spaces}))
+            await transport.send(handshake.encode({"t": "spaces",
+                                                   "spaces": service.list_spaces(pub)}))
         elif kind == "register":
             try:
                 space, new = _register(service, pub, msg)
@@ -311,7 +308,7 @@ def _register(service: RelayService, pub: bytes, msg: dict[str, Any]) -> tuple[b
     if not isinstance(genesis, bytes) or not isinstance(envelopes, list) or not all(
             isinstance(e, bytes) for e in envelopes):
         raise BadRequest("register needs {genesis: bytes, envelopes: [bytes]}")
-    space, new = service.store.register(genesis, envelopes, pub)
+    space, new = service.register(pub, genesis, envelopes)
     if new:
         log.info("registered space %s for %s", space.hex()[:12], _did(pub)[-8:])
     return space, new

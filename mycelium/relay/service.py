@@ -71,6 +71,10 @@ class RelayService:
         self.frames_ip = KeyedBuckets(lim.frames_per_ip, lim.frame_burst_ip)
         self.frames_id = KeyedBuckets(lim.frames_per_identity, lim.frame_burst_identity)
         self.cache = VerifyCache(max_entries=100_000)
+        #: Peer relays (Ed25519 keys) trusted to replicate every hosted space.
+        self.trusted: set[bytes] = set()
+        #: Called with a space id whenever it gained envelopes (peer relay links).
+        self.on_changed: list[Callable[[bytes], None]] = []
         self.sessions: dict[bytes, set[MessageSessionDriver]] = {}
         self.metrics = RelayMetrics()
         self.started = clock()
@@ -156,11 +160,28 @@ class RelayService:
     def new_session(self, pub: bytes) -> SyncSession:
         """A responder session for an authenticated client: only spaces whose control log
         lists it are offered or matched."""
-        store = self.store
         return SyncSession(
-            store, local_id=self.relay.identity.public_key, remote_id=pub, initiator=False,
-            now=_trio_now(), cache=self.cache,
-            authorize=lambda space, remote: store.may_read(space, remote))
+            self.store, local_id=self.relay.identity.public_key, remote_id=pub,
+            initiator=False, now=_trio_now(), cache=self.cache, authorize=self.may_read)
+
+    def may_read(self, space: bytes, pub: bytes) -> bool:
+        """Members by the space's control log; trusted peer relays for every hosted space."""
+        if pub in self.trusted:
+            return self.store.hosts(space)
+        return self.store.may_read(space, pub)
+
+    def list_spaces(self, pub: bytes) -> list[dict[str, Any]]:
+        if pub in self.trusted:
+            return [{"space": s, "genesis": self.store.genesis(s), "kind": "replica",
+                     "role": "replica"} for s in self.store.member_spaces()]
+        return [{"space": h.space, "genesis": h.genesis, "kind": h.kind, "role": h.role}
+                for h in self.store.list_spaces(pub)]
+
+    def register(self, pub: bytes, genesis: bytes, envelopes: list[bytes]) -> tuple[bytes, bool]:
+        space, new = self.store.register(genesis, envelopes, pub, replica=pub in self.trusted)
+        if envelopes:
+            self.changed(space)
+        return space, new
 
     def attach(self, pub: bytes, driver: MessageSessionDriver) -> None:
         self.sessions.setdefault(pub, set()).add(driver)
@@ -187,13 +208,15 @@ class RelayService:
             self.changed(event.space, exclude=driver)
 
     def changed(self, space: bytes, *, exclude: MessageSessionDriver | None = None) -> None:
-        """New envelopes in ``space``: wake the other sessions; cut off clients that are
-        no longer members (a removal just arrived)."""
+        """New envelopes in ``space``: wake the other sessions and peer relay links; cut
+        off clients that are no longer members (a removal just arrived)."""
+        for hook in self.on_changed:
+            hook(space)
         for pub, drivers in list(self.sessions.items()):
             for driver in list(drivers):
                 if driver is exclude or space not in driver.session.shared_spaces:
                     continue
-                if not self.store.may_read(space, pub):
+                if not self.may_read(space, pub):
                     driver.abort("not_member")
                     continue
                 driver.session.notify_changed(space)

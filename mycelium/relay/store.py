@@ -191,13 +191,14 @@ class RelayStore:
         self.conn.execute("COMMIT")
 
     # -- hosting --------------------------------------------------------------------
-    def register(self, genesis_raw: bytes, envelopes: Sequence[bytes], registrant: bytes
-                 ) -> tuple[bytes, bool]:
+    def register(self, genesis_raw: bytes, envelopes: Sequence[bytes], registrant: bytes,
+                 *, replica: bool = False) -> tuple[bytes, bool]:
         """Host a space: ``(space id, newly registered)``.
 
         ``genesis_raw`` must verify; ``envelopes`` (its control log with the chain
         prefixes it needs) are ingested like any batch. The registrant must be a member of
-        the space afterwards, or nothing is kept (:class:`Forbidden`). Registering a
+        the space afterwards, or nothing is kept (:class:`Forbidden`), unless it is a
+        ``replica``: a peer relay this relay trusts to copy what it hosts. Registering a
         space already hosted ingests the envelopes only. Raises :class:`BadRequest`
         (``bad_genesis``), :class:`Forbidden` (``not_member``) or :class:`Limited`
         (``too_many_spaces``, ``over_quota``).
@@ -209,7 +210,7 @@ class RelayStore:
         space = genesis.space_id
         if space in self._spaces:
             self.ingest(space, envelopes)
-            if not self.may_read(space, registrant):
+            if not replica and not self.may_read(space, registrant):
                 raise Forbidden("registrant is not a member of this space")
             return space, False
         if self._registered.get(registrant, 0) >= self.limits.spaces_per_identity:
@@ -223,7 +224,7 @@ class RelayStore:
             result = IngestResult()
             for start in range(0, len(envelopes), MAX_INGEST_BATCH):
                 self._ingest_chunk(space, envelopes[start:start + MAX_INGEST_BATCH], result)
-            if not self._spaces[space].state.is_member(registrant):
+            if not replica and not self._spaces[space].state.is_member(registrant):
                 raise Forbidden("registrant is not a member of this space (by its control log)")
             if any(r == "over_quota" for _, r in result.rejected):
                 raise Limited("the space's control log exceeds the storage quota",
@@ -233,6 +234,11 @@ class RelayStore:
 
     def hosts(self, space: bytes) -> bool:
         return space in self._spaces
+
+    def control_envelopes(self, space: bytes) -> list[bytes]:
+        """The space's CONTROL envelopes (what a registration carries, with prefixes)."""
+        return [bytes(r) for (r,) in self.conn.execute(
+            "SELECT raw FROM envelopes WHERE space=? AND kind=1 ORDER BY author, seq", (space,))]
 
     def genesis(self, space: bytes) -> bytes:
         return self._hosted(space).genesis.raw

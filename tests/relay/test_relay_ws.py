@@ -62,10 +62,10 @@ async def test_personal_space_is_hosted_for_its_owner_only(tmp_path: Path) -> No
     async with running_relay(tmp_path) as relay, trio.open_nursery() as nursery:
         la = _link(relay, com.a, tmp_path / "ha")
         nursery.start_soon(la.run)
-        await _until(lambda: relay.store.hosts(personal) and la.backlog() == 0)
+        await _until(lambda: relay.store.hosts(personal) and
+                     relay.store.version_vector(personal) == com.a.version_vector(personal))
         assert relay.store.may_read(personal, com.a.identity.public_key)
         assert not relay.store.may_read(personal, com.b.identity.public_key)
-        assert relay.store.version_vector(personal) == com.a.version_vector(personal)
         async with connect(RelayUrl.parse(relay.url), com.a.identity,
                            expected_did=relay.service.did) as conn:
             listed = {s["space"]: s for s in await conn.list_spaces()}
@@ -191,3 +191,31 @@ async def test_a_relay_answers_under_each_public_origin(tmp_path: Path) -> None:
                                    com.a.identity, expected_did=None):
                     pass
             assert err.value.reason == "wrong_origin"
+
+
+async def test_relays_replicate_as_peers(tmp_path: Path) -> None:
+    """Node A uses relay 1 only, node B relay 2 only; relay 2 replicates with relay 1."""
+    com = community(tmp_path)
+    com.a.put_doc(com.space, "products", "p1", {"title": "tomatoes"})
+    id1, id2 = Identity.generate(), Identity.generate()
+    async with running_relay(tmp_path / "r1", identity=id1, trust=[id2.did]) as r1:
+        async with running_relay(tmp_path / "r2", identity=id2,
+                                 peers=[f"{r1.url}#{id1.did}"]) as r2, \
+                trio.open_nursery() as nursery:
+            la, lb = _link(r1, com.a, tmp_path / "ha"), _link(r2, com.b, tmp_path / "hb")
+            for link, soil in ((la, com.a), (lb, com.b)):
+                links = RelayLinks([], soil, soil.identity, VerifyCache(), tmp_path)
+                links.links = [link]
+                nursery.start_soon(links.run)
+            await _until(lambda: com.b.get_doc(com.space, "products", "p1") is not None,
+                         timeout=20)
+            com.b.put_doc(com.space, "products", "p2", {"title": "beans"})
+            await _until(lambda: com.a.get_doc(com.space, "products", "p2") is not None,
+                         timeout=20)
+            assert r1.store.version_vector(com.space) == r2.store.version_vector(com.space)
+            # a relay that is not trusted gets nothing from relay 1
+            outsider = Identity.generate()
+            async with connect(RelayUrl.parse(r1.url), outsider,
+                               expected_did=id1.did) as conn:
+                assert await conn.list_spaces() == []
+            nursery.cancel_scope.cancel()
