@@ -40,7 +40,7 @@
     var coll = "*";
     try { coll = JSON.parse(event.data).coll || "*"; } catch (e) { /* keep "*" */ }
     if (watched.indexOf("*") < 0 && watched.indexOf(coll) < 0 && coll !== "*") { return; }
-    if (pending === null) { pending = setTimeout(refresh, 120); }
+    if (pending === null) { pending = setTimeout(refresh, 50); }
   }
 
   if (watched.length && window.EventSource) {
