@@ -116,6 +116,9 @@ class RelayLink:
             except Exception as exc:  # trio_websocket's handshake/connection errors
                 self._failed(type(exc).__name__, exc)
             self.status.reconnects += 1
+            if self.status.last_error == "renew":  # we closed it to offer a new space
+                self.status.last_error = None
+                continue
             if self.status.state != "refused":
                 self.status.state = "backoff"
             # The relay was reachable but the session shared nothing: a new space of ours

@@ -198,24 +198,40 @@ async def test_relays_replicate_as_peers(tmp_path: Path) -> None:
     com = community(tmp_path)
     com.a.put_doc(com.space, "products", "p1", {"title": "tomatoes"})
     id1, id2 = Identity.generate(), Identity.generate()
-    async with running_relay(tmp_path / "r1", identity=id1, trust=[id2.did]) as r1:
-        async with running_relay(tmp_path / "r2", identity=id2,
-                                 peers=[f"{r1.url}#{id1.did}"]) as r2, \
-                trio.open_nursery() as nursery:
-            la, lb = _link(r1, com.a, tmp_path / "ha"), _link(r2, com.b, tmp_path / "hb")
-            for link, soil in ((la, com.a), (lb, com.b)):
-                links = RelayLinks([], soil, soil.identity, VerifyCache(), tmp_path)
-                links.links = [link]
-                nursery.start_soon(links.run)
-            await _until(lambda: com.b.get_doc(com.space, "products", "p1") is not None,
-                         timeout=20)
-            com.b.put_doc(com.space, "products", "p2", {"title": "beans"})
-            await _until(lambda: com.a.get_doc(com.space, "products", "p2") is not None,
-                         timeout=20)
-            assert r1.store.version_vector(com.space) == r2.store.version_vector(com.space)
-            # a relay that is not trusted gets nothing from relay 1
-            outsider = Identity.generate()
-            async with connect(RelayUrl.parse(r1.url), outsider,
-                               expected_did=id1.did) as conn:
-                assert await conn.list_spaces() == []
-            nursery.cancel_scope.cancel()
+    async with (
+        running_relay(tmp_path / "r1", identity=id1, trust=[id2.did]) as r1,
+        running_relay(tmp_path / "r2", identity=id2, peers=[f"{r1.url}#{id1.did}"]) as r2,
+        trio.open_nursery() as nursery,
+    ):
+        la, lb = _link(r1, com.a, tmp_path / "ha"), _link(r2, com.b, tmp_path / "hb")
+        for link, soil in ((la, com.a), (lb, com.b)):
+            links = RelayLinks([], soil, soil.identity, VerifyCache(), tmp_path)
+            links.links = [link]
+            nursery.start_soon(links.run)
+        await _until(lambda: com.b.get_doc(com.space, "products", "p1") is not None,
+                     timeout=20)
+        com.b.put_doc(com.space, "products", "p2", {"title": "beans"})
+        await _until(lambda: com.a.get_doc(com.space, "products", "p2") is not None,
+                     timeout=20)
+        assert r1.store.version_vector(com.space) == r2.store.version_vector(com.space)
+        # a relay that is not trusted gets nothing from relay 1
+        outsider = Identity.generate()
+        async with connect(RelayUrl.parse(r1.url), outsider,
+                           expected_did=id1.did) as conn:
+            assert await conn.list_spaces() == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_space_created_while_linked_reaches_the_relay(tmp_path: Path) -> None:
+    com = community(tmp_path)
+    async with running_relay(tmp_path) as relay, trio.open_nursery() as nursery:
+        link = _link(relay, com.a, tmp_path / "ha")
+        links = RelayLinks([], com.a, com.a.identity, VerifyCache(), tmp_path)
+        links.links = [link]
+        nursery.start_soon(links.run)
+        await _until(lambda: relay.store.hosts(com.space))
+        garden = service.create_space(com.a, "garden")
+        com.a.put_doc(garden, "products", "g1", {"title": "seedlings"})
+        await _until(lambda: relay.store.version_vector(garden) == com.a.version_vector(garden),
+                     timeout=5)
+        nursery.cancel_scope.cancel()
