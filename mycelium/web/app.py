@@ -487,8 +487,10 @@ def make_app(ctx: WebContext) -> Starlette:
 
     async def pair(view: View) -> Response:
         token = ctx.auth.issue_link(ctx.clock(), "pair")
-        link = f"{_origin(view.request, ctx.base_url)}/login?token={token}"
-        return await devices(view, pair_link=link, pair_qr=qr.svg(link))
+        origin = _origin(view.request, ctx.base_url)
+        link = f"{origin}/login?token={token}"
+        local_only = _is_loopback(origin)
+        return await devices(view, pair_link=link, pair_qr=qr.svg(link), local_only=local_only)
 
     async def revoke(view: View) -> Response:
         key = view.form.get("session", "")
@@ -611,6 +613,16 @@ def _host_ok(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_loopback(origin: str) -> bool:
+    host = origin.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _local(path: str) -> str:

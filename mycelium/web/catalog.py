@@ -267,6 +267,9 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "This invite code is not valid.": ("Este código de invitación no es válido.",
                                        "Este código de convite não é válido."),
     "This listing does not exist.": ("Este anuncio no existe.", "Este anúncio não existe."),
+    "This link points at this computer itself (127.0.0.1), so a phone cannot use it. Start the node with --web 0.0.0.0:8737 and open the app through this computer's network address, then show the pairing code again.": (
+        "Este enlace apunta a este mismo ordenador (127.0.0.1), así que un teléfono no puede usarlo. Inicia el nodo con --web 0.0.0.0:8737, abre la app con la dirección de red de este ordenador y vuelve a mostrar el código.",
+        "Este link aponta para este próprio computador (127.0.0.1), então um telefone não pode usá-lo. Inicie o nó com --web 0.0.0.0:8737, abra a app pelo endereço de rede deste computador e mostre o código de novo."),
     "This membership change is not possible.": ("Este cambio de miembros no es posible.",
                                                 "Esta alteração de membros não é possível."),
     "This node": ("Este nodo", "Este nó"),
