@@ -62,6 +62,11 @@ class HostLimits:
     #: An inbound connection must finish Noise + Yamux within this (py-libp2p's default
     #: is 10 s): stalled handshakes hold inbound connection slots until it expires.
     inbound_handshake_timeout: float = 5.0
+    #: Inbound connections (handshaking or established) from one IP address: a flood of
+    #: stalled handshakes from one machine cannot take every inbound slot. Loopback is
+    #: exempt unless ``per_ip_loopback`` (local tools and tests share 127.0.0.1).
+    max_connections_per_ip: int = 32
+    per_ip_loopback: bool = False
     #: Concurrent inbound sync streams, all peers together and per peer. A peer needs one
     #: session; a few more cover reconnect races.
     max_sync_streams: int = 64
@@ -132,6 +137,47 @@ class MyceliumHost:
         from libp2p.custom_types import TProtocol
 
         libp2p_host.set_stream_handler(TProtocol(PROTOCOL_ID), self._on_sync_stream)
+        self._per_ip: dict[str, int] = {}
+        self._metrics["connections_rejected_per_ip"] = 0
+        network: Any = libp2p_host.get_network()
+        # The swarm looks this method up for every accepted TCP connection, before any
+        # handshake: the one place to count connections per remote IP.
+        network._handle_inbound_connection = self._per_ip_gate(
+            network._handle_inbound_connection)
+
+    def _per_ip_gate(
+        self, handle: Callable[[Any, Any], Awaitable[None]]
+    ) -> Callable[[Any, Any], Awaitable[None]]:
+        """Wrap the swarm's inbound handler with ``max_connections_per_ip``."""
+        from mycelium.net.pex import LOOPBACK, ip_scope
+
+        async def gated(conn: Any, maddr: Any) -> None:
+            try:
+                ip = conn.get_remote_address()[0]
+            except Exception:  # no address to count by: the swarm's own limits apply
+                ip = None
+            if ip is None or (ip_scope(ip) == LOOPBACK and not self.limits.per_ip_loopback):
+                await handle(conn, maddr)
+                return
+            count = self._per_ip.get(ip, 0)
+            if count >= self.limits.max_connections_per_ip:
+                self._metrics["connections_rejected_per_ip"] += 1
+                log.info("inbound connection from %s refused: %d open from that address",
+                            ip, count)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                return
+            self._per_ip[ip] = count + 1
+            try:
+                await handle(conn, maddr)
+            finally:
+                left = self._per_ip[ip] - 1
+                if left:
+                    self._per_ip[ip] = left
+                else:
+                    del self._per_ip[ip]
+
+        return gated
 
     # -- addresses and peers --------------------------------------------------------
     def addrs(self) -> list[str]:

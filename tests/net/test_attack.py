@@ -153,3 +153,26 @@ async def test_connection_flood_from_fresh_ids_keeps_the_connection_limit() -> N
                     ok += 1
             assert ok <= 8
             assert len(server.connected_peers()) <= 8
+
+
+async def test_stalled_handshakes_from_one_address_leave_room_for_others() -> None:
+    """Raw TCP from 127.0.0.2 that never finishes the handshake would hold every inbound
+    slot until the handshake timeout; the per-IP cap keeps them to a few."""
+    limits = HostLimits(max_connections=16, max_connections_per_ip=4, per_ip_loopback=True)
+    with trio.fail_after(60):
+        async with hosts(1, limits) as (server,), hosts(1) as (honest,):
+            port = int(server.addrs()[0].split("/")[4])
+            stalled: list[trio.SocketStream] = []
+            for _ in range(30):
+                sock = trio.socket.socket()
+                await sock.bind(("127.0.0.2", 0))
+                await sock.connect(("127.0.0.1", port))
+                stream = trio.SocketStream(sock)
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await stream.send_all(b"\x13/multistream/1.0.0\n")
+                stalled.append(stream)
+            await wait_until(lambda: server.metrics()["connections_rejected_per_ip"] >= 26)
+            with trio.fail_after(5):
+                assert await honest.connect(server.addrs()[0]) == server.peer_id
+            for stream in stalled:
+                await stream.aclose()
