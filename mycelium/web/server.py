@@ -42,16 +42,20 @@ class WebService:
 
 async def serve_web(ops: Any, paths: NodePaths, bind: str, *,
                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve the web app until cancelled; ``task_status.started(WebService)``."""
+    """Serve the web app until cancelled; ``task_status.started(WebService)``, or
+    ``started(None)`` (error logged, node keeps running) if it cannot listen."""
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
     host, port = split_bind(bind)
-    if bind == DEFAULT_BIND and not _port_free(host, port):
-        log.warning("web app: %s is taken (another node?); using a free port", bind)
-        port = 0
+    try:
+        sock = _listening_socket(host, port, fallback=bind == DEFAULT_BIND)
+    except OSError as exc:
+        log.error("web app not started: cannot listen on %s (%s)", bind, exc.strerror or exc)
+        task_status.started(None)
+        return
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the socket from here
     config.accesslog = None
     config.errorlog = logging.getLogger("mycelium.web.http")
     config.graceful_timeout = 1.0
@@ -106,14 +110,22 @@ def _display_name(paths: NodePaths) -> str | None:
         return None
 
 
-def _port_free(host: str, port: int) -> bool:
+def _listening_socket(host: str, port: int, *, fallback: bool) -> socket.socket:
+    """A TCP socket bound to (host, port); if that is taken and ``fallback`` (the default
+    address, e.g. a second node on this computer), bound to a free port instead. Binding
+    here, not in hypercorn, leaves no window between a check and the bind."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        if not fallback:
+            sock.close()
+            raise
+        log.warning("web app: %s:%d is taken (another node?); using a free port", host, port)
+        sock.bind((host, 0))
+    return sock
 
 
 def _public_url(bound: str, host: str) -> str:

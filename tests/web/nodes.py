@@ -50,9 +50,11 @@ class WebNode:
         self.cli("init", "--name", self.name)
         self.did = self.cli_json("id")["did"]
 
-    def start(self, peers: list[str] = ()) -> None:  # type: ignore[assignment]
-        args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--api", "127.0.0.1:0",
-                "--web", "127.0.0.1:0"]
+    def start(self, peers: list[str] = (), web: str | None = "127.0.0.1:0") -> None:  # type: ignore[assignment]
+        """Run the node (``web=None``: the default address) and wait until it answers."""
+        args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--api", "127.0.0.1:0"]
+        if web is not None:
+            args += ["--web", web]
         for peer in peers:
             args += ["--peer", peer]
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
@@ -66,7 +68,8 @@ class WebNode:
                 raise AssertionError(f"{self.name} exited: {self.log_tail()}")
             status = self._status()
             if status is not None and status.get("running"):
-                self.web_url = self.login_url().split("/login")[0]
+                if web != "off":
+                    self.web_url = self.login_url().split("/login")[0]
                 return
             time.sleep(0.2)
         raise AssertionError(f"{self.name} did not start: {self.log_tail()}")

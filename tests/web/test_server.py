@@ -1,0 +1,45 @@
+"""How ``mycelium run`` serves the app: the default address, a second node on the same
+computer, ``--web off``, and ``mycelium open`` when there is nothing to open."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from simnet.backends.process import mycelium_command, node_env
+from tests.web.nodes import WebNode
+
+
+def test_two_nodes_on_the_default_address_both_serve(tmp_path: Path) -> None:
+    one, two = WebNode(tmp_path, "one"), WebNode(tmp_path, "two")
+    try:
+        for node in (one, two):
+            node.init()
+        one.start(web=None)
+        two.start(web=None)  # 127.0.0.1:8737 is taken by now (or by someone else): falls back
+        assert one.web_url != two.web_url
+        for node in (one, two):
+            assert httpx.get(node.web_url + "/offline", timeout=10).status_code == 200
+            assert "web app http://127.0.0.1:" in node.log_path.read_text()
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_web_off_and_open_without_a_node(tmp_path: Path) -> None:
+    node = WebNode(tmp_path, "quiet")
+    node.init()
+    argv = [*mycelium_command(), "open", "--json", "--home", str(node.home)]
+    idle = subprocess.run(argv, env=node_env(), capture_output=True, text=True, timeout=60)
+    assert idle.returncode != 0 and idle.stdout == ""
+    assert idle.stderr.strip().splitlines() == [
+        "error: no node is running here: start it with `mycelium run`, then `mycelium open`"]
+    try:
+        node.start(web="off")
+        off = subprocess.run(argv, env=node_env(), capture_output=True, text=True, timeout=60)
+        assert off.returncode != 0 and "web app runs only" in off.stderr
+        assert len(off.stderr.strip().splitlines()) == 1
+    finally:
+        node.stop()
