@@ -65,3 +65,34 @@ async def test_kill_9_before_the_reply_then_exactly_one_reply(tmp_path: Path) ->
         gw.stop()
     with sqlite3.connect(tmp_path / "gateway.db") as conn:
         assert conn.execute("SELECT count(*) FROM listings").fetchone()[0] == 1
+
+
+def test_acknowledged_but_unprocessed_messages_are_processed_once_after_restart(
+        tmp_path: Path) -> None:
+    from mycelium.gateway.db import GatewayDB
+    from mycelium.gateway.market import Market, ensure_market
+    from mycelium.gateway.service import Gateway, GatewayConfig
+    from mycelium.gateway.webhooks import parse_meta
+    from mycelium.identity.identity import Identity
+    from mycelium.store.soil import Soil
+
+    identity = Identity.generate()
+    config = GatewayConfig(public_url="https://m.example.org", meta_app_secret="s")
+
+    def open_gateway() -> tuple[Gateway, Soil, GatewayDB]:
+        soil = Soil.open(tmp_path / "soil.db", identity)
+        db = GatewayDB(tmp_path / "gateway.db")
+        return Gateway(config, db, Market(soil, ensure_market(soil, "market"))), soil, db
+
+    gateway, soil, db = open_gateway()
+    messages, _ = parse_meta(whatsapp_body("wamid.U1", "I have 5kg of tomatoes"))
+    assert db.accept(messages, [], 1_000) == ["wamid.U1"]  # what happens before the 200
+    db.close()  # the process dies here, before processing
+    soil.close()
+    for _ in range(2):  # two restarts: the second finds nothing left to do
+        gateway, soil, db = open_gateway()
+        gateway.process_received(2_000)
+        assert len(soil.list_docs(gateway.market.space, "products")) == 1
+        assert [r["state"] for r in db.outbox()] == ["pending"]
+        db.close()
+        soil.close()

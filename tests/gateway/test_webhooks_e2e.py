@@ -226,3 +226,19 @@ async def test_whatsapp_delivery_statuses_are_recorded(tmp_path: Path) -> None:
         ).fetchone()
         assert row[0] == "failed" and row[1] == "5511988887777" and "131047" in row[2]
         assert gw.gateway.db.metrics()["statuses"] == 1
+
+
+async def test_private_and_withdrawn_listings_are_not_public(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gw:
+        soil, space = gw.soil, gw.space
+        soil.put_doc(space, "products", "private1", {"title": "jam", "status": "available"})
+        soil.put_doc(space, "products", "gone1", {"title": "jam", "status": "withdrawn",
+                                                  "shared": True})
+        soil.put_doc(space, "products", "shown1", {"title": "jam", "status": "available",
+                                                   "shared": True})
+        for doc, status in (("private1", 404), ("gone1", 404), ("shown1", 200)):
+            page = await gw.client.get(f"/p/{doc}")
+            assert page.status_code == status, doc
+        private = await gw.client.get("/p/private1")
+        unknown = await gw.client.get("/p/neverexisted")
+        assert private.text == unknown.text  # a private listing is indistinguishable
