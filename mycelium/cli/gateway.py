@@ -87,9 +87,9 @@ def link(
         challenge = Challenge.from_cbor(base64.b64decode(got.json()["challenge"]))
         signed = answer(identity, challenge).to_cbor()
         done = httpx.post(base, content=base64.b64encode(signed), timeout=10)
+        body: dict[str, Any] = done.json()
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         fail(f"cannot talk to the gateway at {gateway}: {exc}")
-    body: dict[str, Any] = done.json()
     if done.status_code != 200:
         fail(f"gateway refused the answer: {body.get('reason')}: {body.get('error')}")
     reissued = _reissue(paths, body, identity.did, call_op)
