@@ -258,6 +258,16 @@ def test_every_skip_has_a_reason_and_is_listed(capsys: pytest.CaptureFixture[str
             f"  {b.where}: {b.skip}" for b in skipped))
 
 
+def test_shell_blocks_are_marked_bash() -> None:
+    """A shell block fenced as ``sh``, ``shell`` or ``console`` would escape this test."""
+    fences = re.compile(r"^```(sh|shell|console|zsh)\s*$")
+    for path in doc_files():
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            assert not fences.match(line.strip()), (
+                f"{path.relative_to(ROOT)}:{i + 1}: fence shell commands as ```bash so the "
+                "docs test runs them (or mark them skipped)")
+
+
 def test_the_user_docs_have_runnable_blocks() -> None:
     """Guard against a vacuous pass: the docs that teach commands keep running some."""
     for name in ("README.md", "docs/quickstart.md", "docs/recovery.md"):
