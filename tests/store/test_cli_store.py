@@ -113,7 +113,7 @@ def test_damaged_page_one_line_message_then_rebuild(home: Path) -> None:
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:  # the stdlib's name
         self.send_response(200 if self.path == "/v1/health" else 404)
         self.end_headers()
 
