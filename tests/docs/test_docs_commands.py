@@ -18,6 +18,8 @@ line to line (as in one terminal). Conventions a doc may use:
   the invite code printed last; ``request.cbor`` the recovery request written last. Any
   other ``<placeholder>`` fails the test: fill it here or mark the block skipped.
 * ``.venv/bin/`` is this test's virtualenv; ``mycelium`` alone is found on ``PATH``.
+* ``MYCELIUM_INSECURE_FAST_KDF=1`` keeps keystore creation fast; nothing else differs from
+  what a reader's terminal does.
 """
 
 from __future__ import annotations
