@@ -12,11 +12,12 @@
  * to be right about what it accepts; tests pin that against the Python path on random
  * and mutated inputs.
  *
- * No crypto is implemented here. SHA-256 and XChaCha20-Poly1305 are libsodium's, the copy
- * PyNaCl ships and the Python path uses, called through function pointers that
- * mycelium/accel.py takes with cffi's ffi.addressof and checks with known-answer tests
- * before handing out any compiled function, so the build needs nothing but a C compiler
- * and the Python headers.
+ * No crypto is implemented here. SHA-256 is hashlib's (OpenSSL through its EVP API, the
+ * very code the Python path hashes with), called through the constructor accel.py hands
+ * to configure(); XChaCha20-Poly1305 is the libsodium PyNaCl ships, called through the
+ * function's address taken with cffi's ffi.addressof. accel.py checks both with
+ * known-answer tests before handing out any compiled function, and the build needs
+ * nothing but a C compiler and the Python headers.
  *
  * Inputs come from untrusted peers (envelopes, payloads) and from our own code (types,
  * descriptors, dicts): the first are parsed with bounds checks on every read, the second
@@ -31,15 +32,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* libsodium's crypto_hash_sha256 and crypto_aead_xchacha20poly1305_ietf_decrypt */
-typedef int (*sha256_fn)(unsigned char *out, const unsigned char *in, unsigned long long inlen);
+/* libsodium's crypto_aead_xchacha20poly1305_ietf_decrypt */
 typedef int (*aead_decrypt_fn)(unsigned char *m, unsigned long long *mlen_p, unsigned char *nsec,
                                const unsigned char *c, unsigned long long clen,
                                const unsigned char *ad, unsigned long long adlen,
                                const unsigned char *npub, const unsigned char *k);
 
 /* -- configuration (set once by configure()) ------------------------------------------ */
-static sha256_fn sha256_hash;
+static PyObject *sha256_new, *digest_name; /* hashlib.sha256 and "digest" */
 static aead_decrypt_fn aead_decrypt;
 static PyTypeObject *envelope_type, *payload_type, *op_type, *timestamp_type;
 #define N_ENV_FIELDS 12 /* kind space author seq prev epoch nonce ct sig v raw _id */
@@ -272,10 +272,19 @@ static PyObject *named_tuple(PyTypeObject *type, Py_ssize_t n, PyObject **items)
     return t;
 }
 
-/* SHA-256 of data into out: 0, or -1 if libsodium reports an error. */
-static int sha256(const uint8_t *data, Py_ssize_t n, unsigned char out[32]) {
-    assert(sha256_hash != NULL && n >= 0);
-    return sha256_hash(out, data, (unsigned long long)n) == 0 ? 0 : -1;
+/* SHA-256 of a bytes object as a new 32-byte bytes object, or NULL with an exception:
+ * hashlib.sha256(data).digest(), so the same OpenSSL code (and providers) as Python's. */
+static PyObject *sha256(PyObject *data) {
+    assert(sha256_new != NULL && PyBytes_Check(data));
+    PyObject *h = PyObject_CallOneArg(sha256_new, data);
+    PyObject *d = h != NULL ? PyObject_CallMethodNoArgs(h, digest_name) : NULL;
+    Py_XDECREF(h);
+    if (d != NULL && !(PyBytes_CheckExact(d) && PyBytes_GET_SIZE(d) == 32)) {
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_ValueError, "sha256 digest is not 32 bytes");
+        return NULL;
+    }
+    return d;
 }
 
 /* Envelope field i (in dataclass field order) of env, as a new reference. */
@@ -298,10 +307,6 @@ static PyObject *decode_envelope(PyObject *Py_UNUSED(module), PyObject *data) {
 /* The Envelope of canonical bytes data already parsed into e (None if out of memory). */
 static PyObject *envelope_of(PyObject *data, const layout *parsed) {
     const layout e = *parsed;
-    const uint8_t *raw = (const uint8_t *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
-    unsigned char id[32];
-    if (sha256(raw, n, id) < 0) Py_RETURN_NONE;
     PyObject *v[N_ENV_FIELDS];
     v[0] = Py_NewRef(e.kind == 0 ? kind_data : kind_control);
     v[1] = shared_b32(&last_space, e.space);
@@ -315,7 +320,7 @@ static PyObject *envelope_of(PyObject *data, const layout *parsed) {
     v[8] = PyBytes_FromStringAndSize((const char *)e.sig, 64);
     v[9] = Py_NewRef(version_obj);
     v[10] = Py_NewRef(data);
-    v[11] = PyBytes_FromStringAndSize((const char *)id, 32);
+    v[11] = sha256(data); /* delta_id */
     PyObject *env = NULL;
     int ok = 1;
     for (int i = 0; i < N_ENV_FIELDS; i++) ok &= v[i] != NULL;
@@ -352,13 +357,14 @@ static PyObject *chain_runs(PyObject *Py_UNUSED(module), PyObject *const *args,
         || PyBytes_GET_SIZE(args[1]) != 32 || envelope_type == NULL)
         Py_RETURN_NONE;
     PyObject *heads = args[2];
-    PyObject **raws = PySequence_Fast_ITEMS(args[0]);
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(args[0]);
+    /* a snapshot: hashing a large envelope releases the GIL (hashlib), and another thread
+     * could change a list meanwhile; the tuple keeps every item alive and in place */
+    PyObject *batch = PySequence_Tuple(args[0]);
     const char *space = PyBytes_AS_STRING(args[1]);
     PyObject *runs = PyList_New(0), *by_author = PyDict_New();
-    if (runs == NULL || by_author == NULL) goto defer;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *raw = raws[i];
+    if (batch == NULL || runs == NULL || by_author == NULL) goto defer;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(batch); i++) {
+        PyObject *raw = PyTuple_GET_ITEM(batch, i);
         layout e;
         if (!PyBytes_CheckExact(raw)
             || parse_envelope((const uint8_t *)PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), &e) < 0
@@ -413,8 +419,10 @@ static PyObject *chain_runs(PyObject *Py_UNUSED(module), PyObject *const *args,
         if (!ok) goto defer;
     }
     Py_DECREF(by_author);
+    Py_DECREF(batch);
     return runs;
 defer:
+    Py_XDECREF(batch);
     Py_XDECREF(runs);
     Py_XDECREF(by_author);
     PyErr_Clear();
@@ -948,6 +956,7 @@ static PyObject *merge_all(PyObject *Py_UNUSED(module), PyObject *const *args,
             PyErr_SetString(PyExc_TypeError, "merge_all: items must be (envelope, payload, key)");
             return NULL;
         }
+        Py_INCREF(pair); /* the fallback runs Python code: keep this item alive meanwhile */
         PyObject *env = PyTuple_GET_ITEM(pair, 0), *payload = PyTuple_GET_ITEM(pair, 1);
         PyObject *decided = NULL, *key = Py_NewRef(PyTuple_GET_ITEM(pair, 2));
         if (Py_TYPE(env) == envelope_type && PyTuple_Check(payload)
@@ -964,6 +973,7 @@ static PyObject *merge_all(PyObject *Py_UNUSED(module), PyObject *const *args,
                 Py_XDECREF(author);
                 if (decided == NULL && PyErr_Occurred()) {
                     Py_DECREF(key);
+                    Py_DECREF(pair);
                     return NULL;
                 }
             }
@@ -985,6 +995,7 @@ static PyObject *merge_all(PyObject *Py_UNUSED(module), PyObject *const *args,
         }
         Py_XDECREF(decided);
         Py_XDECREF(key);
+        Py_DECREF(pair);
         if (rc < 0) return NULL;
     }
     Py_RETURN_NONE;
@@ -1506,7 +1517,7 @@ done:
  * when all of it is valid, so a failed call leaves the previous configuration (or none)
  * intact: never half of each. */
 typedef struct {
-    sha256_fn sha;
+    PyObject *sha; /* hashlib.sha256 */
     aead_decrypt_fn aead;
     PyTypeObject *types[4], *doc_state;
     PyObject *setters[N_ENV_FIELDS], *doc_setters[2], *kinds[2], *version;
@@ -1536,10 +1547,13 @@ static int check_config(PyObject *pointers, PyObject *types, PyObject *setters,
         PyErr_SetString(PyExc_ValueError, "configure: wrong tuple sizes");
         return -1;
     }
-    void *p;
-    if ((p = pointer_arg(PyTuple_GET_ITEM(pointers, 0))) == NULL) return -1;
-    c->sha = (sha256_fn)p;
-    if ((p = pointer_arg(PyTuple_GET_ITEM(pointers, 1))) == NULL) return -1;
+    c->sha = PyTuple_GET_ITEM(pointers, 0);
+    if (!PyCallable_Check(c->sha)) {
+        PyErr_SetString(PyExc_TypeError, "configure: crypto[0] must be hashlib.sha256");
+        return -1;
+    }
+    void *p = pointer_arg(PyTuple_GET_ITEM(pointers, 1));
+    if (p == NULL) return -1;
     c->aead = (aead_decrypt_fn)p;
     for (int i = 0; i < 4; i++) {
         PyObject *t = PyTuple_GET_ITEM(types, i);
@@ -1587,9 +1601,9 @@ static int check_config(PyObject *pointers, PyObject *types, PyObject *setters,
 }
 
 PyDoc_STRVAR(configure_doc,
-"configure(pointers, types, setters, kinds, version, limits, docs)\n\n"
-"pointers: addresses of libsodium's crypto_hash_sha256 and\n"
-"crypto_aead_xchacha20poly1305_ietf_decrypt; types: (Envelope, Payload, Op, Timestamp);\n"
+"configure(crypto, types, setters, kinds, version, limits, docs)\n\n"
+"crypto: (hashlib.sha256, address of libsodium's\n"
+"crypto_aead_xchacha20poly1305_ietf_decrypt); types: (Envelope, Payload, Op, Timestamp);\n"
 "setters: Envelope's 12 slot descriptors in field order; kinds: (Kind.DATA,\n"
 "Kind.CONTROL); limits: (envelope, payload, ops, coll chars, doc chars, field chars,\n"
 "hlc node bytes, hlc counter); docs: (DocState, its fields slot, its tomb slot).\n"
@@ -1604,14 +1618,18 @@ static PyObject *configure(PyObject *Py_UNUSED(module), PyObject *args) {
         || check_config(pointers, types, setters, kinds, version, limits, docs, &c) < 0)
         return NULL;
     PyObject *zero = PyLong_FromLong(0), *one = PyLong_FromLong(1);
-    if (zero == NULL || one == NULL) {
+    PyObject *digest = PyUnicode_InternFromString("digest");
+    if (zero == NULL || one == NULL || digest == NULL) {
         Py_XDECREF(zero);
         Py_XDECREF(one);
+        Py_XDECREF(digest);
         return NULL;
     }
     /* all checked and allocated: publish (nothing below can fail) */
     Py_XSETREF(int_zero, zero);
     Py_XSETREF(int_one, one);
+    Py_XSETREF(digest_name, digest);
+    Py_XSETREF(sha256_new, Py_NewRef(c.sha));
     Py_XSETREF(envelope_type, (PyTypeObject *)Py_NewRef(c.types[0]));
     Py_XSETREF(payload_type, (PyTypeObject *)Py_NewRef(c.types[1]));
     Py_XSETREF(op_type, (PyTypeObject *)Py_NewRef(c.types[2]));
@@ -1630,30 +1648,24 @@ static PyObject *configure(PyObject *Py_UNUSED(module), PyObject *args) {
     max_field = c.limits[5];
     max_node = c.limits[6];
     max_counter = (unsigned long long)c.limits[7];
-    sha256_hash = c.sha;
     aead_decrypt = c.aead;
     Py_RETURN_NONE;
 }
 
 /* -- known-answer hooks (accel.py runs them before handing out any function) ---------- */
 PyDoc_STRVAR(sha256_doc,
-"sha256_digest(data) -> bytes: SHA-256 through the configured pointer (self-test).");
+"sha256_digest(data: bytes) -> bytes: SHA-256 as envelope ids are hashed here (self-test).");
 
 static PyObject *sha256_digest(PyObject *Py_UNUSED(module), PyObject *data) {
-    Py_buffer view;
-    unsigned char out[32];
-    if (sha256_hash == NULL) {
+    if (sha256_new == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "not configured");
         return NULL;
     }
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
-    int rc = sha256(view.buf, view.len, out);
-    PyBuffer_Release(&view);
-    if (rc < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "crypto_hash_sha256 failed");
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "sha256_digest(data: bytes)");
         return NULL;
     }
-    return PyBytes_FromStringAndSize((const char *)out, 32);
+    return sha256(data);
 }
 
 PyDoc_STRVAR(aead_open_doc,

@@ -7,6 +7,7 @@ never crash."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ def fresh_loader(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 # -- known answers ------------------------------------------------------------------------
-def test_crypto_pointers_pass_their_known_answer_tests() -> None:
+def test_crypto_passes_its_known_answer_tests() -> None:
     ext = _ext()
     accel._known_answers(ext)  # raises SelfTestFailed otherwise
     assert ext.sha256_digest(b"abc").hex().startswith("ba7816bf")
@@ -58,38 +59,66 @@ def test_crypto_pointers_pass_their_known_answer_tests() -> None:
     assert ext.aead_open(kat["ciphertext"], kat["aad"], kat["nonce"], bytes(32)) is None
 
 
-def test_the_crypto_pointers_point_into_pynacls_libsodium() -> None:
-    """ffi.addressof gives the C functions themselves, inside PyNaCl's module (its
-    libsodium is linked in statically, so dladdr names the file, not the symbol)."""
+def test_the_aead_pointer_points_into_pynacls_libsodium() -> None:
+    """ffi.addressof gives the C function itself, inside PyNaCl's module (its libsodium
+    is linked in statically, so dladdr names the file, not the symbol)."""
     import ctypes
+
+    import nacl._sodium
 
     class DlInfo(ctypes.Structure):
         _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
                     ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
 
-    import nacl._sodium
+    sha, aead = accel._crypto()
+    info = DlInfo()
+    assert ctypes.CDLL(None).dladdr(ctypes.c_void_p(aead), ctypes.byref(info))
+    assert os.path.samefile(info.dli_fname.decode(), nacl._sodium.__file__)
+    assert sha is hashlib.sha256
 
-    libc = ctypes.CDLL(None)
-    for address in accel._pointers():
-        info = DlInfo()
-        assert libc.dladdr(ctypes.c_void_p(address), ctypes.byref(info))
-        assert os.path.samefile(info.dli_fname.decode(), nacl._sodium.__file__)
+
+def test_large_envelopes_hash_while_other_threads_run() -> None:
+    """hashlib releases the GIL for inputs over 2 KiB: chain_runs works on a snapshot of
+    the batch, so a list another thread empties meanwhile changes nothing."""
+    import threading
+
+    runs = samples.chain(3, big_at=2)
+    raws = [e.raw for e in runs]
+    assert len(raws[1]) > 4096
+    stop = threading.Event()
+    shared = list(raws)
+
+    def churn() -> None:
+        while not stop.is_set():
+            shared.clear()
+            shared.extend(raws)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(200):
+            got = accel.chain_runs(shared, samples.SPACE, {})  # type: ignore[misc]
+            if got:  # [] when the snapshot caught the list empty
+                assert [e.raw for e in got[0]] == raws[:len(got[0])]
+    finally:
+        stop.set()
+        t.join(10)
 
 
 # -- the loader ---------------------------------------------------------------------------
 @pytest.mark.parametrize("failure", [
     ImportError("No module named 'nacl._sodium'"),
     ImportError("cannot import name 'lib'"),
-    OSError("libsodium function pointers not found"),
+    OSError("libsodium's XChaCha20-Poly1305 decrypt not found"),
     RuntimeError("anything else"),
 ])
 def test_any_configure_failure_means_the_python_path_said_once(
         fresh_loader: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         failure: Exception) -> None:
-    def broken() -> tuple[int, int]:
+    def broken() -> tuple[Any, int]:
         raise failure
 
-    monkeypatch.setattr(accel, "_pointers", broken)
+    monkeypatch.setattr(accel, "_crypto", broken)
     caplog.set_level(logging.WARNING, logger="mycelium.accel")
     assert accel.decode_envelope(samples.chain(1)[0].raw) is None  # type: ignore[misc]
     assert accel.open_payload is None and not accel.active()
@@ -153,7 +182,7 @@ def _configure_args(**change: Any) -> list[Any]:
 
     slots = {f.name: getattr(DocState, f.name) for f in fields(DocState)}
     args = {
-        "pointers": accel._pointers(), "types": (Envelope, Payload, Op, Timestamp),
+        "pointers": accel._crypto(), "types": (Envelope, Payload, Op, Timestamp),
         "setters": tuple(getattr(Envelope, f.name) for f in fields(Envelope)),
         "kinds": (Kind.DATA, Kind.CONTROL), "version": VERSION,
         "limits": (limits.MAX_ENVELOPE_BYTES, limits.MAX_PAYLOAD_BYTES,
@@ -191,7 +220,8 @@ def _bad_configurations() -> list[dict[str, Any]]:
         {"docs": (DocState, _slot(_Slotted, "a"), _slot(_Slotted, "b"))},
         {"docs": (float, _slot(DocState, "fields"), _slot(DocState, "tomb"))},
         {"docs": (DocState,)},
-        {"pointers": (0, 1)}, {"pointers": ("x", 1)}, {"pointers": (1,)},
+        {"pointers": (hashlib.sha256, 0)}, {"pointers": ("x", 1)}, {"pointers": (1,)},
+        {"pointers": (0, accel._crypto()[1])},              # no hash constructor
         {"limits": (10, 10, 10**6, 1, 1, 1, 1, 1)},         # more ops than read_ops holds
         {"limits": (-1, 10, 10, 1, 1, 1, 1, 1)},
         {"types": [Envelope, Payload, Op, Timestamp]},       # not a tuple
