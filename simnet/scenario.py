@@ -125,6 +125,20 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Hostile:
+    """A hostile member (``[hostile]``, run by :mod:`simnet.virtual.hostile` on real Soil
+    nodes): before its removal it pushes junk control ops of throwaway keys, a plain
+    member's control ops, future-dated writes and impossible sequence numbers; after it,
+    a second chain for its kept seqs."""
+
+    node: int
+    junk_control_ops: int = 200
+    future_writes: int = 300
+    bad_seq_writes: int = 20
+    forked_chain: bool = True
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -138,6 +152,7 @@ class Scenario:
     duration: float
     seed: int = 1
     sample_interval: float = 1.0
+    hostile: Hostile | None = None
 
     def group_of(self, name: str) -> tuple[int, ...]:
         return self.groups[name]
@@ -383,10 +398,24 @@ def parse(data: dict[str, Any], *, source: str = "<scenario>") -> Scenario:
         raise ScenarioError("writes.writers", "total > 0 needs at least one writer")
 
     events = _events(top, count, group_ref, duration)
+    hostile = _hostile(top.table("hostile"), count) if "hostile" in top.data else None
     top.done()
     return Scenario(name=name, description=description, nodes=count, groups=groups,
                     topology=topology, link=link, sync=sync, writes=writes, events=events,
-                    duration=duration, seed=seed, sample_interval=sample_interval)
+                    duration=duration, seed=seed, sample_interval=sample_interval,
+                    hostile=hostile)
+
+
+def _hostile(t: _Table, count: int) -> Hostile:
+    node = t.integer("node")
+    if node >= count:
+        raise ScenarioError(t.sub("node"), f"node {node} of {count}")
+    h = Hostile(node=node, junk_control_ops=t.integer("junk_control_ops", 200),
+                future_writes=t.integer("future_writes", 300),
+                bad_seq_writes=t.integer("bad_seq_writes", 20),
+                forked_chain=t.get("forked_chain", bool, True))
+    t.done()
+    return h
 
 
 def _events(top: _Table, count: int, group_ref: Callable[[str, str], tuple[int, ...]],

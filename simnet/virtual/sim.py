@@ -44,6 +44,7 @@ from mycelium.sync.session import (
     SyncLimits,
     SyncSession,
 )
+from simnet.errors import BackendUnavailable
 from simnet.scenario import Event, Scenario
 from simnet.virtual.engine import EventQueue, Trace
 from simnet.virtual.network import Network, build_overlay, diameter
@@ -121,6 +122,10 @@ class Simulation:
         session_factory: SessionFactory | None = None,
         progress: Progress | None = None,
     ) -> None:
+        if scenario.hostile is not None:  # its in-memory stores know no membership
+            raise BackendUnavailable(
+                f"scenario {scenario.name!r} has a hostile member: it runs on real Soil "
+                "nodes with `python -m simnet.virtual.hostile`")
         self.sc = scenario
         self.seed = scenario.seed if seed is None else seed
         self.rng = random.Random(self.seed)
