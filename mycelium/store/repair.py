@@ -76,6 +76,15 @@ def damaged_message(path: Path | str, exc: BaseException) -> str:
             "rebuild it from the envelopes that remain, then sync the rest from peers")
 
 
+def db_file(conn: sqlite3.Connection) -> str:
+    """The file behind ``conn`` (for messages; SQLite answers without reading a page)."""
+    try:
+        rows = conn.execute("PRAGMA database_list").fetchall()
+    except sqlite3.Error:
+        return "soil.db"
+    return next((str(r[2]) for r in rows if r[1] == "main" and r[2]), "soil.db")
+
+
 def codec_of(soil: Soil, space: bytes) -> DocCodec:
     """The row layout of ``space`` (sealed under the storage key for the personal space)."""
     personal = soil.space_kind(space) == "personal"

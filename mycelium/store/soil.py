@@ -405,11 +405,18 @@ class Soil:
         True if any was, so the chunk is tried once more. One scan per failed chunk."""
         from mycelium.store import repair
 
-        rows = repair.damaged_rows(self, space)
-        if rows:
-            with self._tx():
-                for row_key in rows:
-                    self._unreadable_row(space, row_key)
+        try:
+            rows = repair.damaged_rows(self, space)
+            if rows:
+                with self._tx():
+                    for row_key in rows:
+                        self._unreadable_row(space, row_key)
+        except Exception as exc:  # the file itself is damaged, or the repair failed
+            if repair.is_corruption(exc):
+                log.error("%s", repair.damaged_message(repair.db_file(self.conn), exc))
+            else:
+                log.exception("repairing document rows failed")
+            return False
         return bool(rows)
 
     def _count_failure(self) -> None:

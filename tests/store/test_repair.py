@@ -254,3 +254,25 @@ def test_row_with_a_damaged_stamp_is_repaired_and_the_batch_kept(market: Market)
     assert b.list_docs(s, "products") == a.list_docs(s, "products")
     assert "internal_error" not in b.metrics() and b.metrics()["repaired_docs"] == 1
     assert repair.check(b).ok
+
+
+def test_ingest_on_a_damaged_page_never_raises_and_says_the_way_out(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    a = open_soil(tmp_path / "a.db", A)
+    space = service.create_space(a, "market")
+    fill(a, space, 400)
+    path = tmp_path / "b.db"
+    with Soil.open(path, A, clock=Clock()) as b:
+        b.add_space(a.genesis(space))
+        sync(a, b, space)
+        b.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for page in _leaf_pages(path, "docs"):
+        _smash_page(path, page)
+    for i in range(400):
+        a.put_doc(space, "products", f"p{i}", {"status": "reserved"})
+    with Soil.open(path, A, clock=Clock()) as b, caplog.at_level(logging.ERROR):
+        result = b.ingest(space, a.envelopes_since(space, b.version_vector(space), limit=50,
+                                                   max_bytes=1 << 22))
+    assert result.rejected and {r for _, r in result.rejected} == {"internal_error"}
+    assert any("store rebuild" in r.message for r in caplog.records)
+    a.close()
