@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 ok &= step("equivalence tests", [
                     python, "-m", "pytest", "-p", "tests.accel.preload", "-p", "no:cacheprovider",
                     "-q", "-x", "-m", "not slow", *args.pytest_args.split(),
-                    *EQUIVALENCE_TESTS], env, timeout=900)
+                    *EQUIVALENCE_TESTS], env, timeout=600)
             ok &= step("out-of-memory sweep", [python, "tests/accel/oom_sweep.py"], env,
                        timeout=300)
             ok &= step(f"differential fuzzer ({args.fuzz_seconds:.0f} s, seed {seed})", [
