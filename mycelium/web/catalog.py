@@ -281,6 +281,9 @@ _PAIRS: dict[str, tuple[str, str]] = {
         "Este enlace de acceso es desconocido, ya se usó o caducó.",
         "Este link de acesso é desconhecido, já foi usado ou expirou."),
     "Title": ("Título", "Título"),
+    "Too long for a QR code: copy the text below instead.": (
+        "Demasiado largo para un código QR: copia el texto de abajo.",
+        "Longo demais para um código QR: copie o texto abaixo."),
     "Try again": ("Intentar de nuevo", "Tentar de novo"),
     "Unit": ("Unidad", "Unidade"),
     "Unknown space.": ("Espacio desconocido.", "Espaço desconhecido."),

@@ -35,6 +35,7 @@ def page(browser: Any, solo: WebNode) -> Any:
     signed.context.close()
 
 
+@pytest.mark.slow
 def test_screenshots_axe_and_keyboard_on_every_page(page: Any, solo: WebNode) -> None:
     from axe_playwright_python.sync_playwright import Axe
 

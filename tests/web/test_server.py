@@ -7,11 +7,13 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from simnet.backends.process import mycelium_command, node_env
 from tests.web.nodes import WebNode
 
 
+@pytest.mark.slow
 def test_two_nodes_on_the_default_address_both_serve(tmp_path: Path) -> None:
     one, two = WebNode(tmp_path, "one"), WebNode(tmp_path, "two")
     try:
