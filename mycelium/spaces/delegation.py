@@ -127,6 +127,15 @@ def decode(payload: bytes, *, verify: bool = True) -> Certificate:
     return cert
 
 
+def issuer_of(payload: bytes) -> bytes | None:
+    """The issuer a delegation payload names, without checking its signature (None if the
+    payload is malformed: the full check then refuses it for good)."""
+    try:
+        return decode(payload, verify=False).issuer
+    except BadDelegation:
+        return None
+
+
 def certificate_of(env: Envelope, space_id: bytes, *, verify: bool = True) -> Certificate:
     """The verified certificate an envelope carries, bound to its author and place.
 

@@ -362,7 +362,11 @@ class SpaceState:
         if env.kind is Kind.CONTROL:
             if author not in self._named_admins:
                 if env.seq == 1 and delegation.is_delegation(env.ct):
-                    return None  # any key may open its chain with a certificate
+                    # Any key may open its chain with a certificate whose issuer is a
+                    # member; strangers' certificates wait in the bounded pending pool
+                    # instead of filling the space's delegations (protocols/delegation.md §3).
+                    issuer = delegation.issuer_of(env.ct)
+                    return None if issuer is None or issuer in r.members else "not_member"
                 return "not_admin"
         elif (author not in r.members and author not in r.former
               and not self.delegations.may_write(author, r.members)):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mycelium.identity.identity import Identity
-from mycelium.log.envelope import Kind
+from mycelium.log.envelope import Kind, seal
 from mycelium.spaces import delegation, service
 from mycelium.spaces.errors import SpaceError
 from mycelium.store.soil import LocalWriteRefused, Soil
@@ -50,7 +50,9 @@ def test_custodial_writes_reach_a_member_without_control_ops(market: tuple) -> N
     assert _sync(soil_g, soil_m, space) == []
     state = soil_m.space_state(space)
     assert state.control_count == ops_before
-    assert len(state.delegations) == 3
+    for sender in senders:
+        cert = state.delegations.get(sender.public_key)
+        assert cert is not None and (cert.kind, cert.issuer) == ("custodial", gw.public_key)
     assert [d["_id"] for d in soil_m.list_docs(space, "products")] == ["l0", "l1", "l2"]
     assert not any(state.is_member(s.public_key) for s in senders)
 
@@ -116,15 +118,16 @@ def test_certificate_payload_checks() -> None:
 
 def test_invites_stay_small_with_many_delegates(market: tuple, tmp_path: Path) -> None:
     gw, soil_g, space, _member, _soil_m = market
-    for _ in range(150):  # their certificates alone are ~4x an invite's size limit
-        sender = Identity.generate()
+    senders = [Identity.generate() for _ in range(150)]
+    for sender in senders:  # their certificates alone are ~4x an invite's size limit
         soil_g.append(space, Kind.CONTROL, _certify(gw, space, sender), signer=sender)
     late = Identity.generate()
     code = service.invite(soil_g, space, late.did)
     with Soil.open(tmp_path / "late.db", late) as soil_l:
         service.join(soil_l, code)
         assert _sync(soil_g, soil_l, space) == []
-        assert len(soil_l.space_state(space).delegations) == 150
+        held = soil_l.space_state(space).delegations
+        assert all(held.get(s.public_key) is not None for s in senders)
 
 
 def test_a_reopened_store_keeps_its_delegates(tmp_path: Path) -> None:
@@ -134,6 +137,20 @@ def test_a_reopened_store_keeps_its_delegates(tmp_path: Path) -> None:
         soil.append(space, Kind.CONTROL, _certify(gw, space, sender), signer=sender)
         soil.put_doc(space, "products", "a", LISTING, signer=sender)
     with Soil.open(tmp_path / "g.db", gw) as soil:  # loads without re-verifying certificates
-        assert len(soil.space_state(space).delegations) == 1
+        assert soil.space_state(space).delegations.get(sender.public_key) is not None
         soil.put_doc(space, "products", "b", LISTING, signer=sender)
         assert [d["_id"] for d in soil.list_docs(space, "products")] == ["a", "b"]
+
+
+def test_certificates_of_strangers_wait_instead_of_filling_the_space(market: tuple) -> None:
+    _gw, soil_g, space, _member, soil_m = market
+    stranger, subject = Identity.generate(), Identity.generate()
+    payload = _certify(stranger, space, subject)  # validly signed, by a non-member
+    with pytest.raises(LocalWriteRefused):
+        soil_g.append(space, Kind.CONTROL, payload, signer=subject)
+    env = seal(signer=subject.signing_key, space=space, seq=1, prev=None, epoch=0,
+               payload=payload, group_key=None, kind=Kind.CONTROL)
+    result = soil_m.ingest(space, [env.raw])
+    assert result.accepted == [] and result.pending == 1
+    assert soil_m.space_state(space).delegations.get(subject.public_key) is None
+    assert subject.public_key not in soil_m.version_vector(space)

@@ -43,6 +43,8 @@ async def test_member_node_sees_the_whatsapp_listing(tmp_path: Path) -> None:
                 [seen] = soil_m.list_docs(gw.space, "products")
                 assert (seen["title"], seen["unit"], seen["shared"]) == ("tomatoes", "kg", True)
                 state = soil_m.space_state(gw.space)
-                assert len(state.delegations) == 1 and not state.is_member(
-                    gw.gateway.db.sender("wa:BR.77").pub)  # type: ignore[union-attr]
+                custodial = gw.gateway.db.sender("wa:BR.77")
+                assert custodial is not None and not state.is_member(custodial.pub)
+                cert = state.delegations.get(custodial.pub)
+                assert cert is not None and cert.kind == "custodial"
                 nursery.cancel_scope.cancel()
