@@ -45,12 +45,18 @@ def serve(
     peer: list[str] = typer.Option(  # noqa: B008
         [], "--peer", help="Static peer multiaddr with /p2p/<peer id> (repeatable)."),
     no_mdns: bool = typer.Option(False, "--no-mdns", help="Do not use mDNS discovery."),
+    relay: list[str] = typer.Option(  # noqa: B008
+        [], "--relay", help="Edge relay URL, https://host[#did:key:…] (repeatable)."),
     home: str | None = HomeOption,
 ) -> None:
     """Run the gateway until Ctrl-C (webhooks, inbox/outbox, public pages, node sync)."""
     if ctx.invoked_subcommand is not None:
         return
     from mycelium.gateway.server import RunOptions, run_gateway
+    from mycelium.relay.client import RelayUrl
+
+    for url_ in relay:
+        RelayUrl.parse(url_)  # a bad or insecure URL is a user error now, not a retry loop
 
     if ":" not in listen:
         fail(f"--listen must be HOST:PORT, not {listen!r}")
@@ -59,7 +65,7 @@ def serve(
         fail(f"--public-url must start with http:// or https://, not {url!r}")
     options = RunOptions(listen=listen, public_url=url, space=space,
                          p2p_listen=p2p_listen or ["/ip4/0.0.0.0/tcp/0"], peers=list(peer),
-                         mdns=not no_mdns)
+                         mdns=not no_mdns, relays=list(relay))
     run_gateway(node_paths(home), options, passphrase)
 
 

@@ -132,6 +132,7 @@ class RunOptions:
     p2p_listen: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0"])
     peers: list[str] = field(default_factory=list)
     mdns: bool = True
+    relays: list[str] = field(default_factory=list)
 
 
 def run_gateway(paths: Any, options: RunOptions, get_passphrase: Callable[..., str]) -> None:
@@ -153,7 +154,8 @@ def run_gateway(paths: Any, options: RunOptions, get_passphrase: Callable[..., s
         try:
             gateway = Gateway(config, db, Market(soil, space))
             node = Node(paths, identity, soil, NodeConfig(
-                listen=options.p2p_listen, peers=options.peers, mdns=options.mdns))
+                listen=options.p2p_listen, peers=options.peers, mdns=options.mdns,
+                relays=options.relays))
             trio.run(_main, node, GatewayServer(gateway, listen=options.listen))
         finally:
             db.close()
