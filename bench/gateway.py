@@ -287,12 +287,12 @@ def _as_members(root: Path, senders: int) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     per_sender = 2 if quick else 10
-    senders = 1_000 if quick else 10_000
+    senders = 300 if quick else 10_000
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         root = Path(tmp)
         http = trio.run(_http, root, per_sender)
         membership = _membership(root, senders)
-        members = _as_members(root, 500 if quick else 10_000)
+        members = _as_members(root, 200 if quick else 10_000)
     parser = _parser(2_000 if quick else 20_000)
     base = http["baseline"]["msgs_per_s"]
     return {"name": "gateway", "quick": quick, "senders_concurrent": SENDERS, "http": http,
