@@ -214,6 +214,7 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "Scan this code with the phone's camera, or open the link on the other device. It works once, within 10 minutes.": (
         "Escanea este código con la cámara del teléfono, o abre el enlace en el otro dispositivo. Funciona una vez, durante 10 minutos.",
         "Escaneie este código com a câmera do telefone, ou abra o link no outro dispositivo. Funciona uma vez, durante 10 minutos."),
+    "Search and filters": ("Buscar y filtrar", "Buscar e filtrar"),
     "Search": ("Buscar", "Buscar"),
     "Sent": ("Enviados", "Enviados"),
     "Set up guardians": ("Configurar guardianes", "Configurar guardiões"),

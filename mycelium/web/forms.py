@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from babel.numbers import NumberFormatError, get_currency_precision, parse_decimal
+from babel.numbers import get_currency_precision, get_decimal_symbol
 
 from mycelium.crdt.schema import Collection, FieldSpec
 
@@ -126,12 +126,32 @@ def field_of(message: str) -> str | None:
 
 
 def _decimal(text: str, locale: str) -> Decimal | None:
+    """A number typed the way people type: "2,5" and "2.5" both mean two and a half in any
+    language (keyboards and habits differ); "1.234,5" and "1,234.5" use the last mark as
+    the decimal one; a single mark followed by exactly three digits ("1.500") follows the
+    locale (thousands in es/pt, a decimal point in en)."""
+    compact = text.replace(" ", "").replace("\u00a0", "").replace("\u202f", "")
+    if not re.fullmatch(r"[+-]?[0-9.,]*[0-9][0-9.,]*", compact):
+        return None
+    marks = [c for c in compact if c in ".,"]
+    if marks:
+        last = compact.rfind(marks[-1])
+        digits_after = len(compact) - last - 1
+        if len(set(marks)) == 2:
+            decimal_mark = marks[-1]
+        elif len(marks) > 1:
+            decimal_mark = None  # "1.000.000": only grouping
+        elif digits_after == 3:
+            decimal_mark = marks[0] if marks[0] == get_decimal_symbol(locale) else None
+        else:
+            decimal_mark = marks[0]
+        if decimal_mark is None:
+            compact = compact.replace(marks[0], "")
+        else:
+            group = "," if decimal_mark == "." else "."
+            compact = compact.replace(group, "").replace(decimal_mark, ".")
     try:
-        return parse_decimal(text, locale=locale, strict=False)
-    except (NumberFormatError, InvalidOperation, ValueError):
-        pass
-    try:  # "1.5" typed on a keyboard whose locale writes "1,5"
-        return Decimal(text)
+        return Decimal(compact)
     except (InvalidOperation, ValueError):
         return None
 

@@ -75,3 +75,19 @@ def test_form_body_limits() -> None:
         forms.parse_body(b"a=" + b"x" * forms.MAX_FORM_BYTES)
     with pytest.raises(forms.FormTooLarge):
         forms.parse_body("&".join(f"k{i}=v" for i in range(100)).encode())
+
+
+@pytest.mark.parametrize(("typed", "locale", "value"), [
+    ("3,50", "en_US", "3.50"), ("3.50", "es_ES", "3.50"), ("1.500", "es_ES", "1500"),
+    ("1.500", "en_US", "1.500"), ("1,500", "en_US", "1500"), ("1.234,5", "en_US", "1234.5"),
+    ("1,234.5", "pt_BR", "1234.5"), ("1.000.000", "pt_BR", "1000000"), (",5", "es_ES", "0.5"),
+])
+def test_decimals_typed_either_way(typed: str, locale: str, value: str) -> None:
+    from decimal import Decimal
+
+    assert forms._decimal(typed, locale) == Decimal(value)
+
+
+@pytest.mark.parametrize("typed", ["abc", "1e5", "nan", "inf", "--1", ""])
+def test_not_numbers(typed: str) -> None:
+    assert forms._decimal(typed, "en_US") is None

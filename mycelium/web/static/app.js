@@ -61,6 +61,10 @@
     lang.addEventListener("change", function () { lang.form.submit(); });
   }
 
+  // Search and filters: folded on phones, open where there is room.
+  var filters = document.querySelector("details.filters-box");
+  if (filters && window.matchMedia("(min-width: 40rem)").matches) { filters.open = true; }
+
   window.addEventListener("offline", function () { setOffline(true); });
   window.addEventListener("online", function () { setOffline(false); });
 
