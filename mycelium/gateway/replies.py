@@ -25,7 +25,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "pt": "Disponível agora:\n{lines}",
     },
     "no_matches": {
-        "en": "Nobody offers {item} right now. I will keep your message; try again later.",
+        "en": "Nobody offers {item} right now. Try again later.",
         "es": "Nadie ofrece {item} ahora mismo. Prueba de nuevo más tarde.",
         "pt": "Ninguém oferece {item} agora. Tente de novo mais tarde.",
     },
