@@ -61,7 +61,7 @@ def after_init(paths: NodePaths, identity: Identity) -> dict[str, Any]:
     from mycelium.store.soil import Soil
 
     paths.ensure()
-    with Soil.open(paths.soil, identity) as soil:
+    with Soil.open(paths.soil, identity, device_chains=True) as soil:
         space_id = ensure_personal_space(soil)
     return {"personal_space": space_id.hex()}
 

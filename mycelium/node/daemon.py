@@ -697,7 +697,7 @@ def run_node(paths: NodePaths, config: NodeConfig, get_passphrase: Callable[...,
 
     configure_logging()
     identity = unlock_or_create(paths, config.name, get_passphrase)
-    with Soil.open(paths.soil, identity) as soil:
+    with Soil.open(paths.soil, identity, device_chains=True) as soil:
         ensure_personal_space(soil)
         node = Node(paths, identity, soil, config)
         trio.run(_main, node)

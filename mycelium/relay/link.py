@@ -173,7 +173,9 @@ class RelayLink:
     async def _register_missing(self, conn: Any) -> None:
         """Make the relay host every space we are a member of (first use, or a relay
         that lost its data)."""
-        hosted = {s.get("space") for s in await conn.list_spaces() if isinstance(s, dict)}
+        listed = [s for s in await conn.list_spaces() if isinstance(s, dict)]
+        hosted = {s.get("space") for s in listed}
+        restore_listed_spaces(self.soil, listed, self.relay.url)
         mine = list(self.soil.member_spaces())
         for space in mine:
             if space in hosted:
@@ -229,6 +231,38 @@ class RelayLink:
             for author, seq in self.soil.version_vector(space).items():
                 total += max(0, seq - view.get(author, 0))
         return total
+
+
+#: Most spaces one relay listing may add to the store (a relay is not trusted).
+MAX_RESTORED_PER_LISTING = 256
+
+
+def restore_listed_spaces(soil: Any, listed: list[dict[str, Any]], label: str) -> list[bytes]:
+    """Add every listed space this node does not hold yet, by its genesis (issue 12 §2):
+    after a recovery the node holds none of its community spaces, and the relay's list
+    names the spaces whose control log lists this identity. The genesis is verified
+    (its hash is the space id); the control log, and with it the membership, then comes
+    by sync, which the relay only answers for members. A genesis the listing lies about
+    costs one inert row (never offered to anyone whose log does not list us)."""
+    from mycelium.errors import MyceliumError
+
+    held = set(soil.space_ids())
+    added: list[bytes] = []
+    for entry in listed[:MAX_RESTORED_PER_LISTING]:
+        space, genesis = entry.get("space"), entry.get("genesis")
+        if space in held or not isinstance(genesis, bytes):
+            continue
+        try:
+            added_id = soil.add_space(genesis)
+        except MyceliumError as exc:
+            log.warning("relay %s listed an invalid genesis: %s", label, exc)
+            continue
+        if added_id != space:
+            log.warning("relay %s listed a genesis under another id", label)
+        held.add(added_id)
+        added.append(added_id)
+        log.info("relay %s: restoring space %s", label, added_id.hex()[:12])
+    return added
 
 
 def registration_envelopes(soil: Any, space: bytes) -> list[bytes]:

@@ -131,9 +131,16 @@ def remove(soil: Soil, space_id: bytes, did: str) -> int:
         raise MembershipError(f"{did} is not a member of this space", reason="not_member")
     if state.is_admin(member) and len(state.admins) == 1:
         raise MembershipError("cannot remove the last admin", reason="last_admin")
-    keep, head = soil.heads(space_id).get(member, (0, None))  # pins the chain (§4.3)
+    heads = soil.heads(space_id)
+    keep, head = heads.get(member, (0, None))  # pins the chain (§4.3)
     op = control.op_remove_member(lc=_lc(soil, space_id), member=member, keep=keep, head=head)
     _append(soil, space_id, op)
+    for device in sorted(state.delegations.subjects_of(member)):  # its devices' chains too
+        cert = state.delegations.get(device)
+        if cert is not None and cert.kind == "device" and device in heads:
+            keep, head = heads[device]
+            _append(soil, space_id, control.op_remove_member(
+                lc=_lc(soil, space_id), member=device, keep=keep, head=head))
     return rotate(soil, space_id)
 
 

@@ -116,6 +116,9 @@ class SpaceState:
         self._over_cap: set[bytes] = set()  # delta ids beyond MAX_CONTROL_OPS_PER_AUTHOR
         #: The creator and everyone a held op ever named admin (grows only, see admission).
         self._named_admins: set[bytes] = {genesis.creator}
+        #: Every key some held remove op names (a device's certificate arriving later
+        #: changes whether that op applies, so it triggers a replay).
+        self._removal_targets: set[bytes] = set()
         self._key_cache: dict[tuple[int, bytes], bytes] = {}
         #: Delegated writers (protocols/delegation.md): never replayed, not control ops.
         self.delegations = delegation.Delegations()
@@ -150,6 +153,8 @@ class SpaceState:
             if entry is not None:
                 new[entry.delta_id] = entry
         self.delegations.add_many(certs)
+        if any(c.subject in self._removal_targets for c in certs):
+            self._dirty = True
         if not new:
             return
         first = next(iter(new.values()))
@@ -165,6 +170,8 @@ class SpaceState:
             op = entry.op
             if isinstance(op, AddMember | SetRole) and op.role == "admin":
                 self._named_admins.add(op.member)
+            elif isinstance(op, RemoveMember):
+                self._removal_targets.add(op.member)
         if in_order and not self._dirty:
             self._step(self._r, len(self._entries) - 1, first)
         else:
@@ -250,12 +257,14 @@ class SpaceState:
             r.keep.pop(op.member, None)
             r.pins.pop(op.member, None)
         elif isinstance(op, RemoveMember):
-            del r.members[op.member]
+            device = op.member not in r.members  # a removed member's device (_invalid)
+            r.members.pop(op.member, None)
             r.former.add(op.member)
             r.keep[op.member] = op.keep
             if op.head is not None:
                 r.pins[op.member] = op.head
-            r.last_removal = position
+            if not device:
+                r.last_removal = position
         else:
             r.members[op.member] = op.role
 
@@ -266,7 +275,10 @@ class SpaceState:
             return "lc_not_increasing"
         if entry.author in r.former and entry.key[2] > r.keep.get(entry.author, 0):
             return "removed_author"
-        if r.members.get(entry.author) != "admin":
+        principal = self.principal(entry.author)
+        if principal != entry.author and principal in r.former:
+            return "removed_author"
+        if r.members.get(principal) != "admin":
             return "not_admin"
         if isinstance(op, EpochOp):
             return "epoch_collision" if epoch_id_for(entry.delta_id) in r.epochs else None
@@ -274,6 +286,11 @@ class SpaceState:
             return None if op.epoch in r.epochs else "unknown_epoch"
         if self.genesis.kind == "personal":
             return "personal_space"
+        if isinstance(op, RemoveMember) and op.member not in r.members:
+            # Pinning the chain of a removed member's device (protocols/delta.md §8.3).
+            owner = self.principal(op.member)
+            if owner != op.member and owner in r.former and op.member not in r.former:
+                return None
         return _membership_problem(r.members, op)
 
     # -- derived views -------------------------------------------------------------------
@@ -360,7 +377,8 @@ class SpaceState:
         if author in r.former and author not in r.members and env.seq > r.keep.get(author, 0):
             return "removed_author"
         if env.kind is Kind.CONTROL:
-            if author not in self._named_admins:
+            named = self._named_admins
+            if author not in named and self.principal(author) not in named:
                 if env.seq == 1 and delegation.is_delegation(env.ct):
                     # Any key may open its chain with a certificate whose issuer is a
                     # member; strangers' certificates wait in the bounded pending pool
@@ -375,6 +393,13 @@ class SpaceState:
 
     def is_member(self, pub: bytes) -> bool:
         return pub in self._res.members
+
+    def principal(self, author: bytes) -> bytes:
+        """The identity an author writes for: the issuer of its ``device`` certificate
+        (protocols/delta.md §8: a device acts with its identity's role, control ops
+        included), else the author itself. Custodial delegates stay themselves."""
+        cert = self.delegations.get(author)
+        return cert.issuer if cert is not None and cert.kind == "device" else author
 
     def is_admin(self, pub: bytes) -> bool:
         return self._res.members.get(pub) == "admin"
@@ -454,7 +479,7 @@ class SpaceState:
         if delegation.is_delegation(env.ct):  # any key may open its chain with a certificate
             delegation.certificate_of(env, self.space_id)
             return
-        if not self.is_admin(env.author):
+        if not self.is_admin(self.principal(env.author)):
             raise NotAdmin("only admins may change membership or keys")
 
 

@@ -19,7 +19,7 @@ def open_local_soil(paths: NodePaths, passphrase: str | Callable[[], str]) -> So
     secret = passphrase() if callable(passphrase) else passphrase
     identity = load_keystore(paths.keystore, secret)
     paths.ensure()
-    soil = Soil.open(paths.soil, identity)
+    soil = Soil.open(paths.soil, identity, device_chains=True)
     try:
         ensure_personal_space(soil)
     except BaseException:
