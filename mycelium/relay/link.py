@@ -89,6 +89,7 @@ class RelayLink:
         #: it to wake its other sessions; a node's Soil announces changes by itself).
         self.on_ingested: Callable[[bytes], None] | None = None
         self._wake = trio.Event()
+        self._stale = False  # a space appeared while connecting (see renew)
         self._last_view: dict[bytes, VersionVector] = {}
 
     def expected_did(self) -> str | None:
@@ -140,6 +141,7 @@ class RelayLink:
     async def connect_once(self) -> None:
         """One connection: handshake, registration, session until it ends."""
         self.status.state = "connecting"
+        self._stale = False
         expected = self.expected_did()
         async with connect(self.relay, self.identity, expected_did=expected) as conn:
             if expected is None:
@@ -156,6 +158,8 @@ class RelayLink:
             driver = MessageSessionDriver(session, conn, on_event=self._on_event,
                                           label=self.relay.url)
             self.driver = driver
+            if self._stale:
+                session.close("renew")
             self.status.state = "connected"
             self.status.connected_since = time.time()
             try:
@@ -218,6 +222,8 @@ class RelayLink:
         if driver is not None:
             driver.session.close("renew")
             driver.poke()
+        else:  # connecting: the registration may have missed it; renew once it runs
+            self._stale = True
 
     def backlog(self) -> int:
         """Envelopes we hold that the relay is not known to hold."""

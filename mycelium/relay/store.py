@@ -153,7 +153,7 @@ class RelayStore:
             hosted = _Hosted(genesis=genesis, state=SpaceState(genesis))
             controls = [envelope_mod.decode(bytes(r)) for (r,) in self.conn.execute(
                 "SELECT raw FROM envelopes WHERE space=? AND kind=1", (space,))]
-            hosted.state.apply_many(controls)
+            hosted.state.apply_many(controls, stored=True)  # verified when they arrived
             hosted.control_authors = {e.author for e in controls}
             for author, seq, delta_id in self.conn.execute(
                     "SELECT author, seq, delta_id FROM envelopes e WHERE space=? AND seq="
@@ -175,9 +175,11 @@ class RelayStore:
                     f"SELECT space, author, SUM(length(raw)) FROM {table} "
                     "GROUP BY space, author"):
                 owner = self._spaces.get(bytes(space))
+                who = bytes(author)
                 if owner is not None:
                     owner.bytes += total
-                self._author_bytes[bytes(author)] = self._author_bytes.get(bytes(author), 0) + total
+                    who = owner.state.principal(who)
+                self._author_bytes[who] = self._author_bytes.get(who, 0) + total
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -213,7 +215,7 @@ class RelayStore:
             if not replica and not self.may_read(space, registrant):
                 raise Forbidden("registrant is not a member of this space")
             return space, False
-        if self._registered.get(registrant, 0) >= self.limits.spaces_per_identity:
+        if not replica and self._registered.get(registrant, 0) >= self.limits.spaces_per_identity:
             raise Limited(f"an identity registers at most {self.limits.spaces_per_identity} "
                           "spaces here", reason="too_many_spaces", retry_after=3600)
         with self._tx():
@@ -235,6 +237,15 @@ class RelayStore:
     def hosts(self, space: bytes) -> bool:
         return space in self._spaces
 
+    def space_ids(self) -> list[bytes]:
+        return list(self._spaces)
+
+    def add_space(self, genesis_raw: bytes) -> bytes:
+        """Host a space as a replica from its verified genesis alone (what a relay does
+        with the list a trusted peer relay returns); its control log comes by sync."""
+        space, _ = self.register(genesis_raw, [], b"", replica=True)
+        return space
+
     def control_envelopes(self, space: bytes) -> list[bytes]:
         """The space's CONTROL envelopes (what a registration carries, with prefixes)."""
         return [bytes(r) for (r,) in self.conn.execute(
@@ -244,10 +255,11 @@ class RelayStore:
         return self._hosted(space).genesis.raw
 
     def may_read(self, space: bytes, member: bytes) -> bool:
-        """Is ``member`` (Ed25519 public key) a current member of ``space``? Removed
+        """May ``member`` (Ed25519 public key) sync ``space``: a current member, or a key a
+        member delegated (``SpaceState.may_sync``, the nodes' own authorize rule)? Removed
         members are refused at once: membership is re-read on every call."""
         hosted = self._spaces.get(space)
-        return hosted is not None and hosted.state.is_member(member)
+        return hosted is not None and hosted.state.may_sync(member)
 
     def check_access(self, space: bytes, member: bytes) -> None:
         """Raise :class:`NotFound` / :class:`Forbidden` unless ``member`` may use ``space``."""
@@ -275,8 +287,9 @@ class RelayStore:
     def space_bytes(self, space: bytes) -> int:
         return self._hosted(space).bytes
 
-    def author_bytes(self, author: bytes) -> int:
-        return self._author_bytes.get(author, 0)
+    def author_bytes(self, identity: bytes) -> int:
+        """Bytes charged to an identity (its own chains and its device keys')."""
+        return self._author_bytes.get(identity, 0)
 
     def _hosted(self, space: bytes) -> _Hosted:
         hosted = self._spaces.get(space)
@@ -361,20 +374,24 @@ class RelayStore:
 
     def _charge(self, hosted: _Hosted, env: Envelope, over: set[bytes]) -> bool:
         """Count ``env``'s bytes against both quotas; False (and nothing counted) if that
-        would exceed one. An author over quota stays refused for the rest of the batch."""
+        would exceed one. An author over quota stays refused for the rest of the batch.
+        The identity quota is charged to the author's principal (a device key counts for
+        the identity that certified it)."""
         size = len(env.raw)
         lim = self.limits
+        who = hosted.state.principal(env.author)
         if (env.author in over or hosted.bytes + size > lim.space_bytes
-                or self._author_bytes.get(env.author, 0) + size > lim.identity_bytes):
+                or self._author_bytes.get(who, 0) + size > lim.identity_bytes):
             over.add(env.author)
             return False
         hosted.bytes += size
-        self._author_bytes[env.author] = self._author_bytes.get(env.author, 0) + size
+        self._author_bytes[who] = self._author_bytes.get(who, 0) + size
         return True
 
     def _uncharge(self, hosted: _Hosted, author: bytes, size: int) -> None:
         hosted.bytes -= size
-        self._author_bytes[author] = self._author_bytes.get(author, 0) - size
+        who = hosted.state.principal(author)
+        self._author_bytes[who] = self._author_bytes.get(who, 0) - size
 
     def _append(self, space: bytes, hosted: _Hosted, env: Envelope, result: IngestResult,
                 over: set[bytes], pinned: set[bytes] | None) -> bool:
