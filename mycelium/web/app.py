@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ SECURITY_HEADERS = {
 }
 #: Server-sent events: a comment this often keeps proxies and the browser from timing out.
 SSE_KEEPALIVE_S = 15.0
+#: Live pages (event streams) open at once; each holds a store subscription.
+MAX_STREAMS = 32
 EXPIRED_FORM = "This form has expired. Reload the page and try again."
 CURRENCIES = ("EUR", "USD", "BRL", "MXN", "ARS", "COP", "CLP", "PEN", "GBP")
 LISTING_INPUTS = {
@@ -90,6 +93,7 @@ class WebContext:
     #: Base URL the app is reached at (for pairing links).
     base_url: str = ""
     counters: dict[str, int] = field(default_factory=dict)
+    streams: int = 0
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -503,19 +507,19 @@ def make_app(ctx: WebContext) -> Starlette:
 
     # -- live updates ---------------------------------------------------------------------
     async def events(view: View) -> Response:
+        if ctx.streams >= MAX_STREAMS:
+            ctx.count("refused.streams")
+            return Response("too many live pages open", status_code=503,
+                            headers={"Retry-After": "10"})
         changes = ctx.ops.soil.subscribe(buffer=256)
 
         async def stream() -> Any:
-            async with changes:
-                yield "retry: 2000\n\n"
-                while True:
-                    with trio.move_on_after(SSE_KEEPALIVE_S) as scope:
-                        change = await changes.receive()
-                    if scope.cancelled_caught:
-                        yield ": keepalive\n\n"
-                        continue
-                    data = {"space": change.space.hex(), "coll": change.coll or "*"}
-                    yield f"event: change\ndata: {json.dumps(data)}\n\n"
+            ctx.streams += 1
+            try:
+                async for chunk in _changes(changes):
+                    yield chunk
+            finally:
+                ctx.streams -= 1
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
@@ -581,6 +585,20 @@ def make_app(ctx: WebContext) -> Starlette:
 # -- helpers -----------------------------------------------------------------------------
 
 
+async def _changes(changes: Any) -> Any:
+    """Soil's change notifications as server-sent events, with keep-alive comments."""
+    async with changes:
+        yield "retry: 2000\n\n"
+        while True:
+            with trio.move_on_after(SSE_KEEPALIVE_S) as scope:
+                change = await changes.receive()
+            if scope.cancelled_caught:
+                yield ": keepalive\n\n"
+                continue
+            data = {"space": change.space.hex(), "coll": change.coll or "*"}
+            yield f"event: change\ndata: {json.dumps(data)}\n\n"
+
+
 def _secured(response: Response) -> Response:
     for name, value in SECURITY_HEADERS.items():
         response.headers[name] = value
@@ -626,8 +644,9 @@ def _is_loopback(origin: str) -> bool:
 
 
 def _local(path: str) -> str:
-    """Only same-origin paths as redirect targets."""
-    return path if path.startswith("/") and not path.startswith("//") else "/market"
+    """Only same-origin paths as redirect targets ("//host" and "/\\host" are other sites
+    to a browser)."""
+    return path if re.fullmatch(r"/(?![/\\])[A-Za-z0-9/_.~%?=&-]*", path) else "/market"
 
 
 def _origin(request: Request, base_url: str) -> str:

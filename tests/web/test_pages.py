@@ -3,6 +3,7 @@ refuse bad input next to the field; the language switch and locale formats."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -11,9 +12,10 @@ from playwright.sync_api import expect
 from tests.web.conftest import DESKTOP, PHONE, signed_in
 from tests.web.nodes import WebNode, artifacts_dir
 
-SIGNED_IN_PAGES = ["/market", "/market/new", "/personal", "/personal/diary/new",
-                   "/personal/health/new", "/community", "/community/{space}", "/guardians",
-                   "/node", "/devices"]
+SIGNED_IN_PAGES = ["/market", "/market/new", "/market/{space}/{listing}/edit", "/personal",
+                   "/personal/diary/new", "/personal/diary/{note}", "/personal/health/new",
+                   "/community", "/community/{space}", "/community/{space}/remove?did={did}",
+                   "/guardians", "/node", "/devices", "/offline"]
 FOCUSABLE = ("a[href], button, input:not([type=hidden]), select, textarea, summary, "
              "[tabindex]:not([tabindex='-1'])")
 
@@ -42,11 +44,14 @@ def test_screenshots_axe_and_keyboard_on_every_page(page: Any, solo: WebNode) ->
     axe = Axe()
     out = artifacts_dir()
     problems: list[str] = []
+    ids = {"space": community_id(solo), "did": solo.did,
+           "listing": solo.op("market_list")["listings"][0]["_id"],
+           "note": solo.op("doc_list", space="personal", coll="diary")["docs"][0]["_id"]}
     for template in SIGNED_IN_PAGES:
-        path = template.format(space=community_id(solo))
+        path = template.format(**ids)
         response = page.goto(solo.web_url + path)
         assert response is not None and response.status == 200, path
-        name = template.strip("/").replace("/", "_").replace("{space}", "space")
+        name = re.sub(r"[^a-z_]", "", template.strip("/").replace("/", "_").split("?")[0])
         for label, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
             page.set_viewport_size(viewport)
             page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
