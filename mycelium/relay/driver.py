@@ -132,6 +132,9 @@ class MessageSessionDriver:
             if data is None:
                 self._lost("eof", None)
                 return
+            if len(data) > session.limits.messages.max_frame:  # what a length prefix bounds
+                self.abort("oversized_frame")
+                return
             if self.admit is not None:
                 refused = self.admit(len(data))
                 if refused is not None:
