@@ -134,6 +134,7 @@ class _Work:
     deferred: list[tuple[Any, ...]] = field(default_factory=list)
     undeferred: list[tuple[Any, ...]] = field(default_factory=list)
     control_any: bool = False
+    truncated: bool = False  # a removal cut a chain: reload the mirrors after the commit
     changes: list[Change] = field(default_factory=list)
 
 
@@ -159,7 +160,7 @@ class Soil:
     """One node's store. Not thread-safe; use from one thread (the trio thread)."""
 
     def __init__(self, conn: sqlite3.Connection, identity: Any, *, registry: Registry,
-                 clock: WallClock, max_pending: int, device_chains: bool = False) -> None:
+                 clock: WallClock, max_pending: int) -> None:
         self.conn = conn
         self.identity = identity
         self.registry = registry
@@ -171,22 +172,14 @@ class Soil:
         self._uncommitted: Counter[str] = Counter()
         self._hub = Hub()
         self._reload()
-        self._device: Any = None
-        self.device_chains = device_chains
 
     @classmethod
     def open(cls, path: Path, identity: Any, *, registry: Registry = REGISTRY,
              clock: WallClock = wall_ms, synchronous: Synchronous = "FULL",
-             max_pending: int = MAX_PENDING_PER_SPACE, device_chains: bool = False) -> Soil:
-        """Open or create the store at ``path`` for ``identity``.
-
-        ``device_chains``: local writes are signed by this store's device key
-        (:attr:`device`, protocols/delta.md §8) instead of the identity key. Every node
-        entry point (``mycelium run``, the CLI's local store) turns it on, so two devices
-        of one identity never fork a chain; off, the identity signs (the previous layout,
-        which tests of single-writer stores still use)."""
+             max_pending: int = MAX_PENDING_PER_SPACE) -> Soil:
+        """Open or create the store at ``path`` for ``identity``."""
         return cls(connect(Path(path), synchronous), identity, registry=registry, clock=clock,
-                   max_pending=max_pending, device_chains=device_chains)
+                   max_pending=max_pending)
 
     def close(self) -> None:
         self.conn.close()
@@ -326,11 +319,7 @@ class Soil:
     # -- DeltaStore -----------------------------------------------------------------
     def member_spaces(self) -> list[bytes]:
         me = self.identity.public_key
-        """Spaces this node syncs: those it is a member of, and those it holds only the
-        genesis of (adopted while restoring, docs/recovery.md): a peer answers their offer
-        only if its own control log lists this node, and the log then arrives by sync."""
-        return [s for s, m in self._spaces.items()
-                if m.state.is_member(me) or m.state.control_count == 0]
+        return [s for s, m in self._spaces.items() if m.state.is_member(me)]
 
     def version_vector(self, space: bytes) -> VersionVector:
         mem = self._spaces.get(space)
@@ -397,6 +386,7 @@ class Soil:
                 self._ingest_chunk(work, chunk, part)
                 self._retry_deferred(work)
                 self._flush(work)
+                self._enforce_removals(work)
         except Exception:  # a bug or a disk error must not kill the sync session
             if not scanned and self._repair_damaged_rows(space):  # then worth a retry
                 return self._ingest_transaction(space, chunk, scanned=True)
@@ -408,8 +398,78 @@ class Soil:
             out = self._ingest_transaction(space, chunk[:half], scanned=True)
             out.merge(self._ingest_transaction(space, chunk[half:], scanned=True))
             return out
+        if work.truncated:
+            self._reload()
         self._hub.publish(work.changes)
         return part
+
+    # -- removals -------------------------------------------------------------------
+    def _enforce_removals(self, work: _Work) -> None:
+        """After control ops arrived: cut the chains of removed members back to what their
+        removal keeps (spaces.md §4.3). A node that stored a removed member's envelopes
+        beyond ``keep`` before it heard of the removal, or a chain other than the pinned
+        one, now holds what nodes that knew the removal first hold, so vectors and heads
+        converge; sync brings the pinned chain again where it was cut to 0."""
+        if not work.control_any:
+            return
+        mem = self._spaces[work.space]
+        state = mem.state
+        stored = self._stored_id(work.space)
+        for pub in state.former_members:
+            head = mem.heads.get(pub)
+            if head is None:
+                continue
+            keep, pin = state.kept_seq(pub), state.pinned_head(pub)
+            if head[0] < keep or (head[0] == keep and (pin is None or head[1] == pin[1])):
+                continue  # nothing beyond keep, and the chain is (so far) the pinned one
+            to = keep
+            if pin is not None and (head[1] if head[0] == keep else stored(pub, keep)) != pin[1]:
+                to = 0  # another chain than the pinned one: none of it can be told apart
+            self._truncate(work, mem, pub, to)
+
+    def _truncate(self, work: _Work, mem: _SpaceMem, author: bytes, to: int) -> None:
+        """Delete ``author``'s envelopes above ``to`` and rebuild the documents they wrote
+        (in the caller's transaction; the mirrors are reloaded after the commit)."""
+        from mycelium.store import repair
+
+        c, space = self.conn, work.space
+        args = (space, author, to)
+        touched: set[tuple[str, str]] = set()
+        n = 0
+        for kind, raw in c.execute("SELECT kind, raw FROM envelopes WHERE space=? AND author=? "
+                                   "AND seq>?", args).fetchall():
+            n += 1
+            if kind != int(Kind.DATA):
+                continue
+            env = envelope_mod.decode(bytes(raw))
+            key = mem.state.epoch_key(env.epoch, self.identity)
+            try:
+                payload = payloads.decode_payload(env.open(key)) if key is not None else None
+            except MyceliumError:
+                payload = None
+            if payload is not None:
+                touched.add(mem.codec.row_keys(payload.coll, payload.doc))
+        c.execute("DELETE FROM envelopes WHERE space=? AND author=? AND seq>?", args)
+        c.execute("DELETE FROM deferred WHERE space=? AND author=? AND seq>?", args)
+        c.execute("DELETE FROM pending WHERE space=? AND author=?", (space, author))
+        if to == 0:
+            c.execute("DELETE FROM vv WHERE space=? AND author=?", (space, author))
+        else:
+            c.execute("UPDATE vv SET seq=?, head=(SELECT delta_id FROM envelopes WHERE space=? "
+                      "AND author=? AND seq=?) WHERE space=? AND author=?",
+                      (to, space, author, to, space, author))
+        if touched:
+            derived = repair.derive(self, space, only=touched)
+            repair.write_docs(self, space, derived.docs)
+            kept = {mem.codec.row_keys(*k) for k in derived.docs}
+            for ck, dk in touched - kept:
+                c.execute("DELETE FROM docs WHERE space=? AND coll=? AND doc=?", (space, ck, dk))
+                c.execute("DELETE FROM doc_index WHERE space=? AND coll=? AND doc=?",
+                          (space, ck, dk))
+        log.warning("removed member %s: %d envelopes beyond its removal cut, %d documents "
+                    "rebuilt", author.hex()[:16], n, len(touched))
+        self._count("truncated_envelopes", n)
+        work.truncated = True
 
     def _repair_damaged_rows(self, space: bytes) -> bool:
         """After a failed ingest: rebuild the document rows that load but hold damaged
@@ -1030,12 +1090,7 @@ class Soil:
         """
         mem = self._mem(space_id)
         me = self.identity
-        if signer is not None:
-            author = signer
-        elif self.device_chains:
-            author = self._device_writer(space_id)
-        else:
-            author = me
+        author = me if signer is None else signer
         seq, prev = mem.heads.get(author.public_key, (0, None))
         epoch, key = 0, None
         if kind is Kind.DATA:
@@ -1055,6 +1110,9 @@ class Soil:
             self._retry_deferred(work)
             self._count("local_writes")
             self._flush(work)
+            self._enforce_removals(work)
+        if work.truncated:
+            self._reload()
         self._hub.publish(work.changes)
         return env
 
@@ -1133,38 +1191,6 @@ class Soil:
             if visible is not None and all(visible.get(k) == v for k, v in equals.items()):
                 out.append({"_id": doc, **visible})
         return sorted(out, key=lambda d: d["_id"])
-    @property
-    def device(self) -> Any:
-        """The key this store writes with when ``device_chains`` is on (protocols/delta.md
-        §8), or the identity itself for identities without a seed. Its device id is drawn
-        on first use and kept in ``meta``: a new store is a new device, so it never
-        continues another's chain."""
-        if self._device is None:
-            from mycelium.identity import devices
-
-            if not isinstance(getattr(self.identity, "seed", None), bytes):
-                return self.identity
-            row = self.conn.execute("SELECT value FROM meta WHERE key='device_id'").fetchone()
-            device_id = bytes(row[0]) if row is not None else devices.new_device_id()
-            if row is None:
-                with self._tx():
-                    self.conn.execute("INSERT INTO meta VALUES ('device_id', ?)", (device_id,))
-            self._device = devices.device_identity(self.identity, device_id)
-        return self._device
-
-    def _device_writer(self, space_id: bytes) -> Any:
-        """This device's key, its chain in the space opened with a ``device`` certificate
-        signed by the identity first (seq 1, protocols/delegation.md)."""
-        device = self.device
-        if device is self.identity or device.public_key in self._mem(space_id).heads:
-            return device
-        from mycelium.spaces import delegation
-
-        cert = delegation.issue(self.identity.signing_key, kind="device", space=space_id,
-                                subject=device.public_key, issued_ms=self.wall())
-        self.append(space_id, Kind.CONTROL, cert.payload(), signer=device)
-        return device
-
 
     # -- observation ----------------------------------------------------------------
     def subscribe(self, buffer: int = 256) -> trio.MemoryReceiveChannel[Change]:

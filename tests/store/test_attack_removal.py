@@ -138,3 +138,50 @@ def test_removed_admins_later_ops_never_take_effect(tmp_path: Path) -> None:
     assert a.space_state(space).members == x.space_state(space).members
     for s in (a, b, x):
         s.close()
+
+
+def test_late_writes_stored_before_the_removal_are_cut_when_it_arrives(tmp_path: Path) -> None:
+    """A member that stored a removed member's writes beyond ``keep`` (it had not heard of
+    the removal) cuts them when the removal arrives, and its documents go back to what
+    the kept writes say: it ends like a node that knew the removal first."""
+    a, c, x = (open_soil(tmp_path / f"{n}.db", w) for n, w in (("a", A), ("c", C),
+                                                              ("x", ident(33))))
+    space = service.create_space(a, "market")
+    service.join(c, service.invite(a, space, did(C)))
+    service.join(x, service.invite(a, space, did(ident(33))))
+    c.put_doc(space, "products", "p0", {"title": "Bike"})
+    sync(c, a, space)
+    sync(c, x, space)
+    service.remove(a, space, did(C))  # x has not heard of it yet
+    c.put_doc(space, "products", "p0", {"title": "Bike SOLD - pay the deposit to me"})
+    c.put_doc(space, "products", "late", {"title": "written after the removal"})
+    sync(c, x, space)
+    assert x.get_doc(space, "products", "p0")["title"].startswith("Bike SOLD")
+    sync(a, x, space)  # the removal (and the rotation) arrive
+    assert x.heads(space)[C.public_key] == a.heads(space)[C.public_key]
+    assert x.version_vector(space) == a.version_vector(space)
+    assert x.get_doc(space, "products", "p0")["title"] == "Bike"
+    assert x.get_doc(space, "products", "late") is None
+    assert x.metrics()["truncated_envelopes"] == 2
+    for s in (a, c, x):
+        s.close()
+
+
+def test_a_forged_chain_stored_before_the_removal_is_replaced_by_the_pinned_one(
+        removal: Removal, tmp_path: Path) -> None:
+    a, space = removal.a, removal.space
+    x = open_soil(tmp_path / "x2.db", ident(34))
+    x.add_space(a.genesis(space))
+    ops = a.control_envelopes(space)  # A's chain (only A writes control ops here)
+    cut = next(i for i, r in enumerate(ops)
+               if isinstance(control.decode_op(envelope_mod.decode(r).ct), control.RemoveMember))
+    before, removal_ops = ops[:cut], ops[cut:]
+    x.ingest(space, before)
+    x.ingest(space, removal.forged)  # c is still a member for x: stored
+    assert x.heads(space)[C.public_key][0] == len(removal.forged)
+    x.ingest(space, removal_ops)
+    assert C.public_key not in x.version_vector(space)  # cut to 0: not the pinned chain
+    sync(a, x, space)  # the pinned chain comes again
+    assert x.heads(space)[C.public_key] == a.heads(space)[C.public_key]
+    assert x.version_vector(space) == a.version_vector(space)
+    x.close()
