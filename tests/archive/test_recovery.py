@@ -67,15 +67,19 @@ def test_someone_else_cannot_open_a_personal_archive(tmp_path: Path, ipfs_api: s
                                  "--home", str(other), ok=False)
 
 
-def test_device_that_wrote_first_gets_a_clear_conflict(tmp_path: Path, ipfs_api: str) -> None:
+def test_device_that_wrote_first_merges_the_archive(tmp_path: Path, ipfs_api: str) -> None:
+    """A recovered device that writes before restoring starts its own device chain
+    (protocols/delta.md §8), so the archive's history merges instead of forking."""
     owner, new_device = tmp_path / "owner", tmp_path / "new"
     created = run("init", "--home", str(owner), "--json")
     run("doc", "put", "personal", "diary", "d", "--data", json.dumps(DIARY), "--home", str(owner))
     cid = run("archive", "push", "personal", "--ipfs-api", ipfs_api, "--home", str(owner),
               "--json")["cid"]
     _recover(tmp_path, created["did"], owner, new_device)
-    # Opening the store first creates a fresh personal history of the same identity.
     run("doc", "put", "personal", "diary", "other", "--data", json.dumps(DIARY),
         "--home", str(new_device))
-    err = run("archive", "pull", cid, "--ipfs-api", ipfs_api, "--home", str(new_device), ok=False)
-    assert "conflict with this store's own history" in err
+    pulled = run("archive", "pull", cid, "--ipfs-api", ipfs_api, "--home", str(new_device),
+                 "--json")
+    assert pulled["rejected"] == 0 and pulled["accepted"] == pulled["envelopes"]
+    listed = run("doc", "list", "personal", "diary", "--home", str(new_device), "--json")
+    assert sorted(d["_id"] for d in listed["docs"]) == ["d", "other"]
