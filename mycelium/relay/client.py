@@ -131,8 +131,10 @@ async def connect(relay: RelayUrl, identity: Identity, *, expected_did: str | No
     """Open and authenticate; raises :class:`HandshakeError` (reason from the relay or
     ``relay_identity_changed``) or OSError / trio_websocket errors for the network."""
     ws_url = relay.websocket_url()
-    if ws_url.startswith("wss:") and ssl_context is None:
-        ssl_context = ssl.create_default_context()
+    if ws_url.startswith("wss:"):
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context()
+        await _check_tls(relay, ssl_context)
     async with trio_websocket.open_websocket_url(
             ws_url, ssl_context=ssl_context,
             max_message_size=max(MAX_FRAME_BYTES, MAX_CONTROL_MESSAGE) + 1024,
@@ -153,6 +155,24 @@ async def connect(relay: RelayUrl, identity: Identity, *, expected_did: str | No
         assert hs.relay_did is not None
         conn.relay_did = hs.relay_did
         yield conn
+
+
+async def _check_tls(relay: RelayUrl, context: ssl.SSLContext) -> None:
+    """Complete a TLS handshake first, so a certificate the client refuses is reported
+    as such (trio-websocket only times out on it, after CONNECT_TIMEOUT_S)."""
+    parts = urlsplit(relay.url)
+    host, port = parts.hostname or "", parts.port or 443
+    with trio.fail_after(CONNECT_TIMEOUT_S):
+        try:
+            stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context)
+            try:
+                await stream.do_handshake()
+            finally:
+                await trio.aclose_forcefully(stream)
+        except (trio.BrokenResourceError, ssl.SSLError) as exc:
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            raise HandshakeError(f"TLS with {relay.origin} failed: {cause}",
+                                 reason="tls_failed") from exc
 
 
 def trio_now() -> float:
