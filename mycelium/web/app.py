@@ -94,6 +94,8 @@ class WebContext:
     base_url: str = ""
     counters: dict[str, int] = field(default_factory=dict)
     streams: int = 0
+    #: Called after a session is made or revoked (the server saves the sessions file).
+    persist: Callable[[], None] = lambda: None
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -184,6 +186,7 @@ def make_app(ctx: WebContext) -> Starlette:
             log.info("web: sign-in link refused (unknown, used or expired)")
             return _secured(render(view, "signed_out.html", status=403, bad_link=True))
         log.info("web: new session via %s link (%s)", session.via, session.label)
+        ctx.persist()
         # A page, not a redirect: the next navigation starts on our own origin, so the
         # SameSite=Strict cookie is sent even if the link was opened from another app;
         # and the token leaves the address bar at once.
@@ -498,8 +501,9 @@ def make_app(ctx: WebContext) -> Starlette:
 
     async def revoke(view: View) -> Response:
         key = view.form.get("session", "")
-        ctx.auth.revoke(key)
-        log.info("web: session revoked")
+        if ctx.auth.revoke(key):
+            ctx.persist()
+            log.info("web: session revoked")
         assert view.session is not None
         if key == view.session.key:
             return render(view, "signed_out.html", revoked=True)

@@ -17,7 +17,8 @@ login link, once. Sessions are listed and revoked from the app.
 Everything here is pure: time comes in as ``now`` (seconds), randomness from the ``rng``
 given at construction, and nothing touches a socket, so the rules are tested directly
 (tests/web/test_auth.py) and the Starlette driver (:mod:`mycelium.web.app`) stays thin.
-Only hashes of link tokens and session ids are kept, so a dump of this object does not
+Only hashes of link tokens and session ids are kept, so a dump of this object (or the
+sessions file the server keeps so that a restart does not sign every device out) does not
 let anyone sign in.
 """
 
@@ -28,7 +29,7 @@ import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mycelium.errors import MyceliumError
 
@@ -59,18 +60,21 @@ class BadLink(AuthError):
 
 @dataclass(slots=True)
 class Session:
-    """One signed-in browser. ``id`` goes in the cookie, ``csrf`` into every form."""
+    """One signed-in browser. ``id`` goes in the cookie (known only when the session is
+    made; afterwards only its hash ``key`` is kept), ``csrf`` into every form."""
 
-    id: str
+    key: str
     csrf: str
     label: str
     created: float
     last_seen: float
     via: LinkPurpose
+    id: str = ""
 
-    @property
-    def key(self) -> str:
-        return _digest(self.id)
+    def record(self) -> dict[str, Any]:
+        """What :meth:`WebAuth.snapshot` keeps of this session (no cookie value)."""
+        return {"key": self.key, "csrf": self.csrf, "label": self.label,
+                "created": self.created, "last_seen": self.last_seen, "via": self.via}
 
 
 @dataclass(slots=True)
@@ -84,6 +88,8 @@ class WebAuth:
     """Links and sessions of one node's web app (see module docstring)."""
 
     rng: Callable[[int], bytes] = os.urandom
+    #: Bumped whenever a session is made or revoked (the driver saves then).
+    changes: int = 0
     _links: dict[str, _Link] = field(default_factory=dict)
     _sessions: dict[str, Session] = field(default_factory=dict)
 
@@ -107,10 +113,12 @@ class WebAuth:
         if len(self._sessions) >= MAX_SESSIONS:
             idle = min(self._sessions.values(), key=lambda s: s.last_seen)
             del self._sessions[idle.key]
-        session = Session(id=self.rng(TOKEN_BYTES).hex(), csrf=self.rng(TOKEN_BYTES).hex(),
+        session_id = self.rng(TOKEN_BYTES).hex()
+        session = Session(key=_digest(session_id), csrf=self.rng(TOKEN_BYTES).hex(),
                           label=label[:MAX_LABEL] or "browser", created=now, last_seen=now,
-                          via=link.purpose)
+                          via=link.purpose, id=session_id)
         self._sessions[session.key] = session
+        self.changes += 1
         return session
 
     # -- sessions -------------------------------------------------------------------
@@ -135,7 +143,32 @@ class WebAuth:
 
     def revoke(self, key: str) -> bool:
         """End the session with this :attr:`Session.key`; False if there was none."""
-        return self._sessions.pop(key, None) is not None
+        gone = self._sessions.pop(key, None) is not None
+        self.changes += gone
+        return gone
+
+    # -- persistence (the driver writes this to a 0600 file so a restart keeps devices) ---
+    def snapshot(self, now: float) -> list[dict[str, Any]]:
+        """Live sessions as plain data: hashes of the cookies, never the cookies."""
+        return [s.record() for s in self.sessions(now)]
+
+    def restore(self, records: Any, now: float) -> int:
+        """Load sessions from :meth:`snapshot` data, skipping malformed or expired ones;
+        returns how many were restored."""
+        if not isinstance(records, list):
+            return 0
+        for rec in records[:MAX_SESSIONS]:
+            try:
+                session = Session(key=str(rec["key"]), csrf=str(rec["csrf"]),
+                                  label=str(rec["label"])[:MAX_LABEL],
+                                  created=float(rec["created"]),
+                                  last_seen=float(rec["last_seen"]),
+                                  via="pair" if rec.get("via") == "pair" else "login")
+            except (KeyError, TypeError, ValueError):
+                continue
+            if len(session.key) == 64 and len(session.csrf) == 64 and not _expired(session, now):
+                self._sessions[session.key] = session
+        return len(self._sessions)
 
     @staticmethod
     def check_csrf(session: Session, token: str | None) -> bool:

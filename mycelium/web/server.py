@@ -2,17 +2,19 @@
 
 ``mycelium run`` starts it in the node's nursery (``--web HOST:PORT``, default
 127.0.0.1:8737; ``--web off`` disables it). It serves :func:`mycelium.web.app.make_app`
-with hypercorn on trio, keeps the :class:`~mycelium.web.auth.WebAuth` state in memory
-(a node restart signs every browser out; a new login link or pairing brings it back), and
-hands the node's operations a way to mint login links (``ops.web``), which is how
-``mycelium open`` gets one through the control API.
+with hypercorn on trio, keeps the :class:`~mycelium.web.auth.WebAuth` state (signed-in
+devices are saved to ``web-sessions.json`` in the home, as hashes, so a restart keeps
+them; links live in memory only), and hands the node's operations a way to mint login
+links (``ops.web``), which is how ``mycelium open`` gets one through the control API.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -24,6 +26,8 @@ from mycelium.web.auth import WebAuth
 log = logging.getLogger("mycelium.web")
 
 DEFAULT_BIND = "127.0.0.1:8737"
+#: Signed-in devices survive a restart: hashes of their cookies, in the home (mode 0600).
+SESSIONS_FILE = "web-sessions.json"
 OFF = ("off", "none", "no")
 
 
@@ -61,6 +65,9 @@ async def serve_web(ops: Any, paths: NodePaths, bind: str, *,
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = 30.0
     ctx = WebContext(ops=ops, auth=WebAuth(), clock=time.time)
+    sessions_file = paths.home / SESSIONS_FILE
+    _load_sessions(ctx.auth, sessions_file, ctx.clock())
+    ctx.persist = lambda: _save_sessions(ctx.auth, sessions_file, ctx.clock())
     app = make_app(ctx)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve, app, config)
@@ -79,6 +86,7 @@ async def serve_web(ops: Any, paths: NodePaths, bind: str, *,
             await trio.sleep_forever()
         finally:
             ops.web = None
+            ctx.persist()  # keeps when each device was last seen
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -98,6 +106,27 @@ def storage_bytes(paths: NodePaths) -> int:
         except OSError:
             continue
     return total
+
+
+def _load_sessions(auth: WebAuth, path: Path, now: float) -> None:
+    try:
+        records = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        log.warning("web app: ignoring unreadable %s (%s); devices sign in again", path, exc)
+        return
+    log.info("web app: %d signed-in device(s) kept from the last run",
+             auth.restore(records, now))
+
+
+def _save_sessions(auth: WebAuth, path: Path, now: float) -> None:
+    from mycelium.identity.keystore import write_atomic
+
+    try:
+        write_atomic(path, json.dumps(auth.snapshot(now)).encode(), mode=0o600)
+    except OSError as exc:
+        log.warning("web app: cannot save signed-in devices to %s: %s", path, exc)
 
 
 def _display_name(paths: NodePaths) -> str | None:

@@ -93,3 +93,28 @@ def test_memory_is_bounded() -> None:
     for i in range(auth.MAX_SESSIONS + 5):
         core.redeem(core.issue_link(200.0 + i), 200.0 + i, f"s{i}")
     assert len(core.sessions(300.0)) == auth.MAX_SESSIONS
+
+
+def test_sessions_survive_a_restart_as_hashes_only() -> None:
+    core = counter_rng()
+    kept = core.redeem(core.issue_link(0.0), 0.0, "phone")
+    gone = core.redeem(core.issue_link(0.0), 0.0, "laptop")
+    core.revoke(gone.key)
+    records = core.snapshot(10.0)
+    assert kept.id not in repr(records)
+    fresh = counter_rng()
+    assert fresh.restore(records, 20.0) == 1
+    found = fresh.session(kept.id, 20.0)
+    assert found is not None and found.csrf == kept.csrf and found.label == "phone"
+    assert fresh.session(gone.id, 20.0) is None
+
+
+def test_restore_skips_bad_and_expired_records() -> None:
+    core = counter_rng()
+    good = core.redeem(core.issue_link(0.0), 0.0, "ok")
+    record = core.snapshot(0.0)[0]
+    bad = [record | {"key": "short"}, {"key": 1}, "nonsense", record | {"created": "x"}]
+    assert counter_rng().restore(bad, 0.0) == 0
+    assert counter_rng().restore("not a list", 0.0) == 0
+    assert counter_rng().restore([record], auth.SESSION_MAX_S + 1) == 0
+    assert counter_rng().restore([record], 1.0) == 1 and good.key == record["key"]

@@ -45,3 +45,36 @@ def test_web_off_and_open_without_a_node(tmp_path: Path) -> None:
         assert len(off.stderr.strip().splitlines()) == 1
     finally:
         node.stop()
+
+
+@pytest.mark.slow
+def test_signed_in_devices_survive_a_restart_and_revocation_sticks(tmp_path: Path) -> None:
+    node = WebNode(tmp_path, "restart")
+    node.init()
+    try:
+        node.start()
+        login = httpx.get(node.login_url(), timeout=10)
+        cookie = login.cookies["mycelium_session"]
+        other = httpx.get(node.login_url(), timeout=10).cookies["mycelium_session"]
+        node.stop()
+        node.start()
+        jar = {"mycelium_session": cookie}
+        devices = httpx.get(node.web_url + "/devices", cookies=jar, timeout=10)
+        assert devices.status_code == 200
+        csrf = devices.text.split('name="csrf" value="')[1].split('"')[0]
+        keys = [part.split('"')[0] for part in devices.text.split('name="session" value="')[1:]]
+        assert len(keys) == 2
+        for key in keys:  # sign out the other device
+            if "this device" not in devices.text.split(key)[0].rsplit("<li>", 1)[-1]:
+                revoked = httpx.post(node.web_url + "/devices/revoke", cookies=jar,
+                                     data={"csrf": csrf, "session": key}, timeout=10)
+                assert revoked.status_code == 303
+        node.stop()
+        node.start()
+        assert httpx.get(node.web_url + "/market", cookies=jar, timeout=10).status_code == 200
+        assert httpx.get(node.web_url + "/market", timeout=10,
+                         cookies={"mycelium_session": other}).status_code == 401
+        assert (node.home / "web-sessions.json").stat().st_mode & 0o077 == 0
+        assert cookie not in (node.home / "web-sessions.json").read_text()
+    finally:
+        node.stop()
