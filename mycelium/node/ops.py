@@ -185,8 +185,11 @@ class LocalOps:
         """Change some fields of an existing listing (edit, reserve, sell, withdraw, share)."""
         from mycelium.store.soil import StoreError
 
-        if self.doc_get(space, "products", doc_id)["doc"] is None:
+        doc = self.doc_get(space, "products", doc_id)["doc"]
+        if doc is None:
             raise StoreError(f"no listing {doc_id!r} in space {space!r}", reason="unknown_doc")
+        if doc.get("author") not in (None, self.soil.identity.did):
+            raise StoreError("only its author changes a listing", reason="not_author")
         return {"doc_id": doc_id, **self.doc_put(space, "products", doc_id, data)}
 
     # -- guardians as seen from an app -------------------------------------------------

@@ -683,6 +683,7 @@ def _op_message(exc: MyceliumError, view: View) -> str:
         "bad_recovery_message": _("This recovery request is not valid."),
         "bad_guardian_setup": _("This guardian setup is not possible."),
         "unknown_doc": _("This listing does not exist."),
+        "not_author": _("Only the person who posted this listing can change it."),
     }
     text = known.get(exc.reason)
     return text if text else _("Refused: {reason}", reason=str(exc))

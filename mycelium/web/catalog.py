@@ -161,6 +161,9 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "On the computer running the node, run this command and open the link it prints:": (
         "En el ordenador del nodo, ejecuta este comando y abre el enlace que muestra:",
         "No computador do nó, execute este comando e abra o link que ele mostra:"),
+    "Only the person who posted this listing can change it.": (
+        "Solo quien publicó este anuncio puede cambiarlo.",
+        "Só quem publicou este anúncio pode alterá-lo."),
     "Only an admin of the space can do this.": ("Solo un administrador del espacio puede hacerlo.",
                                                 "Só um administrador do espaço pode fazer isso."),
     "Optional: phone, e-mail or where to find you": (

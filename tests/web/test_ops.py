@@ -63,11 +63,16 @@ def test_market_list_searches_and_filters_across_spaces(two: tuple) -> None:
     assert a.market_list(space="personal")["listings"] == []  # not a community space
 
 
-def test_listing_update_of_an_unknown_listing_is_refused(two: tuple) -> None:
-    a, _, _ = two
+def test_listing_update_of_an_unknown_or_foreign_listing_is_refused(two: tuple) -> None:
+    a, b, space = two
     with pytest.raises(MyceliumError) as err:
         a.listing_update("market", "nope", {"status": "sold"})
     assert err.value.reason == "unknown_doc"
+    made = b.listing_post("market", {"title": "Bob's pears"})
+    carry(b.soil, a.soil, space)
+    with pytest.raises(MyceliumError) as err:
+        a.listing_update("market", made["doc_id"], {"status": "sold"})
+    assert err.value.reason == "not_author"
 
 
 def test_space_show_lists_members_with_roles(two: tuple) -> None:
