@@ -287,7 +287,7 @@ class SpaceState:
         if self.genesis.kind == "personal":
             return "personal_space"
         if isinstance(op, RemoveMember) and op.member not in r.members:
-            # Pinning the chain of a removed member's device (protocols/delta.md §8.3).
+            # Pinning the chain of a removed member's device (protocols/delta.md §10.3).
             owner = self.principal(op.member)
             if owner != op.member and owner in r.former and op.member not in r.former:
                 return None
@@ -336,6 +336,12 @@ class SpaceState:
     def has_pins(self) -> bool:
         """Whether some removed member's chain is pinned (stores check those chains)."""
         return bool(self._res.pins)
+
+    def pinned_author(self, delta_id: bytes) -> bytes | None:
+        """The removed member whose removal pins ``delta_id`` as its head, or None."""
+        r = self._res
+        return next((p for p, head in r.pins.items() if head == delta_id and p in r.former),
+                    None)
 
     def pinned_head(self, pub: bytes) -> tuple[int, bytes] | None:
         """``(keep, delta_id)`` of a removed member's last valid envelope, or None: its
@@ -396,7 +402,7 @@ class SpaceState:
 
     def principal(self, author: bytes) -> bytes:
         """The identity an author writes for: the issuer of its ``device`` certificate
-        (protocols/delta.md §8: a device acts with its identity's role, control ops
+        (protocols/delta.md §10: a device acts with its identity's role, control ops
         included), else the author itself. Custodial delegates stay themselves."""
         cert = self.delegations.get(author)
         return cert.issuer if cert is not None and cert.kind == "device" else author

@@ -73,6 +73,8 @@ _Opened = tuple[Envelope, payloads.Payload, tuple[str, str]]
 _NO_VALUES: dict[str, Any] = {}  # read only
 #: Pending reasons that wait for the control log (not for a gap in the chain).
 _WAITING_FOR_LOG = frozenset({"not_member", "not_admin"})
+#: Rejections that mean "the author's chain here is another one than this envelope's".
+_CHAIN_CONFLICTS = frozenset({"fork", "broken_chain"})
 
 
 class StoreError(MyceliumError):
@@ -135,6 +137,7 @@ class _Work:
     undeferred: list[tuple[Any, ...]] = field(default_factory=list)
     control_any: bool = False
     truncated: bool = False  # a removal cut a chain: reload the mirrors after the commit
+    foreign: set[bytes] = field(default_factory=set)  # removed authors holding another chain
     changes: list[Change] = field(default_factory=list)
 
 
@@ -410,11 +413,14 @@ class Soil:
         beyond ``keep`` before it heard of the removal, or a chain other than the pinned
         one, now holds what nodes that knew the removal first hold, so vectors and heads
         converge; sync brings the pinned chain again where it was cut to 0."""
-        if not work.control_any:
+        if not work.control_any and not work.foreign:
             return
         mem = self._spaces[work.space]
         state = mem.state
         stored = self._stored_id(work.space)
+        for pub in work.foreign:  # the pinned head itself did not fit the stored chain
+            if pub in mem.heads:
+                self._truncate(work, mem, pub, 0, keep_pending=True)
         for pub in state.former_members:
             head = mem.heads.get(pub)
             if head is None:
@@ -427,7 +433,18 @@ class Soil:
                 to = 0  # another chain than the pinned one: none of it can be told apart
             self._truncate(work, mem, pub, to)
 
-    def _truncate(self, work: _Work, mem: _SpaceMem, author: bytes, to: int) -> None:
+    @staticmethod
+    def _pinned_conflict(work: _Work, mem: _SpaceMem, delta_id: bytes) -> None:
+        """A removed member's pinned head was refused as a fork or a broken chain: the
+        chain stored for it is another one (stored before the removal was known), which
+        is cut after this batch so the pinned chain can come (spaces.md §4.4)."""
+        if mem.state.has_pins:
+            author = mem.state.pinned_author(delta_id)
+            if author is not None:
+                work.foreign.add(author)
+
+    def _truncate(self, work: _Work, mem: _SpaceMem, author: bytes, to: int, *,
+                  keep_pending: bool = False) -> None:
         """Delete ``author``'s envelopes above ``to`` and rebuild the documents they wrote
         (in the caller's transaction; the mirrors are reloaded after the commit)."""
         from mycelium.store import repair
@@ -451,7 +468,8 @@ class Soil:
                 touched.add(mem.codec.row_keys(payload.coll, payload.doc))
         c.execute("DELETE FROM envelopes WHERE space=? AND author=? AND seq>?", args)
         c.execute("DELETE FROM deferred WHERE space=? AND author=? AND seq>?", args)
-        c.execute("DELETE FROM pending WHERE space=? AND author=?", (space, author))
+        if not keep_pending:  # (else: the pinned chain may wait there already)
+            c.execute("DELETE FROM pending WHERE space=? AND author=?", (space, author))
         if to == 0:
             c.execute("DELETE FROM vv WHERE space=? AND author=?", (space, author))
         else:
@@ -535,6 +553,8 @@ class Soil:
         self._count("duplicates", len(verdict.duplicates))
         for delta_id, reason in verdict.rejected:
             self._reject(result, delta_id, reason)
+            if reason in _CHAIN_CONFLICTS and delta_id is not None:
+                self._pinned_conflict(work, mem, delta_id)
         for env in verdict.pending:
             self._park(work, env, "gap", result)
         self._append(work, verdict.ready, result)
@@ -745,6 +765,7 @@ class Soil:
             self._unpark(work, mem, slots, env)
         for env in broken:
             self._reject(result, env.delta_id, "broken_chain")
+            self._pinned_conflict(work, mem, env.delta_id)
         before = len(result.accepted)
         self._append(work, ready, result)
         if not slots:

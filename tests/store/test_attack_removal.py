@@ -185,3 +185,27 @@ def test_a_forged_chain_stored_before_the_removal_is_replaced_by_the_pinned_one(
     assert x.heads(space)[C.public_key] == a.heads(space)[C.public_key]
     assert x.version_vector(space) == a.version_vector(space)
     x.close()
+
+
+def test_a_shorter_forged_chain_stored_before_the_removal_gives_way(removal: Removal,
+                                                                    tmp_path: Path) -> None:
+    """A forged chain shorter than ``keep`` cannot be told apart from the real one when
+    the removal arrives; when the real pinned head then meets it (refused as a broken
+    chain), the node cuts the forged chain and the next round brings the pinned one."""
+    a, space = removal.a, removal.space
+    x = open_soil(tmp_path / "x3.db", ident(35))
+    x.add_space(a.genesis(space))
+    ops = a.control_envelopes(space)
+    cut = next(i for i, r in enumerate(ops)
+               if isinstance(control.decode_op(envelope_mod.decode(r).ct), control.RemoveMember))
+    x.ingest(space, ops[:cut])
+    x.ingest(space, removal.forged[:2])  # c is still a member for x: stored
+    x.ingest(space, ops[cut:])
+    assert x.heads(space)[C.public_key][0] == 2  # shorter than keep: kept for now
+    result = x.ingest(space, removal.originals)
+    assert ("broken_chain" in {r for _, r in result.rejected}
+            or "fork" in {r for _, r in result.rejected})
+    assert C.public_key not in x.version_vector(space)  # the forged chain was cut
+    x.ingest(space, removal.originals)  # the next anti-entropy round
+    assert x.heads(space)[C.public_key] == a.heads(space)[C.public_key]
+    x.close()
