@@ -153,6 +153,7 @@ def test_unknown_space_is_refused_next_to_the_space_field(page: Any, solo: WebNo
 def test_spanish_with_locale_formats_and_translated_errors(page: Any, solo: WebNode) -> None:
     page.goto(solo.web_url + "/market")
     page.select_option("#lang-select", "es")
+    page.get_by_role("button", name="Change", exact=True).click()
     expect(page.get_by_role("heading", name="Mercado")).to_be_visible()
     expect(page.locator("html")).to_have_attribute("lang", "es")
     assert "3,50\xa0€" in page.locator(".cards").inner_text()
@@ -162,8 +163,10 @@ def test_spanish_with_locale_formats_and_translated_errors(page: Any, solo: WebN
     page.get_by_role("button", name="Publicar").click()
     assert "Debe ser un número." in page.locator("#e-quantity").inner_text()
     page.select_option("#lang-select", "pt")
+    page.get_by_role("button", name="Cambiar", exact=True).click()
     expect(page.get_by_role("heading", name="Publicar um anúncio")).to_be_visible()
     page.select_option("#lang-select", "en")
+    page.get_by_role("button", name="Mudar", exact=True).click()
     expect(page.get_by_role("heading", name="Post a listing")).to_be_visible()
 
 

@@ -1,6 +1,8 @@
 // Mycelium web app: live updates (server-sent events), the node-unreachable banner,
-// the language switch and the service worker. No framework: the pages are rendered by
-// the node; this only refreshes the parts marked data-live-region when a change lands.
+// folding the filters on phones and the service worker. (The language switch is a plain
+// form with a button: changing a select must not navigate by itself, WCAG 3.2.2.)
+// No framework: the pages are rendered by the node; this only refreshes the parts marked
+// data-live-region when a change lands.
 "use strict";
 (function () {
   var body = document.body;
@@ -53,12 +55,6 @@
     source.addEventListener("error", function () {
       if (source.readyState !== EventSource.OPEN) { setOffline(true); }
     });
-  }
-
-  // Language: submit as soon as a language is picked (the button stays for keyboards).
-  var lang = document.getElementById("lang-select");
-  if (lang && lang.form) {
-    lang.addEventListener("change", function () { lang.form.submit(); });
   }
 
   // Search and filters: folded on phones, open where there is room.
