@@ -1,5 +1,5 @@
 """``mycelium device add`` / ``mycelium device join``: one identity on a second device,
-without guardians (protocols/identity.md §7, docs/recovery.md "A second device").
+without guardians (protocols/identity.md §8, docs/recovery.md "A second device").
 
     first$ mycelium device add                          # shows a one-time code
     new$   mycelium device join CODE                    # writes a request file

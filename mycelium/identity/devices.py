@@ -1,5 +1,5 @@
 """Device keys: every store writes with its own key, delegated by the identity
-(protocols/delta.md §8 "Device chains", protocols/identity.md §7).
+(protocols/delta.md §10 "Device chains", protocols/identity.md §8).
 
 Why: a chain (one author's ``seq``/``prev`` run in a space) must have exactly one writer.
 Two devices holding the same seed that both signed as the identity would sign two

@@ -163,7 +163,7 @@ class Soil:
     """One node's store. Not thread-safe; use from one thread (the trio thread)."""
 
     def __init__(self, conn: sqlite3.Connection, identity: Any, *, registry: Registry,
-                 clock: WallClock, max_pending: int) -> None:
+                 clock: WallClock, max_pending: int, device_chains: bool = False) -> None:
         self.conn = conn
         self.identity = identity
         self.registry = registry
@@ -174,15 +174,23 @@ class Soil:
         self._metrics: Counter[str] = Counter()
         self._uncommitted: Counter[str] = Counter()
         self._hub = Hub()
+        self._device: Any = None
+        self.device_chains = device_chains
         self._reload()
 
     @classmethod
     def open(cls, path: Path, identity: Any, *, registry: Registry = REGISTRY,
              clock: WallClock = wall_ms, synchronous: Synchronous = "FULL",
-             max_pending: int = MAX_PENDING_PER_SPACE) -> Soil:
-        """Open or create the store at ``path`` for ``identity``."""
+             max_pending: int = MAX_PENDING_PER_SPACE, device_chains: bool = False) -> Soil:
+        """Open or create the store at ``path`` for ``identity``.
+
+        ``device_chains``: local writes are signed by this store's device key
+        (:attr:`device`, protocols/delta.md §10) instead of the identity key. Every node
+        entry point (``mycelium run``, the CLI's local store) turns it on, so two devices
+        of one identity never fork a chain; off, the identity signs (the previous layout,
+        which tests of single-writer stores still use)."""
         return cls(connect(Path(path), synchronous), identity, registry=registry, clock=clock,
-                   max_pending=max_pending)
+                   max_pending=max_pending, device_chains=device_chains)
 
     def close(self) -> None:
         self.conn.close()
@@ -321,8 +329,12 @@ class Soil:
 
     # -- DeltaStore -----------------------------------------------------------------
     def member_spaces(self) -> list[bytes]:
+        """Spaces this node syncs: those it is a member of, and those it holds only the
+        genesis of (adopted while restoring, docs/recovery.md): a peer answers their offer
+        only if its own control log lists this node, and the log then arrives by sync."""
         me = self.identity.public_key
-        return [s for s, m in self._spaces.items() if m.state.is_member(me)]
+        return [s for s, m in self._spaces.items()
+                if m.state.is_member(me) or m.state.control_count == 0]
 
     def version_vector(self, space: bytes) -> VersionVector:
         mem = self._spaces.get(space)
@@ -1111,7 +1123,12 @@ class Soil:
         """
         mem = self._mem(space_id)
         me = self.identity
-        author = me if signer is None else signer
+        if signer is not None:
+            author = signer
+        elif self.device_chains:
+            author = self._device_writer(space_id)
+        else:
+            author = me
         seq, prev = mem.heads.get(author.public_key, (0, None))
         epoch, key = 0, None
         if kind is Kind.DATA:
@@ -1136,6 +1153,38 @@ class Soil:
             self._reload()
         self._hub.publish(work.changes)
         return env
+
+    @property
+    def device(self) -> Any:
+        """The key this store writes with when ``device_chains`` is on (protocols/delta.md
+        §10), or the identity itself for identities without a seed. Its device id is drawn
+        on first use and kept in ``meta``: a new store is a new device, so it never
+        continues another's chain."""
+        if self._device is None:
+            from mycelium.identity import devices
+
+            if not isinstance(getattr(self.identity, "seed", None), bytes):
+                return self.identity
+            row = self.conn.execute("SELECT value FROM meta WHERE key='device_id'").fetchone()
+            device_id = bytes(row[0]) if row is not None else devices.new_device_id()
+            if row is None:
+                with self._tx():
+                    self.conn.execute("INSERT INTO meta VALUES ('device_id', ?)", (device_id,))
+            self._device = devices.device_identity(self.identity, device_id)
+        return self._device
+
+    def _device_writer(self, space_id: bytes) -> Any:
+        """This device's key, its chain in the space opened with a ``device`` certificate
+        signed by the identity first (seq 1, protocols/delegation.md)."""
+        device = self.device
+        if device is self.identity or device.public_key in self._mem(space_id).heads:
+            return device
+        from mycelium.spaces import delegation
+
+        cert = delegation.issue(self.identity.signing_key, kind="device", space=space_id,
+                                subject=device.public_key, issued_ms=self.wall())
+        self.append(space_id, Kind.CONTROL, cert.payload(), signer=device)
+        return device
 
     def put_doc(self, space_id: bytes, coll: str, doc_id: str, fields: dict[str, Any], *,
                 signer: Any = None) -> Envelope:

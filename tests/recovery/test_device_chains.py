@@ -1,6 +1,6 @@
 """Two devices of one identity write concurrently and nothing is rejected (issue 12 §2).
 
-Each store writes with its own device key (protocols/delta.md §8, "Device chains"), so
+Each store writes with its own device key (protocols/delta.md §10, "Device chains"), so
 two devices holding the same seed never sign two envelopes with the same (author, seq).
 Before device chains both devices wrote as the identity: the second chain to reach a
 third node was refused as a ``fork`` and every later write of that device with it.

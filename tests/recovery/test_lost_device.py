@@ -4,7 +4,7 @@ The owner's device is lost; two of three guardians rebuild the identity on a new
 which names the relay and gets back the market space (as its admin) and the personal
 diary; it writes and the other member accepts the writes. Then the old device turns up
 again: both devices of the one identity write concurrently, and everything converges
-with nothing refused (device chains, protocols/delta.md §8).
+with nothing refused (device chains, protocols/delta.md §10).
 """
 
 from __future__ import annotations
