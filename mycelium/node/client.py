@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from mycelium.errors import MyceliumError
 from mycelium.paths import NodePaths
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class ApiError(MyceliumError):
@@ -30,6 +31,8 @@ class RemoteOps:
         self._timeout = timeout
 
     def call(self, name: str, /, **args: Any) -> dict[str, Any]:
+        import httpx  # only when a node runs: offline commands start without it
+
         try:
             resp = httpx.post(
                 f"{self.url}/v1/ops/{name}", json=args, headers=self._headers, timeout=self._timeout
@@ -66,6 +69,8 @@ def running_node(paths: NodePaths) -> RemoteOps | None:
         return None
     if not _pid_alive(pid):
         return None
+    import httpx  # only when a node may be running: offline commands start without it
+
     try:
         resp = httpx.get(
             f"{url}/v1/health", headers={"Authorization": f"Bearer {token}"}, timeout=2.0
