@@ -184,3 +184,19 @@ def test_pwa_shell_and_offline_page(page: Any, solo: WebNode) -> None:
     offline = page.goto(solo.web_url + "/offline")
     assert offline is not None and offline.status == 200
     expect(page.get_by_role("heading", name="Node unreachable")).to_be_visible()
+
+
+def test_signed_out_page_is_accessible_too(browser: Any, solo: WebNode) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    response = page.goto(solo.web_url + "/market")
+    assert response is not None and response.status == 401
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.screenshot(path=str(artifacts_dir() / "signed_out-phone.png"), full_page=True)
+    serious = [v["id"] for v in Axe().run(page).response["violations"]
+               if v["impact"] in ("serious", "critical")]
+    assert not serious
+    assert not keyboard_walk(page)
+    context.close()
