@@ -183,6 +183,6 @@ def test_forgery_is_made_with_the_real_group_key(market: dict[str, Any]) -> None
 
     forged = forge_from(market["run"], 1, market["key"])[1]
     assert forged.kind is Kind.DATA and forged.author == market["run"][1].author
-    assert decode_payload(forged.open(market["key"])).ops[0].value == "forged-2"
+    assert decode_payload(forged.open(market["key"])).ops[0].value == f"forged-{forged.seq}"
     with pytest.raises(validate.BadSignature):
         forged.verify_signature()
