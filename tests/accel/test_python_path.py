@@ -34,9 +34,12 @@ def test_core_directories_pass_on_the_python_path() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "MYCELIUM_ACCEL_SO")}
     env.update({"MYCELIUM_NO_ACCEL": "1", "HYPOTHESIS_PROFILE": "dev", "PYTHONFAULTHANDLER": "1"})
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-           "-rs", *(f"--ignore={p}" for p in CLI_PROCESS_TESTS), *CORE]
+           "-rfEs", *(f"--ignore={p}" for p in CLI_PROCESS_TESTS), *CORE]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=580)
-    tail = (done.stdout + done.stderr)[-8000:]
+    out = done.stdout + done.stderr
+    failures = "\n".join(line for line in out.splitlines()
+                         if line.startswith(("FAILED", "ERROR")))
+    tail = f"{failures}\n...\n{out[-4000:]}"
     assert done.returncode == 0, tail
     assert "disabled by MYCELIUM_NO_ACCEL" in done.stdout, tail  # it ran without the C path
     assert " passed" in done.stdout.splitlines()[-1], tail
