@@ -154,7 +154,14 @@ def make_app(ctx: WebContext) -> Starlette:
                              request.url.path)
                     return _secured(render(view, "error.html", status=403,
                                            message=view._(EXPIRED_FORM)))
-            return _secured(await handler(view))
+            try:
+                return _secured(await handler(view))
+            except MyceliumError as exc:  # an operation refused: say why, never a 500
+                ctx.count(f"refused.{exc.reason}")
+                log.info("web: %s %s refused: %s (%s)", request.method, request.url.path,
+                         exc, exc.reason)
+                return _secured(render(view, "error.html", status=400,
+                                       message=_op_message(exc, view)))
 
         return endpoint
 

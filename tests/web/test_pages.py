@@ -200,3 +200,17 @@ def test_signed_out_page_is_accessible_too(browser: Any, solo: WebNode) -> None:
     assert not serious
     assert not keyboard_walk(page)
     context.close()
+
+
+def test_unknown_things_get_a_message_not_a_crash(page: Any, solo: WebNode) -> None:
+    for path, status, text in [
+        ("/market?space=nosuchspace", 200, "Unknown space."),
+        ("/community/nosuchspace", 404, "Unknown space."),
+        ("/market/nosuchspace/x/edit", 404, "This listing does not exist."),
+        ("/personal/diary/nosuchnote", 404, "This note does not exist."),
+        ("/personal/secrets/new", 404, "Page not found."),
+        ("/guardians?space=nosuchspace", 200, "Set up your guardians"),
+    ]:
+        response = page.goto(solo.web_url + path)
+        assert response is not None and response.status == status, path
+        expect(page.locator("main")).to_contain_text(text)
