@@ -59,7 +59,7 @@ disabled_reason: str | None = None
 
 
 class SelfTestFailed(Exception):
-    """A known-answer test of the extension's crypto pointers gave a wrong answer."""
+    """A known-answer test of the crypto the extension calls gave a wrong answer."""
 
 
 # FIPS 180-2 appendix B, and 4 KiB (past the size at which hashlib releases the GIL; digest
@@ -101,7 +101,7 @@ def _crypto() -> tuple[Callable[[bytes], Any], int]:
 
 
 def _known_answers(ext: Any) -> None:
-    """Run the known-answer tests of both crypto pointers through the extension."""
+    """Run the known-answer tests of both primitives through the extension."""
     for message, digest in _SHA256_KATS:
         if ext.sha256_digest(message) != bytes.fromhex(digest):
             raise SelfTestFailed(f"SHA-256 known-answer test failed ({len(message)} bytes)")
@@ -147,10 +147,10 @@ def _load() -> None:
         return
     try:
         from mycelium import _accel  # type: ignore[attr-defined]
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:  # not built: a supported way to run, said quietly
         disabled_reason = f"extension not built (pure-Python path): {exc}"
         return
-    except Exception as exc:  # a build that fails its own init: said, not raised
+    except Exception as exc:  # built but unloadable (stale ABI, failed init): said, not raised
         disabled_reason = f"extension failed to load: {type(exc).__name__}: {exc}"
         log.warning("compiled ingest path disabled (pure-Python path): %s", disabled_reason)
         return

@@ -316,3 +316,23 @@ def test_threads_racing_the_first_call_all_get_the_compiled_answer(
         t.join(10)
     assert calls == [1]
     assert len(results) == 4 and all(r is not None and r.raw == raw for r in results)
+
+
+def test_a_build_that_fails_to_import_is_said_not_raised(
+        fresh_loader: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A stale or broken .so (here: not a shared object at all) is the Python path with
+    a warning; a missing one (not built) is the Python path quietly."""
+    import importlib.machinery
+
+    import mycelium
+
+    broken = tmp_path / f"_accel{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+    broken.write_bytes(b"not an ELF file")
+    monkeypatch.delitem(sys.modules, "mycelium._accel")
+    monkeypatch.delattr(mycelium, "_accel")
+    monkeypatch.setattr(mycelium, "__path__", [str(tmp_path)])
+    caplog.set_level(logging.WARNING, logger="mycelium.accel")
+    assert not accel.active()
+    assert "failed to load" in (accel.disabled_reason or "")
+    assert len([r for r in caplog.records if r.name == "mycelium.accel"]) == 1
