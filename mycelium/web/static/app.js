@@ -8,14 +8,15 @@
   var body = document.body;
   var watched = (body.getAttribute("data-live") || "").split(/\s+/).filter(Boolean);
   var banner = document.getElementById("offline");
-  var pending = null;
+  var busy = false;   // a refresh is in flight
+  var again = false;  // a change arrived meanwhile: refresh once more when it lands
 
   function setOffline(off) {
     if (banner) { banner.hidden = !off; }
   }
 
   function refresh() {
-    pending = null;
+    busy = true;
     fetch(location.href, { credentials: "same-origin", headers: { "X-Live": "1" } })
       .then(function (resp) {
         if (!resp.ok) { throw new Error("HTTP " + resp.status); }
@@ -31,18 +32,23 @@
           var focused = document.activeElement && old.contains(document.activeElement)
             ? document.activeElement.id : null;
           old.replaceWith(next);
-          if (focused) { var again = document.getElementById(focused); if (again) again.focus(); }
+          if (focused) { var target = document.getElementById(focused); if (target) target.focus(); }
         });
         body.setAttribute("data-refreshed", String(Date.now()));
       })
-      .catch(function () { setOffline(true); });
+      .catch(function () { setOffline(true); })
+      .then(function () {
+        busy = false;
+        if (again) { again = false; refresh(); }
+      });
   }
 
   function onChange(event) {
     var coll = "*";
     try { coll = JSON.parse(event.data).coll || "*"; } catch (e) { /* keep "*" */ }
     if (watched.indexOf("*") < 0 && watched.indexOf(coll) < 0 && coll !== "*") { return; }
-    if (pending === null) { pending = setTimeout(refresh, 50); }
+    // At once for the first change; a burst during the refresh costs one more refresh.
+    if (busy) { again = true; } else { refresh(); }
   }
 
   if (watched.length && window.EventSource) {
