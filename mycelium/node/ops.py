@@ -93,8 +93,13 @@ class LocalOps:
 
     # -- documents ------------------------------------------------------------------
     def doc_put(self, space: str, coll: str, doc_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        from mycelium.identity.didkey import did_from_public_key
+
         env = self.soil.put_doc(self.soil.resolve_space(space), coll, doc_id, data)
-        return {"delta_id": env.delta_id.hex(), "seq": env.seq}
+        # author: the key whose chain holds it (a device key since device chains), which
+        # is what version vectors are keyed by
+        return {"delta_id": env.delta_id.hex(), "seq": env.seq,
+                "author": did_from_public_key(env.author)}
 
     def doc_delete(self, space: str, coll: str, doc_id: str) -> dict[str, Any]:
         env = self.soil.delete_doc(self.soil.resolve_space(space), coll, doc_id)

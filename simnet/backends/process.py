@@ -643,7 +643,8 @@ class RealBackendBase:
             return
         self.writes["ok"] += 1
         assert node.identity is not None
-        did = node.identity.did
+        # vectors are keyed by the writing key (a device key since device chains)
+        did = str(result.get("author") or node.identity.did)
         seq = result.get("seq")
         previous = self.expected.get(did, 0)
         self.expected[did] = max(previous, int(seq)) if isinstance(seq, int) else previous + 1
@@ -782,6 +783,9 @@ class ProcessBackend(RealBackendBase):
         proxy route; relays are reached over WebSocket through those routes."""
         topo = self.scenario.topology
         self.relay_indices = set(self.scenario.group_of(topo.relays))
+        # Dozens of processes start at once here (relay-only.toml: 32 on 2 cores): give
+        # each node as long to come up as they take together, not 30 s.
+        self.ready_timeout = max(self.ready_timeout, 3.0 * self.scenario.nodes)
         lan_of: dict[int, str] = {}
         for lan in topo.lans:
             for i in self.scenario.group_of(lan):
