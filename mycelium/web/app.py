@@ -226,7 +226,11 @@ def make_app(ctx: WebContext) -> Starlette:
         except MyceliumError as exc:
             listings, error = [], _op_message(exc, view)
         me = call("status")["did"]
+        every = listings if not any(filters.values()) else call("market_list")["listings"]
+        choices = {name: sorted({str(d[name]) for d in every if d.get(name)}, key=str.casefold)
+                   for name in ("location", "unit")}
         return render(view, "market.html", listings=listings, spaces=spaces, filters=filters,
+                      choices=choices,
                       statuses=sorted(STATUSES), me=me, error=error,
                       ok=q.get("ok", ""), live="products")
 

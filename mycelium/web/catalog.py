@@ -18,6 +18,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "Add a device": ("Añadir un dispositivo", "Adicionar um dispositivo"),
     "Add a health note": ("Añadir una nota de salud", "Adicionar uma nota de saúde"),
     "All spaces": ("Todos los espacios", "Todos os espaços"),
+    "Any unit": ("Cualquier unidad", "Qualquer unidade"),
+    "Anywhere": ("En cualquier lugar", "Em qualquer lugar"),
     "Any status": ("Cualquier estado", "Qualquer estado"),
     "Approval": ("Aprobación", "Aprovação"),
     "Approve": ("Aprobar", "Aprovar"),

@@ -214,3 +214,24 @@ def test_unknown_things_get_a_message_not_a_crash(page: Any, solo: WebNode) -> N
         response = page.goto(solo.web_url + path)
         assert response is not None and response.status == status, path
         expect(page.locator("main")).to_contain_text(text)
+
+
+def test_search_and_filters(page: Any, solo: WebNode) -> None:
+    solo.op("listing_post", space="market", data={"title": "Quince jam", "unit": "jar",
+                                                  "location": "Hilltop"})
+    page.set_viewport_size(DESKTOP)
+    page.goto(solo.web_url + "/market")
+    page.fill("#q", "TOMAT")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("li.card h3")).to_have_text(["Tomatoes, ripe"])
+    page.fill("#q", "")
+    page.select_option("#fl", "Hilltop")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("li.card h3")).to_have_text(["Quince jam"])
+    page.select_option("#fl", "")
+    page.select_option("#fu", "kg")
+    page.select_option("#fst", "sold")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("li.empty")).to_be_visible()
+    assert "status=sold" in page.url
+    page.set_viewport_size(PHONE)
