@@ -38,7 +38,7 @@ from mycelium.errors import CodecError, MyceliumError
 from mycelium.identity.auth import AuthError
 from mycelium.relay import handshake
 from mycelium.relay.driver import MessageSessionDriver, TransportClosed
-from mycelium.relay.errors import BadRequest, Limited, RelayError, TooLarge
+from mycelium.relay.errors import BadRequest, Limited, RelayError, TooLarge, Unauthenticated
 from mycelium.relay.service import RelayService
 from mycelium.sync.ports import VersionVector
 
@@ -228,8 +228,6 @@ async def _handshake(service: RelayService, transport: _StarletteTransport, orig
     try:
         return handshake.verify_auth(issuer, msg, service.clock())
     except AuthError as exc:
-        from mycelium.relay.errors import Unauthenticated
-
         service.metrics.refuse(exc.reason)
         raise Unauthenticated(str(exc), reason=exc.reason) from exc
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import trio
+
 from mycelium.identity.auth import AuthError, ChallengeIssuer
 from mycelium.identity.didkey import did_from_public_key, public_key_from_did
 from mycelium.identity.identity import Identity
@@ -162,7 +164,7 @@ class RelayService:
         lists it are offered or matched."""
         return SyncSession(
             self.store, local_id=self.relay.identity.public_key, remote_id=pub,
-            initiator=False, now=_trio_now(), cache=self.cache, authorize=self.may_read)
+            initiator=False, now=trio.current_time(), cache=self.cache, authorize=self.may_read)
 
     def may_read(self, space: bytes, pub: bytes) -> bool:
         """Members by the space's control log; trusted peer relays for every hosted space."""
@@ -228,12 +230,6 @@ class RelayService:
                 "protocol": "mycelium-relay/1",
                 "sessions": sum(len(s) for s in self.sessions.values()),
                 "usage": self.store.usage()}
-
-
-def _trio_now() -> float:
-    import trio
-
-    return trio.current_time()
 
 
 def _short(pub: bytes) -> str:
