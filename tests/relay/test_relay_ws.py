@@ -235,3 +235,20 @@ async def test_a_space_created_while_linked_reaches_the_relay(tmp_path: Path) ->
         await _until(lambda: relay.store.version_vector(garden) == com.a.version_vector(garden),
                      timeout=5)
         nursery.cancel_scope.cancel()
+
+
+async def test_session_cap_refuses_with_a_reason(tmp_path: Path) -> None:
+    com = community(tmp_path)
+    limits = RelayLimits(max_sessions_per_identity=1)
+    async with running_relay(tmp_path, limits=limits) as relay, trio.open_nursery() as nursery:
+        link = _link(relay, com.a, tmp_path / "ha")
+        nursery.start_soon(link.run)
+        await _until(lambda: link.status.state == "connected" and link.driver is not None
+                     and relay.service.sessions)
+        with pytest.raises(HandshakeError) as err:
+            async with connect(RelayUrl.parse(relay.url), com.a.identity,
+                               expected_did=relay.service.did):
+                pass
+        assert err.value.reason == "too_many_sessions"
+        assert relay.service.metrics.refused["too_many_sessions"] == 1
+        nursery.cancel_scope.cancel()
