@@ -41,7 +41,7 @@ def run(
     ),
     no_mdns: bool = typer.Option(False, "--no-mdns", help="Do not use mDNS discovery."),
     relay: list[str] = typer.Option(  # noqa: B008
-        [], "--relay", help="Relay URL https://host, with #did:key:… to pin it (repeatable)."
+        [], "--relay", help="Relay URL https://host, with #DID appended to pin it (repeatable)."
     ),
     api: str = typer.Option("127.0.0.1:0", "--api", help="HOST:PORT for the local control API."),
     web: str = typer.Option(

@@ -26,7 +26,7 @@ def relay(
     data: str | None = typer.Option(None, "--data", help="Directory for relay.db "
                                     "(default HOME/relay)."),
     peer: list[str] = typer.Option(  # noqa: B008
-        [], "--peer", help="Peer relay to replicate with, URL#did:key:… (repeatable)."),
+        [], "--peer", help="Peer relay to replicate with, as URL#DID (repeatable)."),
     trust: list[str] = typer.Option(  # noqa: B008
         [], "--trust", help="DID of a peer relay that may replicate from this one "
         "(repeatable; --peer relays are trusted already)."),
