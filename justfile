@@ -28,3 +28,7 @@ bench *ARGS: setup
 # Two local nodes that find each other (demo)
 demo: setup
     ./scripts/demo.sh
+
+# The compiled ingest path under ASan+UBSan: equivalence tests, OOM sweep, seeded fuzzer
+sanitize *ARGS: setup
+    .venv/bin/python scripts/sanitize.py {{ARGS}}
