@@ -128,6 +128,7 @@ class Node:
         self._kept: set[str] = set()
         self._member_spaces: set[bytes] = set(soil.member_spaces())
         self.relays: Any = None  # RelayLinks when --relay was given
+        self.restore: Any = None  # PeerRestore: spaces back from peers after a recovery
         self.ops = LocalOps(soil, status_extra=self._status_extra)
         self.web: Any = None
 
@@ -144,6 +145,9 @@ class Node:
             host.set_peer_gate(self.bans)
             host.set_member_check(self._is_member_peer)  # reserved sync slots (sync.md §6.2)
             host.set_sync_handler(self._inbound)
+            from mycelium.node.restore import PeerRestore
+
+            self.restore = PeerRestore(host.libp2p, self.soil, host.is_banned)
             self.listen_addrs = host.addrs()
             try:
                 async with trio.open_nursery() as nursery:
@@ -290,6 +294,8 @@ class Node:
     async def sync_with(self, peer_id: str) -> str | None:
         """Open an outbound session to a connected or known peer and run it to the end;
         returns why it ended (``nothing_shared``: the peer shares no space with us)."""
+        if self.restore is not None:
+            await self.restore.ask_once(peer_id)  # once per peer: spaces we lost (restore.py)
         framed = await self._host.open_sync_stream(peer_id)
         return await self._run_session(peer_id, framed, initiator=True)
 

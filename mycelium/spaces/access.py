@@ -28,6 +28,10 @@ def member_policy(store: HoldsSpaces) -> Callable[[bytes, bytes], bool]:
             state = store.space_state(space)
         except MyceliumError:  # a space this node does not hold
             return False
-        return state.may_sync(remote)
+        # A community space without any control op is one this node holds only the
+        # genesis of, while restoring it (docs/recovery.md): offer it to anyone; only a
+        # peer that holds it can match the offer, and it answers only if its log lists us.
+        restoring = state.kind == "community" and state.control_count == 0
+        return restoring or state.may_sync(remote)
 
     return authorize

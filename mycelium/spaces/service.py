@@ -179,6 +179,8 @@ def maintain(soil: Soil, space_id: bytes) -> bool:
     me = soil.identity
     if not state.is_admin(me.public_key):
         return False
+    if state.kind == "community" and state.control_count == 0:
+        return False  # adopted while restoring: wait for its log (create_space rotates)
     if state.needs_rotation():
         rotate(soil, space_id)
         return True

@@ -333,8 +333,8 @@ class Soil:
         genesis of (adopted while restoring, docs/recovery.md): a peer answers their offer
         only if its own control log lists this node, and the log then arrives by sync."""
         me = self.identity.public_key
-        return [s for s, m in self._spaces.items()
-                if m.state.is_member(me) or m.state.control_count == 0]
+        return [s for s, m in self._spaces.items() if m.state.is_member(me)
+                or (m.state.kind == "community" and m.state.control_count == 0)]
 
     def version_vector(self, space: bytes) -> VersionVector:
         mem = self._spaces.get(space)

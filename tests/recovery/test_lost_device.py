@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from simnet.backends.process import NodeProcess, RelayProcess, free_port
-from tests.integration.cluster import community, converged, stop_all
+from tests.integration.cluster import community, converged, run_args, stop_all
 
 pytestmark = pytest.mark.slow
 
@@ -69,12 +69,26 @@ def _refused(status: dict[str, Any]) -> dict[str, int]:
     return out
 
 
+async def _recover(tmp_path: Path, old: NodeProcess, new: NodeProcess) -> None:
+    """Guardians (set up on the old device, its node stopped) rebuild the identity."""
+    assert old.identity is not None
+    guardians = [NodeProcess(f"g{i}", tmp_path / f"g{i}") for i in range(3)]
+    dids = [(await g.init()).did for g in guardians]
+    package = (await old.cli_json("guardians", "setup", "--threshold", "2", *dids))["package"]
+    (tmp_path / "new").mkdir()
+    start = await new.cli_json("recover", "start", old.identity.did)
+    approvals = [(await g.cli_json("recover", "approve", start["request"], "--package",
+                                   package, "--code", start["code"]))["approval"]
+                 for g in guardians[:2]]
+    assert (await new.cli_json("recover", "finish", *approvals))["did"] == old.identity.did
+    await new.read_identity()
+
+
 async def test_lost_device_comes_back_whole_then_two_devices_write(tmp_path: Path) -> None:
     relay = RelayProcess("relay", tmp_path / "relay")
     nodes, space_id = await community(tmp_path, 2)
     old, bob = nodes
     assert old.identity is not None
-    owner_did = old.identity.did
     new = NodeProcess("new", tmp_path / "new", direct_api=True)
     everyone = [old, bob, new]
     try:
@@ -89,17 +103,7 @@ async def test_lost_device_comes_back_whole_then_two_devices_write(tmp_path: Pat
         await _backlog_empty(old, timeout=30)  # the relay holds the diary's ciphertext
         await old.stop()
 
-        # Guardians (set up earlier, on the old device) rebuild the identity.
-        guardians = [NodeProcess(f"g{i}", tmp_path / f"g{i}") for i in range(3)]
-        dids = [(await g.init()).did for g in guardians]
-        package = (await old.cli_json("guardians", "setup", "--threshold", "2", *dids))["package"]
-        (tmp_path / "new").mkdir()
-        start = await new.cli_json("recover", "start", owner_did)
-        approvals = [(await g.cli_json("recover", "approve", start["request"], "--package",
-                                       package, "--code", start["code"]))["approval"]
-                     for g in guardians[:2]]
-        assert (await new.cli_json("recover", "finish", *approvals))["did"] == owner_did
-        await new.read_identity()
+        await _recover(tmp_path, old, new)
 
         # First contact with the relay brings the market and the diary back.
         await new.start(_run_args(relay))
@@ -127,3 +131,33 @@ async def test_lost_device_comes_back_whole_then_two_devices_write(tmp_path: Pat
     finally:
         await stop_all(everyone)
         await relay.stop()
+
+
+async def test_recovered_device_gets_its_spaces_back_from_a_peer(tmp_path: Path) -> None:
+    """No relay: the first peer the recovered node meets gives its spaces back
+    (``/mycelium/restore/1``, protocols/sync.md §9), with its admin rights."""
+    nodes, space_id = await community(tmp_path, 2)
+    old, bob = nodes
+    new = NodeProcess("new", tmp_path / "new", direct_api=True)
+    bob_port = free_port()
+    try:
+        await bob.start(run_args(bob_port, []))
+        await old.start(run_args(free_port(), [(bob_port, bob)]))
+        await _put(old, "before-loss")
+        await converged([old, bob], space_id, timeout=30)
+        await old.stop()
+        await _recover(tmp_path, old, new)
+        await new.start(run_args(free_port(), [(bob_port, bob)]))
+        await converged([new, bob], space_id, timeout=60)
+        assert "before-loss" in await _products(new)
+        await _put(new, "after-recovery")
+        await converged([new, bob], space_id, timeout=30)
+        assert "after-recovery" in await _products(bob)
+        newcomer = NodeProcess("newcomer", tmp_path / "newcomer")
+        invited = await new.op("space_invite", ["space", "invite", "market",
+                                                (await newcomer.init()).did],
+                               space="market", did=newcomer.identity.did if newcomer.identity
+                               else "")
+        assert invited["invite"]
+    finally:
+        await stop_all([old, bob, new])

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
+
+from mycelium.codec import cbor
+from mycelium.codec.frames import FrameDecoder
 from mycelium.identity import devices
 from mycelium.identity.identity import Identity
 from mycelium.log.envelope import Kind, seal
+from mycelium.node import restore
 from mycelium.spaces import delegation
+from mycelium.store.soil import Soil
 
-from .vectors_gen import PATH, build
+from .vectors_gen import PATH, RESTORE_PATH, build, build_restore
 
 VEC = json.loads(PATH.read_text())
 
@@ -52,3 +59,37 @@ def test_pairing_macs() -> None:
     assert mac.hex() == case["grant_mac_hex"]
     grant = devices.make_grant(Identity.from_seed(bytes(range(32))), request, code)
     assert devices.accept_grant(grant, code, temp.seed).did == case["did"]
+
+
+RESTORE = json.loads(RESTORE_PATH.read_text())
+
+
+def test_restore_file_is_what_the_generator_writes() -> None:
+    assert build_restore() == RESTORE
+
+
+def test_restore_answer_vector_decodes_and_adopts(tmp_path: Path) -> None:
+    (payload,) = FrameDecoder().feed(bytes.fromhex(RESTORE["frame_hex"]))
+    geneses = restore.decode_listing(payload)
+    assert [g.hex() for g in geneses] == [RESTORE["genesis_hex"]]
+    with Soil.open(tmp_path / "s.db", Identity.generate()) as soil:
+        added = restore.adopt(soil, [*geneses, b"\x00junk", *geneses], "test")
+        assert [a.hex() for a in added] == [RESTORE["space_id_hex"]]
+        assert soil.member_spaces() == added  # offered while restoring
+
+
+def test_restore_listing_names_only_the_askers_spaces(tmp_path: Path) -> None:
+    from mycelium.spaces import service
+
+    admin, member, stranger = Identity.generate(), Identity.generate(), Identity.generate()
+    with Soil.open(tmp_path / "a.db", admin) as soil:
+        market = service.create_space(soil, "market")
+        service.create_space(soil, "other")
+        service.invite(soil, market, member.did)
+        listed = restore.decode_listing(restore.listing_for(soil, member.public_key))
+        assert listed == [soil.genesis(market)]
+        assert restore.decode_listing(restore.listing_for(soil, stranger.public_key)) == []
+    for bad in (cbor.encode({"v": 1, "spaces": ["text"]}), cbor.encode([1]),
+                cbor.encode({"v": 1, "spaces": [b""] * (restore.MAX_SPACES + 1)})):
+        with pytest.raises(restore.BadListing):
+            restore.decode_listing(bad)

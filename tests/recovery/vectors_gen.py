@@ -1,4 +1,5 @@
-"""Write protocols/vectors/devices.json (run: python -m tests.recovery.vectors_gen).
+"""Write protocols/vectors/devices.json and restore.json
+(run: python -m tests.recovery.vectors_gen).
 
 Device keys, the device certificate that opens a device's chain, and the pairing code's
 MACs (protocols/identity.md §8, protocols/delta.md §10). Everything here is
@@ -14,11 +15,30 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mycelium.codec import cbor
 from mycelium.identity import devices
 from mycelium.identity.identity import Identity
 from mycelium.spaces import delegation
 
 PATH = Path(__file__).resolve().parents[2] / "protocols" / "vectors" / "devices.json"
+RESTORE_PATH = PATH.with_name("restore.json")
+
+
+def build_restore() -> dict[str, Any]:
+    """One restore answer (protocols/sync.md §11) with one genesis, framed."""
+    from mycelium.codec.frames import encode_frame
+    from mycelium.spaces.genesis import make_genesis
+
+    creator = Identity.from_seed(bytes(range(32)))
+    genesis = make_genesis(creator, "market", "community", 1_765_000_000_000, salt=bytes(16))
+    payload = cbor.encode({"v": 1, "spaces": [genesis]})
+    return {
+        "description": "A /mycelium/restore/1 answer: one length-prefixed frame holding "
+                       "canonical CBOR {v: 1, spaces: [genesis, ...]} (protocols/sync.md §11).",
+        "genesis_hex": genesis.hex(),
+        "space_id_hex": hashlib.sha256(genesis).hexdigest(),
+        "frame_hex": encode_frame(payload).hex(),
+    }
 
 
 def build() -> dict[str, Any]:
@@ -41,8 +61,6 @@ def build() -> dict[str, Any]:
     box = bytes(range(80))
     grant_mac = hmac.new(key, devices.GRANT_DOMAIN + owner.did.encode() + temp.public_key + box,
                          hashlib.sha256).digest()
-    from mycelium.codec import cbor
-
     request = cbor.encode({"v": 1, "temp": temp.public_key, "mac": request_mac})
     return {
         "description": "Device keys (HKDF label mycelium/device-key/v1/ || device_id), the "
@@ -61,4 +79,5 @@ def build() -> dict[str, Any]:
 
 if __name__ == "__main__":
     PATH.write_text(json.dumps(build(), indent=2) + "\n")
-    print(f"wrote {PATH}")
+    RESTORE_PATH.write_text(json.dumps(build_restore(), indent=2) + "\n")
+    print(f"wrote {PATH} and {RESTORE_PATH}")
