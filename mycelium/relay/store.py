@@ -156,9 +156,9 @@ class RelayStore:
             hosted.state.apply_many(controls, stored=True)  # verified when they arrived
             hosted.control_authors = {e.author for e in controls}
             for author, seq, delta_id in self.conn.execute(
-                    "SELECT author, seq, delta_id FROM envelopes e WHERE space=? AND seq="
-                    "(SELECT MAX(seq) FROM envelopes WHERE space=e.space AND author=e.author)",
-                    (space,)):
+                    "SELECT e.author, e.seq, e.delta_id FROM (SELECT author, MAX(seq) AS top "
+                    "FROM envelopes WHERE space=?1 GROUP BY author) h JOIN envelopes e "
+                    "ON e.space=?1 AND e.author=h.author AND e.seq=h.top", (space,)):
                 hosted.heads[bytes(author)] = (seq, bytes(delta_id))
             for author, seq, delta_id, reason, size in self.conn.execute(
                     "SELECT author, seq, delta_id, reason, length(raw) FROM pending "
