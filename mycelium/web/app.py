@@ -341,6 +341,17 @@ def make_app(ctx: WebContext) -> Starlette:
         return render(view, "note_form.html", status=400, coll=coll, values=parsed.values,
                       errors=parsed.errors, doc_id=params.get("doc"))
 
+    async def note_delete_confirm(view: View) -> Response:
+        params = view.request.path_params
+        if params["coll"] not in NOTE_INPUTS:
+            return render(view, "error.html", status=404, message=view._("Page not found."))
+        doc = call("doc_get", space="personal", coll=params["coll"], doc_id=params["doc"])["doc"]
+        if doc is None:
+            return render(view, "error.html", status=404,
+                          message=view._("This note does not exist."))
+        return render(view, "note_delete.html", coll=params["coll"], doc_id=params["doc"],
+                      title=doc.get("title") or doc.get("kind") or "")
+
     async def note_delete(view: View) -> Response:
         params = view.request.path_params
         if params["coll"] not in NOTE_INPUTS:
@@ -576,6 +587,7 @@ def make_app(ctx: WebContext) -> Starlette:
         Route("/personal/{coll}/new", page(note_save), methods=post),
         Route("/personal/{coll}/{doc}", page(note_form), methods=get),
         Route("/personal/{coll}/{doc}", page(note_save), methods=post),
+        Route("/personal/{coll}/{doc}/delete", page(note_delete_confirm), methods=get),
         Route("/personal/{coll}/{doc}/delete", page(note_delete), methods=post),
         Route("/community", page(community), methods=get),
         Route("/community/create", page(space_create), methods=post),

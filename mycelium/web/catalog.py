@@ -58,6 +58,10 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "Currency": ("Moneda", "Moeda"),
     "Database size": ("Tamaño de la base de datos", "Tamanho da base de dados"),
     "Date": ("Fecha", "Data"),
+    "Delete a note": ("Borrar una nota", "Apagar uma nota"),
+    "Delete “{title}”? This cannot be undone, on this device and on your other devices.": (
+        "¿Borrar «{title}»? No se puede deshacer, ni en este dispositivo ni en los demás.",
+        "Apagar «{title}»? Não dá para desfazer, neste dispositivo nem nos outros."),
     "Delete": ("Borrar", "Apagar"),
     "Description": ("Descripción", "Descrição"),
     "Devices": ("Dispositivos", "Dispositivos"),

@@ -13,7 +13,8 @@ from tests.web.conftest import DESKTOP, PHONE, signed_in
 from tests.web.nodes import WebNode, artifacts_dir
 
 SIGNED_IN_PAGES = ["/market", "/market/new", "/market/{space}/{listing}/edit", "/personal",
-                   "/personal/diary/new", "/personal/diary/{note}", "/personal/health/new",
+                   "/personal/diary/new", "/personal/diary/{note}",
+                   "/personal/diary/{note}/delete", "/personal/health/new",
                    "/community", "/community/{space}", "/community/{space}/remove?did={did}",
                    "/guardians", "/node", "/devices", "/offline"]
 FOCUSABLE = ("a[href], button, input:not([type=hidden]), select, textarea, summary, "
@@ -235,3 +236,19 @@ def test_search_and_filters(page: Any, solo: WebNode) -> None:
     expect(page.locator("li.empty")).to_be_visible()
     assert "status=sold" in page.url
     page.set_viewport_size(PHONE)
+
+
+def test_diary_entry_edit_and_delete_with_confirmation(page: Any, solo: WebNode) -> None:
+    made = solo.op("doc_create", space="personal", coll="diary", data={"title": "Draft"})
+    page.goto(solo.web_url + "/personal")
+    page.get_by_role("link", name="Draft", exact=True).click()
+    page.fill("#f-title", "Rain at last")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/personal?ok=saved")
+    card = page.locator("li.card", has=page.get_by_role("link", name="Rain at last", exact=True))
+    card.get_by_role("link", name="Delete").click()
+    expect(page.get_by_role("heading", name="Delete a note")).to_be_visible()
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_url("**/personal?ok=deleted")
+    expect(page.get_by_role("link", name="Rain at last", exact=True)).to_have_count(0)
+    assert solo.op("doc_get", space="personal", coll="diary", doc_id=made["doc_id"])["doc"] is None

@@ -100,7 +100,7 @@ def test_done_when_flow(browser: Any, pair: tuple[WebNode, WebNode], tmp_path: P
     pa.fill("#f-body", "Beans and squash in the north bed.")
     pa.get_by_role("button", name="Save").click()
     pa.wait_for_url("**/personal?ok=saved")
-    expect(pa.get_by_role("link", name="Seeds sown")).to_be_visible()
+    expect(pa.get_by_role("link", name="Seeds sown", exact=True)).to_be_visible()
     assert bob.op("doc_list", space="personal", coll="diary")["docs"] == []
 
     # Alice sets up Bob as her guardian; Bob's page shows whom he guards.
