@@ -226,6 +226,8 @@ def make_app(ctx: WebContext) -> Starlette:
         except MyceliumError as exc:
             listings, error = [], _op_message(exc, view)
         me = call("status")["did"]
+        if not filters["status"]:  # others' withdrawn listings only when asked for
+            listings = [d for d in listings if d["status"] != "withdrawn" or d["author"] == me]
         every = listings if not any(filters.values()) else call("market_list")["listings"]
         choices = {name: sorted({str(d[name]) for d in every if d.get(name)}, key=str.casefold)
                    for name in ("location", "unit")}

@@ -301,6 +301,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "Waiting (pending)": ("En espera (pendientes)", "Em espera (pendentes)"),
     "Waiting for a key or clock (deferred)": ("Esperando una clave o la hora (aplazados)",
                                               "À espera de uma chave ou da hora (adiadas)"),
+    "Web app: refused requests": ("Aplicación web: solicitudes rechazadas",
+                                  "Aplicação web: pedidos recusados"),
     "Web app": ("Aplicación web", "Aplicação web"),
     "What are you offering?": ("¿Qué ofreces?", "O que você oferece?"),
     "What removal does:": ("Qué hace la eliminación:", "O que a remoção faz:"),

@@ -94,6 +94,18 @@ def test_done_when_flow(browser: Any, pair: tuple[WebNode, WebNode], tmp_path: P
     bob_card = pb.locator("li.card", has=pb.get_by_role("heading", name="Tomatoes from Alice"))
     expect(bob_card.locator(".tag.st")).to_have_text("Sold", timeout=LIVE_TIMEOUT_MS)
 
+    # Bob withdraws his eggs: they leave Alice's open market, and come back only when she
+    # asks for withdrawn listings; Bob still sees his own (to make them available again).
+    open_live(pa, alice.web_url + "/market")
+    card = pb.locator("li.card", has=pb.get_by_role("heading", name="Eggs from Bob"))
+    card.get_by_role("button", name="Withdraw").click()
+    pb.wait_for_url("**/market?ok=withdrawn")
+    expect(pb.get_by_role("heading", name="Eggs from Bob")).to_be_visible()
+    expect(pa.get_by_role("heading", name="Eggs from Bob")).to_have_count(
+        0, timeout=LIVE_TIMEOUT_MS)
+    pa.goto(alice.web_url + "/market?status=withdrawn")
+    expect(pa.get_by_role("heading", name="Eggs from Bob")).to_be_visible()
+
     # A private diary entry: on Alice's node only.
     pa.goto(alice.web_url + "/personal/diary/new")
     pa.fill("#f-title", "Seeds sown")
