@@ -71,11 +71,25 @@ def decode_listing(payload: bytes) -> list[bytes]:
     return spaces
 
 
+def restoring(soil: Any) -> int:
+    """How many community spaces the store holds only the genesis of."""
+    return sum(1 for s in soil.space_ids()
+               if (st := soil.space_state(s)).kind == "community" and st.control_count == 0)
+
+
 def adopt(soil: Any, geneses: list[bytes], label: str) -> list[bytes]:
-    """Add every valid genesis the store lacks; returns the new space ids."""
+    """Add every valid genesis the store lacks; returns the new space ids.
+
+    At most :data:`MAX_SPACES` spaces may wait for their log at once, whoever sent them:
+    peers are free to invent, and a genesis costs a row and an offer in every session."""
     held = set(soil.space_ids())
+    room = MAX_SPACES - restoring(soil)
     added: list[bytes] = []
     for raw in geneses:
+        if len(added) >= room:
+            log.warning("restore: %s: %d spaces already wait for their log; ignoring more",
+                        label, MAX_SPACES)
+            break
         try:
             space = parse_genesis(raw).space_id
             if space in held:
