@@ -96,6 +96,8 @@ class WebContext:
     streams: int = 0
     #: Called after a session is made or revoked (the server saves the sessions file).
     persist: Callable[[], None] = lambda: None
+    #: This computer's LAN address for pairing links, when listening on every interface.
+    lan_origin: Callable[[], str | None] = lambda: None
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -519,6 +521,8 @@ def make_app(ctx: WebContext) -> Starlette:
     async def pair(view: View) -> Response:
         token = ctx.auth.issue_link(ctx.clock(), "pair")
         origin = _origin(view.request, ctx.base_url)
+        if _is_loopback(origin):  # browsing on 127.0.0.1: give the phone a LAN address
+            origin = ctx.lan_origin() or origin
         link = f"{origin}/login?token={token}"
         local_only = _is_loopback(origin)
         return await devices(view, pair_link=link, pair_qr=qr.svg(link), local_only=local_only)

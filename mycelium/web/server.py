@@ -75,8 +75,11 @@ async def serve_web(ops: Any, paths: NodePaths, bind: str, *,
         if host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("web app reachable from the network at %s: devices must pair first", url)
         service = WebService(ctx, url)
-        base = url if host not in ("0.0.0.0", "::") else ""
-        ctx.base_url = base
+        wildcard = host in ("0.0.0.0", "::")
+        ctx.base_url = "" if wildcard else url
+        if wildcard:
+            port_text = url.rsplit(":", 1)[1]
+            ctx.lan_origin = lambda: _lan_origin(port_text)
         name = _display_name(paths)
         ctx.node_facts = lambda: {"name": name, "web_url": url,
                                   "storage_bytes": storage_bytes(paths)}
@@ -127,6 +130,24 @@ def _save_sessions(auth: WebAuth, path: Path, now: float) -> None:
         write_atomic(path, json.dumps(auth.snapshot(now)).encode(), mode=0o600)
     except OSError as exc:
         log.warning("web app: cannot save signed-in devices to %s: %s", path, exc)
+
+
+def _lan_origin(port: str) -> str | None:
+    """``http://<this computer's LAN IPv4>:port`` for pairing links when the app listens on
+    every interface but the person browses it on 127.0.0.1 (a phone cannot reach that).
+    Interfaces are read locally (ifaddr, which zeroconf already uses); nothing is sent."""
+    import ipaddress
+
+    import ifaddr
+
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if not isinstance(ip.ip, str):
+                continue  # IPv6 entries are tuples; a phone on the LAN has IPv4 too
+            addr = ipaddress.ip_address(ip.ip)
+            if not (addr.is_loopback or addr.is_link_local or addr.is_multicast):
+                return f"http://{addr}:{port}"
+    return None
 
 
 def _display_name(paths: NodePaths) -> str | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from simnet.backends.process import mycelium_command, node_env
 from tests.web.nodes import WebNode
@@ -76,5 +78,30 @@ def test_signed_in_devices_survive_a_restart_and_revocation_sticks(tmp_path: Pat
                          cookies={"mycelium_session": other}).status_code == 401
         assert (node.home / "web-sessions.json").stat().st_mode & 0o077 == 0
         assert cookie not in (node.home / "web-sessions.json").read_text()
+    finally:
+        node.stop()
+
+
+def test_lan_mode_pairs_phones_through_a_lan_address(browser: Any, tmp_path: Path) -> None:
+    from mycelium.web.server import _lan_origin
+    from tests.web.conftest import signed_in
+
+    node = WebNode(tmp_path, "lan")
+    node.init()
+    try:
+        node.start(web="0.0.0.0:0")
+        assert node.web_url.startswith("http://127.0.0.1:")  # what this computer opens
+        page = signed_in(browser, node)
+        page.goto(node.web_url + "/devices")
+        page.get_by_role("button", name="Show a pairing code").click()
+        link = page.locator("#pair-link").input_value()
+        port = node.web_url.rsplit(":", 1)[1]
+        lan = _lan_origin(port)
+        if lan is None:  # a machine with loopback only: the page says so
+            assert link.startswith(node.web_url)
+            expect(page.locator("main")).to_contain_text("a phone cannot use it")
+        else:
+            assert link.startswith(lan + "/login?token=")
+        page.context.close()
     finally:
         node.stop()
