@@ -82,7 +82,7 @@ def _pull_local(paths: Any, cid: str, ipfs_api: str | None, peers: list[str]) ->
 
     identity = load_keystore(paths.keystore, passphrase())
     paths.ensure()
-    with Soil.open(paths.soil, identity) as soil:
+    with Soil.open(paths.soil, identity, device_chains=True) as soil:  # delta.md §10
         data = LocalOps(soil).call("archive_pull", cid=cid, ipfs_api=ipfs_api)
         ensure_personal_space(soil)
         if peers:
