@@ -24,6 +24,12 @@ import trio
 
 from mycelium.identity.identity import Identity
 from mycelium.node.ops import LocalOps
+from mycelium.node.peer_exchange import (  # noqa: F401  (pex_topic, PEX_MAX_ADDRS: API)
+    PEX_MAX_ADDRS,
+    PeerExchange,
+    parse_announcement,
+    pex_topic,
+)
 from mycelium.paths import NodePaths
 from mycelium.spaces.access import member_policy
 from mycelium.sync import (
@@ -50,9 +56,6 @@ DIAL_BACKOFF = (1.0, 30.0)
 #: only one side's multicast gets through).
 MDNS_YIELD_S = 3.0
 MDNS_QUIET_WARNING_S = 10.0
-#: Peer exchange: every member announces its addresses on each shared space's peers topic.
-PEX_INTERVAL_S = 30.0
-PEX_MAX_ADDRS = 8
 #: Peer keeper tasks (one per peer kept dialled); peers beyond are left to anti-entropy.
 MAX_KEEPERS = 64
 HOUSEKEEPING_S = 30.0
@@ -125,6 +128,7 @@ class Node:
         self._gossip: Any = None
         self._nursery: trio.Nursery | None = None
         self._subscribed: set[bytes] = set()
+        self.pex: PeerExchange | None = None
         self._kept: set[str] = set()
         self._member_spaces: set[bytes] = set(soil.member_spaces())
         self.relays: Any = None  # RelayLinks when --relay was given
@@ -523,6 +527,9 @@ class Node:
         ) -> None:
             async with GossipService(self._host) as gossip:
                 self._gossip = gossip
+                self.pex = PeerExchange(own_peer_id=self.identity.peer_id, gossip=gossip,
+                                        host=self._host, peers=self.bans,
+                                        is_member=self._is_member_of, learned=self._pex_learned)
                 for space in self.soil.member_spaces():
                     self._gossiped[space] = self.soil.version_vector(space).get(
                         self.identity.public_key, 0
@@ -530,19 +537,21 @@ class Node:
                     self._ensure_subscribed(space)
                 task_status.started()
                 async with trio.open_nursery() as inner:
-                    inner.start_soon(self._announce_loop)
+                    inner.start_soon(self.pex.announce_loop,
+                                     lambda: list(self._subscribed), lambda: self.listen_addrs)
                     await self._publish_loop()
 
         await nursery.start(run_gossip)
 
     def _ensure_subscribed(self, space: bytes) -> None:
-        if self._gossip is None or space in self._subscribed or self._nursery is None:
+        if (self._gossip is None or self.pex is None or space in self._subscribed
+                or self._nursery is None):
             return
         if space not in set(self.soil.member_spaces()):
             return
         self._subscribed.add(space)
         self._nursery.start_soon(self._receive_gossip, space)
-        self._nursery.start_soon(self._receive_pex, space)
+        self._nursery.start_soon(self.pex.receive, space)
 
     async def _receive_gossip(self, space: bytes) -> None:
         channel = await self._gossip.subscribe(topic_for_space(space))
@@ -581,54 +590,16 @@ class Node:
                 await self._outbox_wakeup.wait()
 
     # -- peer exchange --------------------------------------------------------------
-    # Each node announces its own addresses on a per-space "peers" topic. GossipSub signs
-    # messages (strict signing), so an announcement is accepted only from the peer it names;
-    # topics are hashes of space ids, so only members of a space learn its members' addresses.
-    # That is how a node that only knows a hub (or whose Wi-Fi blocks mDNS) meets the others.
-    async def _announce_loop(self) -> None:
-        from mycelium.codec import cbor
-
-        await trio.sleep(1.0)
-        while True:
-            payload = cbor.encode({"peer": self.identity.peer_id,
-                                   "addrs": self.listen_addrs[:PEX_MAX_ADDRS]})
-            for space in list(self._subscribed):
-                try:
-                    await self._gossip.publish(pex_topic(space), payload)
-                except Exception as exc:  # gossip is best effort
-                    log.debug("peer announcement failed: %s", _reason(exc))
-            await trio.sleep(PEX_INTERVAL_S * random.uniform(0.8, 1.2))
-
-    async def _receive_pex(self, space: bytes) -> None:
-        """Learn members' addresses from the space's peers topic, within limits
-        (``mycelium.net.pex``, sync.md §9a): only from members of this space, only
-        addresses in the scopes we are connected over, through ``PeerManager``'s caps,
-        and at most ``MAX_KEEPERS`` peer keeper tasks."""
-        channel = await self._gossip.subscribe(pex_topic(space))
-        async with channel:
-            async for from_peer, data in channel:
-                self._on_announcement(space, from_peer, data)
-
-    def _on_announcement(self, space: bytes, from_peer: str, data: bytes) -> None:
-        from mycelium.net.pex import accept_addresses
-
-        announced = parse_announcement(data, from_peer)
-        if announced is None or from_peer == self.identity.peer_id:
-            return
-        if not self._is_member_of(space, from_peer):
-            self.bans.metrics["pex_not_member"] += 1
-            return
-        addrs = accept_addresses(announced, self._host.connection_scopes())
-        fresh = from_peer not in self.peers
-        state = self.bans.add(from_peer, addrs, source="pex")
-        if state is None:
-            return
-        info = self._peer(from_peer, source="pex")
-        info.addrs = list(state.addrs)  # capped by PeerManager
-        if (fresh and info.addrs and not self.has_session(from_peer)
-                and self._nursery is not None and len(self._kept) < MAX_KEEPERS):
-            log.info("peer exchange: learned peer=%s", _short(from_peer))
-            self._nursery.start_soon(self._keep_peer, from_peer)
+    def _pex_learned(self, peer_id: str, addrs: list[str]) -> None:
+        """Peer exchange taught us ``peer_id`` (addresses capped by PeerManager): keep it
+        dialled if it is new, within ``MAX_KEEPERS`` keeper tasks."""
+        fresh = peer_id not in self.peers
+        info = self._peer(peer_id, source="pex")
+        info.addrs = addrs
+        if (fresh and addrs and not self.has_session(peer_id) and self._nursery is not None
+                and len(self._kept) < MAX_KEEPERS):
+            log.info("peer exchange: learned peer=%s", _short(peer_id))
+            self._nursery.start_soon(self._keep_peer, peer_id)
 
     def _is_member_of(self, space: bytes, peer_id: str) -> bool:
         from mycelium.identity.didkey import public_key_from_peer_id
@@ -653,30 +624,6 @@ class Node:
             "bans": self.bans.summary(),
             "relays": self.relays.status() if self.relays is not None else [],
         }
-
-
-def pex_topic(space: bytes) -> str:
-    """The peer-exchange topic of a space (beside its envelope topic)."""
-    return topic_for_space(space) + "/peers"
-
-
-def parse_announcement(data: bytes, from_peer: str) -> list[str] | None:
-    """Addresses from a peer announcement, or None unless it is well formed and names
-    exactly the (signature-authenticated) sender."""
-    from mycelium.codec import cbor
-    from mycelium.errors import MyceliumError
-
-    try:
-        msg = cbor.decode(data, max_bytes=4096)
-    except MyceliumError:
-        return None
-    if not isinstance(msg, dict) or msg.get("peer") != from_peer:
-        return None
-    addrs = msg.get("addrs")
-    if not isinstance(addrs, list) or not all(isinstance(a, str) and len(a) < 256 for a in addrs):
-        return None
-    suffix = "/p2p/" + from_peer
-    return [a for a in addrs[:PEX_MAX_ADDRS] if a.endswith(suffix)]
 
 
 # -- entry point ------------------------------------------------------------------------

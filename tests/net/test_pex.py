@@ -61,13 +61,15 @@ def test_two_thousand_announcement_rounds_stay_within_the_caps() -> None:
     assert state is not None and len(state.addrs) <= PeerPolicy().max_addrs_per_peer
 
 
-def test_daemon_hears_only_members_and_keeps_within_the_caps(tmp_path: Path) -> None:
-    """The node's announcement path (``Node._on_announcement``) with a real store: a
-    non-member's announcements are ignored; a member's 2 000 rounds of fresh addresses
-    leave at most ``max_addrs_per_peer`` dial targets, all in a connected scope."""
+def test_node_hears_only_members_and_keeps_within_the_caps(tmp_path: Path) -> None:
+    """The node's announcement path (``PeerExchange`` wired as the daemon wires it, with a
+    real store): a non-member's announcements are ignored; a member's 2 000 rounds of
+    fresh addresses leave at most ``max_addrs_per_peer`` dial targets, all in a connected
+    scope."""
     from mycelium.codec import cbor
     from mycelium.identity.identity import Identity
     from mycelium.node.daemon import Node, NodeConfig
+    from mycelium.node.peer_exchange import PeerExchange
     from mycelium.paths import NodePaths
     from mycelium.spaces import service
     from mycelium.store.soil import Soil
@@ -82,14 +84,16 @@ def test_daemon_hears_only_members_and_keeps_within_the_caps(tmp_path: Path) -> 
         service.invite(soil, space, member.did)
         node = Node(NodePaths(tmp_path), soil.identity, soil, NodeConfig())
         node.bans = PeerManager(_Dialer(), PeerPolicy(), clock=itertools.count().__next__)
-        node._host = Host()
+        pex = PeerExchange(own_peer_id=node.identity.peer_id, gossip=None, host=Host(),
+                           peers=node.bans, is_member=node._is_member_of,
+                           learned=node._pex_learned)
         for who, rounds in ((member, 2000), (stranger, 200)):
             suffix = f"/p2p/{who.peer_id}"
             for r in range(rounds):
                 addrs = [f"/ip4/10.{r % 250}.{i}.{r // 250}/tcp/22{suffix}" for i in range(7)]
                 addrs.append(f"/dns4/intranet-{r}.corp/tcp/80{suffix}")
-                node._on_announcement(space, who.peer_id,
-                                      cbor.encode({"peer": who.peer_id, "addrs": addrs}))
+                pex.on_announcement(space, who.peer_id,
+                                    cbor.encode({"peer": who.peer_id, "addrs": addrs}))
         assert stranger.peer_id not in node.peers
         assert node.bans.metrics["pex_not_member"] == 200
         addrs = node.peers[member.peer_id].addrs
