@@ -88,7 +88,7 @@ def check(home: str | None = HomeOption, as_json: bool = JsonOption) -> None:
     identity = _identity(paths)
     try:
         with Soil.open(paths.soil, identity) as soil:
-            total = repair.count_envelopes(soil.conn) // 2
+            total = repair.count_envelopes(soil.conn, chains_too=False)
             with _progress("checking", total) as advance:
                 report = repair.check(soil, advance)
     except sqlite3.DatabaseError as exc:
