@@ -140,3 +140,21 @@ def test_refuses_while_a_node_runs(fake_running_node: Path) -> None:
     for command in ("check", "rebuild"):
         proc = run(fake_running_node, "store", command, code=1)
         assert "a node is running" in proc.stderr and "stop it first" in proc.stderr
+
+
+def test_a_file_sqlite_calls_corrupt_is_one_line_everywhere(tmp_path: Path) -> None:
+    """``run``, ``status`` and ``doc`` on a file whose header is gone: one line with the
+    way out, no traceback; ``store rebuild`` then gives a working (empty) store back."""
+    home = tmp_path / "n"
+    run(home, "init")
+    (home / "soil.db").write_bytes(b"\x00" * 4096)
+    for side in ("soil.db-wal", "soil.db-shm"):
+        (home / side).unlink(missing_ok=True)
+    for args in (("run", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--api",
+                  "127.0.0.1:0"), ("status",), ("doc", "list", "personal", "diary")):
+        proc = run(home, *args, code=1)
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert "damaged" in proc.stderr and "mycelium store rebuild" in proc.stderr
+    assert "file" in {p["kind"] for p in js(home, "store", "check", code=1)["problems"]}
+    assert js(home, "store", "rebuild")["salvaged"]["lost"] == ["sqlite_master"]
+    assert js(home, "doc", "list", "personal", "diary") == {"docs": []}
