@@ -105,3 +105,29 @@ def test_lan_mode_pairs_phones_through_a_lan_address(browser: Any, tmp_path: Pat
         page.context.close()
     finally:
         node.stop()
+
+
+@pytest.mark.slow
+def test_node_unreachable_is_said_clearly(browser: Any, tmp_path: Path) -> None:
+    from tests.web.conftest import signed_in
+
+    node = WebNode(tmp_path, "away")
+    node.init()
+    try:
+        node.start()
+        page = signed_in(browser, node)
+        page.wait_for_selector("body[data-live-ready='1']")
+        page.wait_for_function("""async () => {
+            const c = await caches.open('mycelium-shell-v1');
+            return (await c.keys()).some(r => new URL(r.url).pathname === '/offline'); }""")
+        market = node.web_url + "/market"
+        node.stop()
+        # The open page notices (its live stream breaks) and says so.
+        expect(page.locator("#offline")).to_be_visible(timeout=15_000)
+        expect(page.locator("#offline")).to_contain_text("The node is unreachable")
+        # Opening the app again: the service worker answers with the shell's own page.
+        page.goto(market)
+        expect(page.get_by_role("heading", name="Node unreachable")).to_be_visible()
+        page.context.close()
+    finally:
+        node.stop()
