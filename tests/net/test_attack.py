@@ -18,8 +18,10 @@ from mycelium.errors import MyceliumError
 from mycelium.net.framing import FramedStream, TokenBucket
 from mycelium.net.host import HostLimits
 from mycelium.net.sync_driver import SessionRunner
-from mycelium.sync.messages import Hello, encode_message
+from mycelium.sync.messages import Ack, Hello, Want, encode_message
 from mycelium.sync.session import CaughtUp, SyncSession
+from tests.sync.hostile import Hostile
+from tests.sync.pair import make_nodes
 
 from .syncpeer import SyncPeer, wait_until
 from .util import FakeStream, hosts
@@ -176,3 +178,43 @@ async def test_stalled_handshakes_from_one_address_leave_room_for_others() -> No
                 assert await honest.connect(server.addrs()[0]) == server.peer_id
             for stream in stalled:
                 await stream.aclose()
+
+
+def test_amplification_faults_are_strikes() -> None:
+    """stale_want and want_flood end the session as the peer's fault: a strike each, and
+    three ban the peer id (sync.md §6.1, §6.3)."""
+    from mycelium.net.peers import PeerManager, PeerPolicy
+    from mycelium.sync.session import SessionError
+
+    class Dialer:
+        peer_id = "me"
+
+        async def connect(self, maddr: str) -> str:
+            raise AssertionError
+
+        async def disconnect(self, peer_id: str) -> None:
+            return None
+
+        def connected_peers(self) -> list[str]:
+            return []
+
+    pm = PeerManager(Dialer(), PeerPolicy(), clock=lambda: 0.0)
+    for reason in ("stale_want", "want_flood", "stale_want"):
+        (node,) = make_nodes(1)
+        node.store.add_space(S1)
+        node.write(S1, *((20, 100) if reason == "stale_want" else (600, 4000)))
+        h = Hostile(node.store, node.id, spaces=(S1,))
+        h.drain()
+        if reason == "stale_want":
+            for _ in range(5):
+                h.send(Want(0, {}))
+                h.victim.frames_to_send()
+        else:
+            h.send(Ack(1 << 20, 1 << 30))
+            for _ in range(5):
+                h.send(Want(0, {}))
+                h.drain()
+        errors = [e for e in h.victim.events() if isinstance(e, SessionError)]
+        assert [e.reason for e in errors] == [reason]
+        pm.observe("hostile", errors[0])
+    assert pm.is_banned("hostile")
