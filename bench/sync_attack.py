@@ -214,6 +214,8 @@ def markdown(result: dict[str, Any]) -> str:
     w, s, c, r = (result["want_loop"], result["slot_attack"], result["cpu"],
                   result["round_trips"])
     link, lo = result["over_link"], result["over_loopback"]
+    added = round((link["sync_s"] - lo["sync_s"]) / link["rtt_s"], 1)
+    added_bulk = round((link["bulk_s"] - lo["bulk_s"]) / link["rtt_s"], 1)
     return "\n".join([
         "### sync_attack (issue 16; round trips: issue 12)",
         "",
@@ -237,4 +239,5 @@ def markdown(result: dict[str, Any]) -> str:
         f"same {link['wire_bytes']} bytes | {link['sync_s']} s ({link['sync_rtts']} RTT) / "
         f"{link['bulk_s']} s (x{link['ratio']}) |",
         f"| the same on loopback (CPU share) | {lo['sync_s']} s / {lo['bulk_s']} s |",
+        f"| round trips the 100 ms link adds: sync / bulk | {added} / {added_bulk} |",
     ])
