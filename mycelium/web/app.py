@@ -417,6 +417,7 @@ def make_app(ctx: WebContext) -> Starlette:
             code = call("space_invite", space=space, did=did)["invite"]
         except MyceliumError as exc:
             return await space_page(view, status=400, errors={"did": _op_message(exc, view)})
+        view.form = {}  # the invite is made: an empty field for the next one
         return await space_page(view, invite=code, invite_qr=qr.svg(code), invited=did)
 
     async def remove_confirm(view: View) -> Response:
