@@ -20,7 +20,7 @@ MESSAGE = re.compile(r"""_\(\s*(["'])((?:(?!\1).)+)\1""")
 
 
 def messages() -> set[str]:
-    found = set()
+    found: set[str] = set()
     for path in [*WEB.glob("templates/*.html"), WEB / "app.py", WEB / "forms.py"]:
         found.update(m.group(2) for m in MESSAGE.finditer(path.read_text()))
     found.add(web_app.EXPIRED_FORM)
