@@ -6,8 +6,9 @@ writer flushes :meth:`SyncSession.data_to_send` after every receive and every
 :meth:`SessionRunner.poke`, and the writer also wakes at :meth:`SyncSession.next_deadline`
 to call :meth:`SyncSession.tick`. Both tasks live in one nursery inside :meth:`run`, so
 nothing outlives the runner. The writer takes output as the stream drains (the session
-encodes at most ``max_out_bytes`` per call), and the reader charges the CPU time the
-session spent on the peer's input to the peer's CPU budget (``protocols/sync.md`` §6.1).
+encodes at most ``max_out_bytes`` per call), and both charge the CPU time the session
+spends on the peer (decoding and storing its input, producing our output) to the peer's
+CPU budget (``protocols/sync.md`` §6.3).
 """
 
 from __future__ import annotations
@@ -96,11 +97,15 @@ class SessionRunner:
         session = self.session
         while True:
             sent_before = session.stats.envelopes_out
+            cpu = self.cpu_clock()
             data = session.data_to_send()
+            cpu = self.cpu_clock() - cpu
             if data:
                 if session.stats.envelopes_out != sent_before:
                     self.framed.last_progress = self.clock()
                 try:
+                    # What the peer makes us produce (store reads, encoding) is its cost too.
+                    await self.framed.charge_cpu(cpu)
                     await self.framed.send(data)
                 except MyceliumError as exc:
                     self._lost(exc.reason, exc)
