@@ -82,7 +82,7 @@ from mycelium.sync.ports import DeltaStore, IngestResult, VersionVector
 #: ``unknown_epoch``...) can come from honest peers with different knowledge: counted only.
 FATAL_REJECTIONS = frozenset({
     "bad_signature", "bad_envelope", "bad_cbor", "non_canonical", "unknown_version",
-    "oversized", "wrong_space",
+    "oversized", "wrong_space", "seq_too_large",
 })
 
 #: (space id, remote peer id) -> may this peer sync this space? (optional policy hook)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import pytest
 
@@ -505,3 +506,22 @@ def test_connection_lost_closes_silently() -> None:
     assert sa.frames_to_send() == [] and sa.state is SessionState.CLOSED
     sa.connection_lost()
     assert sa.events() == []
+
+
+def test_seq_too_large_ends_the_session() -> None:
+    """An envelope at seq >= 2^63 can only come from a forging peer: no honest chain
+    reaches it and an honest store never holds one (protocols/delta.md §5)."""
+
+    class Refusing(MemoryStore):
+        def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
+            result = IngestResult()
+            result.rejected.extend((None, "seq_too_large") for _ in envelopes)
+            return result
+
+    a, b = nodes()
+    a.write(S1, 1)
+    strict = Node("b", Refusing(cache=b.store.cache), b.key)
+    strict.store.add_space(S1)
+    sa, sb = open_pair(a, strict)
+    trace = pump(sa, sb)
+    assert [e.reason for e in trace.errors()] == ["seq_too_large", "seq_too_large"]
