@@ -54,7 +54,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
@@ -144,6 +144,10 @@ def make_app(ctx: WebContext) -> Starlette:
                 ctx.count("refused.no_session")
                 return _secured(render(view, "signed_out.html", status=401))
             if request.method == "POST":
+                origin = request.headers.get("origin")
+                if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+                    ctx.count("refused.origin")
+                    return _secured(Response("cross-site request", status_code=403))
                 try:
                     view.form = forms.parse_body(await request.body())
                 except forms.FormTooLarge:

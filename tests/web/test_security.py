@@ -21,7 +21,7 @@ def test_login_link_sets_strict_cookie_and_leaves_the_url(browser: Any, solo: We
     assert "token" not in page.url
     csp = response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["referrer-policy"] == "same-origin"
     (cookie,) = context.cookies()
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert cookie["value"] not in page.content()
@@ -82,5 +82,9 @@ def test_requests_without_session_or_with_wrong_csrf_are_refused(
     assert wrong.status == 403
     missing = api.post(solo.web_url + "/market/new", form=form, max_redirects=0)
     assert missing.status == 403
+    csrf = page.locator("input[name=csrf]").first.input_value()
+    foreign = api.post(solo.web_url + "/market/new", form={**form, "csrf": csrf},
+                       headers={"Origin": "http://evil.example"}, max_redirects=0)
+    assert foreign.status == 403
     assert solo.op("market_list")["listings"] == before
     page.context.close()

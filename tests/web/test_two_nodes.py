@@ -74,6 +74,7 @@ def test_done_when_flow(browser: Any, pair: tuple[WebNode, WebNode], tmp_path: P
     expect(pb.get_by_role("heading", name="Tomatoes from Alice")).to_be_visible(
         timeout=LIVE_TIMEOUT_MS)
     assert still_same_document(pb)
+    expect(pb.locator("#live-status")).to_have_text("1 listing")  # said to screen readers
     card = pb.locator("li.card", has=pb.get_by_role("heading", name="Tomatoes from Alice"))
     expect(card.locator(".price")).to_have_text("€3.50")  # "3,50" typed means 3.50
     pb.screenshot(path=str(artifacts_dir() / "flow-live-listing-on-b.png"), full_page=True)

@@ -34,6 +34,10 @@
           old.replaceWith(next);
           if (focused) { var target = document.getElementById(focused); if (target) target.focus(); }
         });
+        // Tell screen readers what changed (the replaced regions are not announced).
+        var said = document.querySelector("[data-live-region] [aria-live]");
+        var status = document.getElementById("live-status");
+        if (said && status) { status.textContent = said.textContent; }
         body.setAttribute("data-refreshed", String(Date.now()));
       })
       .catch(function () { setOffline(true); })
