@@ -239,8 +239,12 @@ def recover_finish(
         raise KeystoreExists(f"a keystore already exists at {paths.keystore}")
     create_keystore(paths.keystore, passphrase(confirm=True), seed=identity.seed)
     pending_path.unlink()
-    emit({"did": identity.did, "peer_id": identity.peer_id, "keystore": str(paths.keystore)},
-         as_json, f"recovered {identity.did}")
+    data = {"did": identity.did, "peer_id": identity.peer_id, "keystore": str(paths.keystore)}
+    # As `init`: the store and the personal space (same id as on the lost device; this
+    # device writes on its own chain, so the old one merges in when it comes back).
+    data.update(after_init(paths, identity))
+    emit(data, as_json, f"recovered {identity.did}\n"
+         "run the node with the relay you used (or near a neighbour) to get your spaces back")
 
 
 def _ops_call(paths: NodePaths, secret: str, name: str, **args: Any) -> dict[str, Any]:
