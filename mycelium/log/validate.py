@@ -9,8 +9,9 @@ Batch verification (DESIGN.md §3 "Verification cost"): envelopes of one author 
 ``seq`` are consecutive and whose ``prev`` equals the ``delta_id`` of the one before form
 a *run*. The newest envelope's signature covers its ``prev``, which is the hash of the one
 before, and so on: one Ed25519 verification plus N SHA-256 hashes authenticates the whole
-run. If that signature fails, every envelope of the run is checked on its own, so one
-forged envelope cannot make honest ones be refused. A run of one is simply verified.
+run. If that signature fails, the run is scanned back from the newest to the first
+envelope whose signature verifies, which vouches for all before it, so one forged
+envelope cannot make honest ones be refused. A run of one is simply verified.
 
 Membership, epoch and decryption checks need the space's state and keys; they live in the
 store, but their errors are re-exported here so every delta rejection reason has one home.
@@ -121,23 +122,17 @@ def verify_run(run: Sequence[Envelope]) -> tuple[list[Envelope], list[Envelope]]
     ``run`` must be one author's envelopes with consecutive seqs, each ``prev`` equal to
     the previous envelope's ``delta_id``. Costs one signature check when all is well.
     """
-    if not run:
-        return [], []
-    try:
-        run[-1].verify_signature()
-        return list(run), []
-    except BadSignature:
-        if len(run) == 1:
-            return [], [run[0]]
-    good: list[Envelope] = []
-    bad: list[Envelope] = []
-    for env in run:
+    # Authenticity is per chain (delta.md §6): the newest envelope whose own signature
+    # verifies vouches for every envelope before it, whatever their own signatures, so
+    # scan back from the newest. Checking the earlier ones on their own instead would
+    # refuse an envelope the author vouched for whenever junk follows it in the batch.
+    for i in range(len(run) - 1, -1, -1):
         try:
-            env.verify_signature()
-            good.append(env)
+            run[i].verify_signature()
         except BadSignature:
-            bad.append(env)
-    return good, bad
+            continue
+        return list(run[: i + 1]), list(run[i + 1:])
+    return [], list(run)
 
 
 def validate_batch(
