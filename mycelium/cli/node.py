@@ -57,12 +57,27 @@ def run(
 
     for url in relay:
         RelayUrl.parse(url)  # a bad or insecure URL is a user error now, not a retry loop
+    web_bind = check_web_bind(web)
     config = NodeConfig(
         listen=listen or ["/ip4/0.0.0.0/tcp/0"], peers=list(peer), mdns=not no_mdns,
         relays=list(relay), api=api, name=name,
-        web=None if web.lower() in ("off", "none", "no") else web,
+        web=web_bind,
     )
     run_node(node_paths(home), config, passphrase)
+
+
+def check_web_bind(web: str) -> str | None:
+    """``--web``: None for off, else HOST:PORT (a malformed value is a one-line error)."""
+    from mycelium.cli.common import fail
+    from mycelium.web.server import OFF, split_bind
+
+    if web.lower() in OFF:
+        return None
+    try:
+        split_bind(web)
+    except ValueError as exc:
+        fail(str(exc))
+    return web
 
 
 def _render_status(data: dict[str, Any]) -> str:

@@ -131,3 +131,11 @@ def test_node_unreachable_is_said_clearly(browser: Any, tmp_path: Path) -> None:
         page.context.close()
     finally:
         node.stop()
+
+
+def test_a_malformed_web_address_is_a_one_line_error(tmp_path: Path) -> None:
+    argv = [*mycelium_command(), "run", "--web", "localhost", "--home", str(tmp_path / "h")]
+    done = subprocess.run(argv, env=node_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "error: --web expects HOST:PORT, got 'localhost'"]
