@@ -118,7 +118,8 @@ class View:
 
 
 _env = Environment(loader=PackageLoader("mycelium.web", "templates"),
-                   autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+                   autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True,
+                   finalize=lambda value: "" if value is None else value)  # unset: blank
 
 Handler = Callable[[View], Awaitable[Response]]
 

@@ -81,10 +81,12 @@ def test_done_when_flow(browser: Any, pair: tuple[WebNode, WebNode], tmp_path: P
 
     # And the other way round.
     open_live(pa, alice.web_url + "/market")
-    post_listing(pb, bob, "Eggs from Bob", quantity="12", unit="eggs")
+    post_listing(pb, bob, "Eggs from Bob", quantity="12")  # no unit: nothing printed for it
     expect(pa.get_by_role("heading", name="Eggs from Bob")).to_be_visible(
         timeout=LIVE_TIMEOUT_MS)
     assert still_same_document(pa)
+    eggs = pa.locator("li.card", has=pa.get_by_role("heading", name="Eggs from Bob"))
+    expect(eggs.locator(".meta").first).to_have_text("12")
 
     # Alice marks hers sold; Bob's open page follows.
     open_live(pb, bob.web_url + "/market")
