@@ -94,10 +94,20 @@ async def test_lost_device_comes_back_whole_then_two_devices_write(tmp_path: Pat
         await old.stop()
 
         await _recover(tmp_path, old, new)
+        # The new device writes before it has synced anything (its own device chain).
+        await new.cli("doc", "put", "personal", "diary", "2026-12-06", "--data",
+                      json.dumps(DIARY))
 
         # First contact with the relay brings the market and the diary back.
         await new.start(_run_args(relay))
         await converged([new, bob], space_id, timeout=60)
+        with trio.fail_after(30):  # the personal space syncs beside the market
+            while True:
+                listed = await new.op("doc_list", ["doc", "list", "personal", "diary"],
+                                      space="personal", coll="diary")
+                if sorted(d["_id"] for d in listed["docs"]) == ["2026-12-01", "2026-12-06"]:
+                    break
+                await trio.sleep(0.3)
         got = await new.op("doc_get", ["doc", "get", "personal", "diary", "2026-12-01"],
                            space="personal", coll="diary", doc_id="2026-12-01")
         assert {k: got["doc"][k] for k in DIARY} == DIARY
