@@ -156,13 +156,13 @@ class SyncLimits:
     #: during reconciliation, each credit return multiplies the window by
     #: ``credit_growth``, up to these ceilings. Bytes in flight thus adapt to the link's
     #: bandwidth-delay product instead of a fixed count of envelopes per round trip.
-    max_credit_envelopes: int = 65_536
-    max_credit_bytes: int = 16 << 20
+    max_credit_envelopes: int = 32_768
+    max_credit_bytes: int = 8 << 20
     credit_growth: int = 4
     #: Local ceilings on what we send, whatever credit the peer grants (sync.md §6.1):
     #: bytes sent and not yet returned by an ACK, and bytes encoded per ``data_to_send``
     #: (the rest is produced as the transport drains).
-    max_inflight_bytes: int = 16 << 20
+    max_inflight_bytes: int = 8 << 20
     max_out_bytes: int = 1 << 20
     #: WANT/VV for a space that do not advance what the peer declared holding (of what
     #: we hold) are tolerated this many times in a row per space; one more is
