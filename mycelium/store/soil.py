@@ -1123,6 +1123,12 @@ class Soil:
         """
         mem = self._mem(space_id)
         me = self.identity
+        epoch, key = 0, None
+        if kind is Kind.DATA:
+            epoch = mem.state.current_epoch
+            key = mem.state.epoch_key(epoch, me) if epoch else None
+            if key is None:
+                raise NoEpochKey("no usable group key yet: waiting for an admin to rotate or grant")
         if signer is not None:
             author = signer
         elif self.device_chains:
@@ -1130,12 +1136,6 @@ class Soil:
         else:
             author = me
         seq, prev = mem.heads.get(author.public_key, (0, None))
-        epoch, key = 0, None
-        if kind is Kind.DATA:
-            epoch = mem.state.current_epoch
-            key = mem.state.epoch_key(epoch, me) if epoch else None
-            if key is None:
-                raise NoEpochKey("no usable group key yet: waiting for an admin to rotate or grant")
         env = envelope_mod.seal(signer=author.signing_key, space=space_id, seq=seq + 1, prev=prev,
                                 epoch=epoch, payload=payload, group_key=key, kind=kind)
         work, result = _Work(space_id), IngestResult()
@@ -1177,8 +1177,11 @@ class Soil:
         """This device's key, its chain in the space opened with a ``device`` certificate
         signed by the identity first (seq 1, protocols/delegation.md)."""
         device = self.device
-        if device is self.identity or device.public_key in self._mem(space_id).heads:
+        mem = self._mem(space_id)
+        if device is self.identity or device.public_key in mem.heads:
             return device
+        if not mem.state.is_member(self.identity.public_key):
+            return device  # no certificate for a write that will be refused anyway
         from mycelium.spaces import delegation
 
         cert = delegation.issue(self.identity.signing_key, kind="device", space=space_id,

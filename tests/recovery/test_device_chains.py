@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mycelium.identity.identity import Identity
 from mycelium.log.envelope import Kind
 from mycelium.log.envelope import decode as decode_envelope
@@ -140,3 +142,23 @@ def test_removing_a_member_pins_its_devices_chains(tmp_path: Path) -> None:
     finally:
         for soil in (a, b, c):
             soil.close()
+
+
+def test_no_certificate_is_written_for_a_write_that_cannot_happen(tmp_path: Path) -> None:
+    """A store that is not (or no longer) a member writes nothing at all, not even the
+    certificate that would open its device chain."""
+    from mycelium.errors import MyceliumError
+
+    admin = Soil.open(tmp_path / "a.db", Identity.generate(), device_chains=True)
+    outsider = Soil.open(tmp_path / "o.db", Identity.generate(), device_chains=True)
+    try:
+        space = service.create_space(admin, "market")
+        outsider.add_space(admin.genesis(space))
+        outsider.ingest(space, _all(admin, space))
+        with pytest.raises(MyceliumError):
+            outsider.put_doc(space, "products", "x", LISTING)
+        assert outsider.device.public_key not in outsider.version_vector(space)
+        assert outsider.version_vector(space) == admin.version_vector(space)
+    finally:
+        admin.close()
+        outsider.close()
