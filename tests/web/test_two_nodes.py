@@ -127,6 +127,7 @@ def test_done_when_flow(browser: Any, pair: tuple[WebNode, WebNode], tmp_path: P
     pa.wait_for_url("**/guardians?ok=setup")
     expect(pa.locator("#who")).to_contain_text(bob.did)
     expect(pb.locator("#who")).to_contain_text(alice.did, timeout=LIVE_TIMEOUT_MS)
+    pa.screenshot(path=str(artifacts_dir() / "flow-guardians-set-up.png"), full_page=True)
 
     # A new device asks to recover Alice; Bob checks the short code, then approves.
     device = WebNode(tmp_path, "alice-new")
@@ -143,6 +144,8 @@ def test_done_when_flow(browser: Any, pair: tuple[WebNode, WebNode], tmp_path: P
     pb.fill("#f-code", started["code"])
     pb.get_by_role("button", name="Approve").click()
     approval = pb.locator("#approval").input_value()
+    pb.screenshot(path=str(artifacts_dir() / "flow-guardian-approval.png"), full_page=True)
+    assert pb.evaluate("document.documentElement.scrollWidth") <= 390  # long DIDs wrap
     approval_file = tmp_path / "approval.cbor"
     approval_file.write_bytes(base64.b64decode(approval))
     recovered = json.loads(device.cli("recover", "finish", str(approval_file), "--json"))
