@@ -130,6 +130,22 @@ def join(
     emit(data, as_json, f"this device now holds {identity.did}")
 
 
+@device_app.command("list")
+@user_errors
+def list_devices(home: str | None = HomeOption, as_json: bool = JsonOption) -> None:
+    """This device's key, and the devices that have written for you in each space."""
+    from mycelium.node.client import call_op
+
+    paths = node_paths(home)
+    data = call_op(paths, "device_list", passphrase)
+    lines = [f"this device writes as {data['this_device']}"]
+    for space in data["spaces"]:
+        lines.append(f"{space['name']} ({space['space_id'][:12]}): "
+                     f"{len(space['devices'])} device(s)")
+        lines += [f"  {d}" for d in space["devices"]]
+    emit(data, as_json, "\n".join(lines))
+
+
 def _read(path: Path) -> bytes:
     try:
         with open(path, "rb") as fh:

@@ -28,7 +28,7 @@ class LocalOps:
         "archive_push", "archive_pull",
         "space_show", "doc_create", "market_list", "listing_post", "listing_update",
         "guardians_setup", "guardians_list", "recovery_check", "recovery_approve",
-        "web_login_link",
+        "web_login_link", "device_list",
     })
 
     #: The running node's web app (:mod:`mycelium.web.server`) sets this; it mints the
@@ -301,6 +301,23 @@ class LocalOps:
                                 reason="web_not_running")
         url: str = self.web.login_link()
         return {"url": url}
+
+    def device_list(self) -> dict[str, Any]:
+        """This store's device key, and per space the device keys this identity certified
+        (protocols/delta.md §10): every device that has written there for you."""
+        from mycelium.identity.didkey import did_from_public_key
+
+        me = self.soil.identity.public_key
+        device = self.soil.device if self.soil.device_chains else self.soil.identity
+        spaces = []
+        for space_id in self.soil.space_ids():
+            state = self.soil.space_state(space_id)
+            certs = [state.delegations.get(d) for d in state.delegations.subjects_of(me)]
+            devices = sorted(did_from_public_key(c.subject) for c in certs
+                             if c is not None and c.kind == "device")
+            spaces.append({"space_id": space_id.hex(), "name": state.name, "devices": devices})
+        return {"did": self.soil.identity.did, "this_device": did_from_public_key(
+            device.public_key), "spaces": spaces}
 
     def status(self) -> dict[str, Any]:
         from mycelium.identity.didkey import did_from_public_key

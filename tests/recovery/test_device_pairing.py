@@ -48,9 +48,15 @@ def test_second_device_joins_with_the_code(tmp_path: Path) -> None:
     assert "no pairing in progress" in run("device", "add", "--request", request,
                                            "--home", first, ok=False)
     # Both devices write to the personal space, each on its own chain.
+    seen = []
     for home, doc in ((first, "a"), (second, "b")):
         run("doc", "put", "personal", "diary", doc, "--data",
             json.dumps({"title": doc, "body": "x"}), "--home", home)
+        listed = run("device", "list", "--home", home, "--json")
+        (personal,) = [s for s in listed["spaces"] if s["name"] == "personal"]
+        assert personal["devices"] == [listed["this_device"]]
+        seen.append(listed["this_device"])
+    assert seen[0] != seen[1] and created["did"] not in seen
 
 
 def test_a_request_made_with_another_code_is_refused(tmp_path: Path) -> None:
