@@ -68,13 +68,23 @@ class RemoveMember:
 
 
 @dataclass(frozen=True, slots=True)
+class Revoke:
+    """Stop delegated writers (protocols/delegation.md §4a): ``pins`` maps each delegate
+    to ``(keep, head)`` like a removal's: its chain up to ``keep``, ending at ``head``
+    (None iff ``keep == 0``), stays valid everywhere, nothing after it does."""
+
+    lc: int
+    pins: Mapping[bytes, tuple[int, bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
 class SetRole:
     lc: int
     member: bytes
     role: Role
 
 
-ControlOp = EpochOp | GrantOp | AddMember | RemoveMember | SetRole
+ControlOp = EpochOp | GrantOp | AddMember | RemoveMember | Revoke | SetRole
 
 
 # -- builders --------------------------------------------------------------------------
@@ -105,6 +115,13 @@ def op_remove_member(*, lc: int, member: bytes, keep: int = 0,
     return _encode(m)
 
 
+def op_revoke(*, lc: int, pins: Mapping[bytes, tuple[int, bytes | None]]) -> bytes:
+    """Revoke 1..:data:`MAX_KEYS_PER_OP` delegates, each pinned at ``(keep, head)``: the
+    highest seq of its chain the revoker holds and that envelope's delta id."""
+    return _encode({"op": "revoke", "lc": lc,
+                    "pins": {pub: [keep, head] for pub, (keep, head) in pins.items()}})
+
+
 def op_set_role(*, lc: int, member: bytes, role: Role) -> bytes:
     return _encode({"op": "role", "lc": lc, "member": member, "role": role})
 
@@ -124,9 +141,10 @@ _FIELDS: dict[str, frozenset[str]] = {
     "remove": frozenset({"op", "lc", "member", "keep"}),
     "remove+head": frozenset({"op", "lc", "member", "keep", "head"}),
     "role": frozenset({"op", "lc", "member", "role"}),
+    "revoke": frozenset({"op", "lc", "pins"}),
 }
 
-_OPS = frozenset({"epoch", "grant", "add", "remove", "role"})
+_OPS = frozenset({"epoch", "grant", "add", "remove", "role", "revoke"})
 
 
 def decode_op(payload: bytes) -> ControlOp:
@@ -152,6 +170,8 @@ def decode_op(payload: bytes) -> ControlOp:
     if name == "grant":
         _need(_is_uint(m["epoch"]) and 0 < m["epoch"] < 2**64, "epoch must be a uint64 > 0")
         return GrantOp(lc=lc, epoch=m["epoch"], keys=_keys(m["keys"]))
+    if name == "revoke":
+        return Revoke(lc=lc, pins=_pins(m["pins"]))
     member = _pub(m["member"])
     if name.startswith("remove"):
         keep = m["keep"]
@@ -177,6 +197,22 @@ def _keys(value: object) -> dict[bytes, bytes]:
         _need(isinstance(box, bytes) and 0 < len(box) <= MAX_BOX_BYTES,
               f"key boxes must be 1..{MAX_BOX_BYTES} bytes")
     return dict(value)
+
+
+def _pins(value: object) -> dict[bytes, tuple[int, bytes | None]]:
+    _need(isinstance(value, dict) and 1 <= len(value) <= MAX_KEYS_PER_OP,
+          f"pins must be a map of 1..{MAX_KEYS_PER_OP} entries")
+    assert isinstance(value, dict)
+    out: dict[bytes, tuple[int, bytes | None]] = {}
+    for pub, pin in value.items():
+        _need(isinstance(pin, list) and len(pin) == 2, "a pin is [keep, head]")
+        keep, head = pin
+        _need(_is_uint(keep) and keep < 2**64, "keep must be a uint64")
+        _need((head is None) == (keep == 0), "head must be present iff keep > 0")
+        _need(head is None or (isinstance(head, bytes) and len(head) == 32),
+              "head must be a 32-byte delta id")
+        out[_pub(pub)] = (keep, head)
+    return out
 
 
 def _pub(value: object) -> bytes:

@@ -25,6 +25,7 @@ it holds), cannot change membership, and cannot delegate further. This module is
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,7 +43,13 @@ KINDS: tuple[DelegationKind, ...] = ("custodial", "device")
 SIGN_DOMAIN = b"mycelium-delegation-v1"
 VERSION = 1
 #: Most delegated writers one space tracks (they do not count against MAX_CONTROL_OPS).
+#: Only admins' custodial certificates can get near it: see MAX_DEVICES_PER_ISSUER.
 MAX_DELEGATIONS = 100_000
+#: ``device`` certificates counted per issuer: its first ones by subject key, whatever the
+#: arrival order (protocols/delegation.md §4b). Any member may issue device certificates,
+#: so this bounds what 4096 members can hold (65 536) below MAX_DELEGATIONS: a hostile
+#: member cannot use up the room other issuers need.
+MAX_DEVICES_PER_ISSUER = 16
 MAX_PAYLOAD_BYTES = 512
 _CERT_FIELDS = frozenset({"v", "kind", "space", "issuer", "subject", "issued_ms"})
 _PAYLOAD_FIELDS = frozenset({"op", "cert", "sig"})
@@ -56,6 +63,13 @@ class BadDelegation(BadControlOp):
     """A delegation payload that can never be valid (bad shape, signature, subject)."""
 
     reason = "bad_delegation"
+
+
+class TooManyDelegations(BadDelegation):
+    """A device certificate beyond its issuer's first MAX_DEVICES_PER_ISSUER by subject
+    key: it can never count (the first ones only get smaller), so it is refused."""
+
+    reason = "too_many_delegations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +141,16 @@ def decode(payload: bytes, *, verify: bool = True) -> Certificate:
     return cert
 
 
+#: Every revoke op starts with a 3-entry map whose keys in canonical order are "lc", "op"
+#: and "pins": the bytes after the lc value are checked by :func:`may_be_revocation`.
+_REVOKE_TAIL = b"bopfrevokedpins"
+
+
+def may_be_revocation(payload: bytes) -> bool:
+    """Cheap filter before decoding a non-admin's control op (the full check decodes)."""
+    return payload.startswith(b"\xa3blc") and _REVOKE_TAIL in payload[:32]
+
+
 def issuer_of(payload: bytes) -> bytes | None:
     """The issuer a delegation payload names, without checking its signature (None if the
     payload is malformed: the full check then refuses it for good)."""
@@ -159,16 +183,46 @@ class Delegations:
 
     def __init__(self) -> None:
         self._by_subject: dict[bytes, Certificate] = {}
+        self._devices: dict[bytes, list[bytes]] = {}  # issuer -> counted subjects, sorted
+        #: Subjects whose (stored) device certificate a smaller one pushed out of its
+        #: issuer's count: stores cut their chains (SpaceState.chains_to_cut).
+        self.displaced: set[bytes] = set()
 
     def __len__(self) -> int:
         return len(self._by_subject)
 
-    def add_many(self, certs: list[Certificate]) -> None:
-        """Record certificates (all or nothing on the size bound)."""
+    def add_many(self, certs: list[Certificate], *, stored: bool = False) -> None:
+        """Record certificates (all or nothing on the size bounds).
+
+        A device certificate beyond its issuer's first :data:`MAX_DEVICES_PER_ISSUER` by
+        subject raises :class:`TooManyDelegations` (``stored``: it was kept before the
+        smaller ones came, and is now displaced instead); a smaller one displaces the
+        largest counted one, so every node counts the same ones in any order."""
         fresh = {c.subject: c for c in certs if c.subject not in self._by_subject}
         if len(self._by_subject) + len(fresh) > MAX_DELEGATIONS:
             raise BadDelegation(f"a space holds at most {MAX_DELEGATIONS} delegations")
+        devices = {i: list(s) for i, s in self._devices.items()}
+        out: set[bytes] = set()
+        for cert in sorted(fresh.values(), key=lambda c: c.subject):
+            if cert.kind != "device":
+                continue
+            counted = devices.setdefault(cert.issuer, [])
+            bisect.insort(counted, cert.subject)
+            if len(counted) > MAX_DEVICES_PER_ISSUER:
+                dropped = counted.pop()
+                if dropped == cert.subject and not stored:
+                    raise TooManyDelegations(
+                        f"an issuer counts at most {MAX_DEVICES_PER_ISSUER} devices")
+                out.add(dropped)
+        for subject in out:
+            fresh.pop(subject, None)
+            self._by_subject.pop(subject, None)
+        self._devices = devices
+        self.displaced |= out
         self._by_subject.update(fresh)
+
+    def subjects(self) -> list[bytes]:
+        return list(self._by_subject)
 
     def get(self, subject: bytes) -> Certificate | None:
         return self._by_subject.get(subject)

@@ -141,6 +141,7 @@ def remove(soil: Soil, space_id: bytes, did: str) -> int:
             keep, head = heads[device]
             _append(soil, space_id, control.op_remove_member(
                 lc=_lc(soil, space_id), member=device, keep=keep, head=head))
+    _revoke_custodial(soil, space_id, state, member)
     return rotate(soil, space_id)
 
 
@@ -152,7 +153,38 @@ def set_role(soil: Soil, space_id: bytes, did: str, role: control.Role) -> None:
     state = _admin_state(soil, space_id)
     if not state.is_member(member):
         raise MembershipError(f"{did} is not a member of this space", reason="not_member")
+    if role != "admin":  # its custodial keys stop: pin what they wrote (delegation.md §4c)
+        _revoke_custodial(soil, space_id, state, member)
     _append(soil, space_id, control.op_set_role(lc=_lc(soil, space_id), member=member, role=role))
+
+
+def revoke(soil: Soil, space_id: bytes, subjects: Sequence[bytes]) -> int:
+    """Revoke delegated keys (protocols/delegation.md §4a), each pinned at the newest
+    envelope this node holds of it: what it wrote up to there stays valid on every node,
+    nothing after. An admin may revoke any delegate; a member only keys it certified
+    (its own devices). Returns how many keys the ops name."""
+    state: SpaceState = soil.space_state(space_id)
+    me = soil.identity.public_key
+    fresh = sorted(s for s in set(subjects)
+                   if not state.is_member(s) and s not in state.former_members)
+    if not state.is_admin(me):
+        certs = [state.delegations.get(s) for s in fresh]
+        if not state.is_member(me) or any(c is None or c.issuer != me for c in certs):
+            raise NotAdmin("only an admin, or the key's issuer, can revoke it")
+    heads = soil.heads(space_id)
+    for chunk in _chunks(fresh, control.MAX_KEYS_PER_OP) if fresh else []:
+        pins = {s: heads.get(s, (0, None)) for s in chunk}
+        _append(soil, space_id, control.op_revoke(lc=_lc(soil, space_id), pins=pins))
+    return len(fresh)
+
+
+def _revoke_custodial(soil: Soil, space_id: bytes, state: SpaceState, issuer: bytes) -> None:
+    """Before an issuer stops qualifying (removed or no longer admin), revoke its custodial
+    keys pinned at what this node holds, so their listings stay the same everywhere."""
+    keys = [s for s in state.delegations.subjects_of(issuer)
+            if (c := state.delegations.get(s)) is not None and c.kind == "custodial"]
+    if keys:
+        revoke(soil, space_id, keys)
 
 
 def rotate(soil: Soil, space_id: bytes) -> int:

@@ -26,6 +26,7 @@ from mycelium.spaces.control import (
     EpochOp,
     GrantOp,
     RemoveMember,
+    Revoke,
     Role,
     SetRole,
     decode_op,
@@ -122,6 +123,7 @@ class SpaceState:
         self._key_cache: dict[tuple[int, bytes], bytes] = {}
         #: Delegated writers (protocols/delegation.md): never replayed, not control ops.
         self.delegations = delegation.Delegations()
+        self._stopped: set[bytes] | None = None  # cache of _stopped_delegates()
         self._r = self._fresh()
         self._dirty = False
 
@@ -152,9 +154,14 @@ class SpaceState:
             entry = self._entry(env)
             if entry is not None:
                 new[entry.delta_id] = entry
-        self.delegations.add_many(certs)
+        self.delegations.add_many(certs, stored=stored)
         if any(c.subject in self._removal_targets for c in certs):
             self._dirty = True
+        if new or self._dirty:
+            self._stopped = None
+        elif self._stopped is not None:  # only certificates: check just those
+            self._stopped |= {c.subject for c in certs if self._is_stopped(c.subject)}
+            self._stopped |= self.delegations.displaced
         if not new:
             return
         first = next(iter(new.values()))
@@ -172,6 +179,8 @@ class SpaceState:
                 self._named_admins.add(op.member)
             elif isinstance(op, RemoveMember):
                 self._removal_targets.add(op.member)
+            elif isinstance(op, Revoke):
+                self._removal_targets.update(op.pins)
         if in_order and not self._dirty:
             self._step(self._r, len(self._entries) - 1, first)
         else:
@@ -265,6 +274,15 @@ class SpaceState:
                 r.pins[op.member] = op.head
             if not device:
                 r.last_removal = position
+        elif isinstance(op, Revoke):
+            # Delegates hold no key box of their own: no rotation (delegation.md §4a).
+            for pub, (keep, head) in op.pins.items():
+                if pub in r.members or pub in r.former:
+                    continue  # a member is removed, not revoked; the first revocation wins
+                r.former.add(pub)
+                r.keep[pub] = keep
+                if head is not None:
+                    r.pins[pub] = head
         else:
             r.members[op.member] = op.role
 
@@ -278,6 +296,11 @@ class SpaceState:
         principal = self.principal(entry.author)
         if principal != entry.author and principal in r.former:
             return "removed_author"
+        if isinstance(op, Revoke):  # an admin, or the issuer of every key it names
+            if r.members.get(principal) == "admin" or (
+                    principal in r.members and self._issued_all(principal, op)):
+                return None
+            return "not_admin"
         if r.members.get(principal) != "admin":
             return "not_admin"
         if isinstance(op, EpochOp):
@@ -389,13 +412,62 @@ class SpaceState:
                     # Any key may open its chain with a certificate whose issuer is a
                     # member; strangers' certificates wait in the bounded pending pool
                     # instead of filling the space's delegations (protocols/delegation.md §3).
-                    issuer = delegation.issuer_of(env.ct)
-                    return None if issuer is None or issuer in r.members else "not_member"
-                return "not_admin"
+                    return self._certificate_admission(env, r)
+                return self._revocation_admission(env, r)
         elif (author not in r.members and author not in r.former
               and not self.delegations.may_write(author, r.members)):
             return "not_member"
         return None
+
+    def _certificate_admission(self, env: Envelope, r: _Resolved) -> str | None:
+        """A certificate is stored while its issuer has the role its kind needs (so it can
+        never be stored only to be cut), or when a revocation pinned its subject."""
+        try:
+            cert = delegation.decode(env.ct, verify=False)
+        except delegation.BadDelegation:
+            return None  # applying it refuses it for good
+        if env.author in r.former:  # pinned by a revocation (seq 1 <= keep checked above)
+            return None
+        role = r.members.get(cert.issuer)
+        qualifies = role == "admin" if cert.kind == "custodial" else role is not None
+        return None if qualifies else "not_member"
+
+    def _revocation_admission(self, env: Envelope, r: _Resolved) -> str | None:
+        """A member that no op named admin may store one kind of control op: a revocation
+        of keys it certified, while one of them is not revoked yet (bounded by its
+        certificates; delegation.md §4a). Anything else from it is ``not_admin``."""
+        principal = self.principal(env.author)
+        if principal not in r.members or not delegation.may_be_revocation(env.ct):
+            return "not_admin"
+        try:
+            op = decode_op(env.ct)
+        except BadControlOp:
+            return None  # applying it refuses it for good
+        if (isinstance(op, Revoke) and self._issued_all(principal, op)
+                and any(pub not in r.former for pub in op.pins)):
+            return None
+        return "not_admin"
+
+    def _issued_all(self, principal: bytes, op: Revoke) -> bool:
+        certs = [self.delegations.get(pub) for pub in op.pins]
+        return all(c is not None and c.issuer == principal for c in certs)
+
+    def _is_stopped(self, pub: bytes) -> bool:
+        r = self._res
+        return (pub not in r.members and pub not in r.former
+                and not self.delegations.may_write(pub, r.members))
+
+    @property
+    def chains_to_cut(self) -> frozenset[bytes]:
+        """Authors whose stored chains a store cuts back to :meth:`kept_seq` (0 unless
+        pinned): removed members, revoked delegates, and delegates whose certificate no
+        longer lets them write (issuer demoted or removed, or pushed out of its issuer's
+        device count) and that no revocation pinned (delegation.md §4c)."""
+        r = self._res
+        if self._stopped is None:
+            self._stopped = {pub for pub in self.delegations.subjects()
+                             if self._is_stopped(pub)} | self.delegations.displaced
+        return frozenset(r.former) | frozenset(self._stopped)
 
     def is_member(self, pub: bytes) -> bool:
         return pub in self._res.members

@@ -433,7 +433,7 @@ class Soil:
         for pub in work.foreign:  # the pinned head itself did not fit the stored chain
             if pub in mem.heads:
                 self._truncate(work, mem, pub, 0, keep_pending=True)
-        for pub in state.former_members:
+        for pub in state.chains_to_cut:  # removed, revoked or stopped (delegation.md §4)
             head = mem.heads.get(pub)
             if head is None:
                 continue

@@ -60,10 +60,11 @@ def test_custodial_writes_reach_a_member_without_control_ops(market: tuple) -> N
 def test_certificate_from_a_plain_member_does_not_authorize(market: tuple) -> None:
     _gw, soil_g, space, member, soil_m = market
     sender = Identity.generate()
-    # A member (not admin) certifies a custodial key: stored, but the key may not write.
-    soil_m.append(space, Kind.CONTROL, _certify(member, space, sender), signer=sender)
+    # A member (not admin) certifies a custodial key: held pending, never stored (it
+    # could only be cut again, delegation.md §3), and the key may not write.
     with pytest.raises(LocalWriteRefused):
-        soil_m.put_doc(space, "products", "x", LISTING, signer=sender)
+        soil_m.append(space, Kind.CONTROL, _certify(member, space, sender), signer=sender)
+    assert soil_m.space_state(space).delegations.get(sender.public_key) is None
     # The same member may certify one of its own devices (kind "device").
     device = Identity.generate()
     soil_m.append(space, Kind.CONTROL, _certify(member, space, device, "device"), signer=device)

@@ -1,0 +1,159 @@
+"""Revoking delegated writers and bounding certificates (protocols/delegation.md §4a–§4b),
+through real stores: whatever order a node receives a custodial key's listings, its
+revocation and its issuer's demotion in, it ends with the same listings as every other."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from mycelium.identity.identity import Identity
+from mycelium.log.envelope import Kind, decode, seal
+from mycelium.spaces import delegation, service
+from mycelium.store.soil import LocalWriteRefused, Soil
+
+LISTING = {"title": "tomatoes", "quantity": 5.0, "unit": "kg", "status": "available"}
+
+
+def _certify(issuer: Identity, space: bytes, subject: Identity,
+             kind: delegation.DelegationKind = "custodial") -> bytes:
+    return delegation.issue(issuer.signing_key, kind=kind, space=space,
+                            subject=subject.public_key, issued_ms=1_700_000_000_000).payload()
+
+
+def _all(soil: Soil, space: bytes) -> list[bytes]:
+    return soil.envelopes_since(space, {}, limit=100_000, max_bytes=1 << 28)
+
+
+def _listings(soil: Soil, space: bytes) -> set[str]:
+    return {d["_id"] for d in soil.list_docs(space, "products")}
+
+
+def _sync(src: Soil, dst: Soil, space: bytes) -> None:
+    for _ in range(8):  # bounded: each round brings what the last one released
+        raws = src.envelopes_since(space, dst.version_vector(space), limit=10_000,
+                                   max_bytes=1 << 26)
+        if not raws:
+            return
+        dst.ingest(space, raws)
+        if dst.version_vector(space) == src.version_vector(space):
+            return
+
+
+@pytest.fixture
+def demoted(tmp_path: Path) -> dict:
+    """A gateway (creator) with custodial senders; ``boss`` (made admin) demotes it after
+    seeing s1 and s2's listings, which it pins; s1 then writes once more at the gateway
+    (not yet aware), and s3 appears only after the demotion (never pinned)."""
+    gw, boss = Identity.generate(), Identity.generate()
+    soil_g = Soil.open(tmp_path / "g.db", gw)
+    space = service.create_space(soil_g, "market")
+    soil_b = Soil.open(tmp_path / "b.db", boss)
+    service.join(soil_b, service.invite(soil_g, space, boss.did))
+    service.set_role(soil_g, space, boss.did, "admin")
+    s1, s2, s3 = (Identity.generate() for _ in range(3))
+    for i, s in enumerate((s1, s2)):
+        soil_g.append(space, Kind.CONTROL, _certify(gw, space, s), signer=s)
+        soil_g.put_doc(space, "products", f"s{i + 1}-a", LISTING, signer=s)
+    before = _all(soil_g, space)
+    _sync(soil_g, soil_b, space)
+    service.set_role(soil_b, space, gw.did, "member")  # pins s1 and s2 at what boss holds
+    soil_g.append(space, Kind.CONTROL, _certify(gw, space, s3), signer=s3)
+    soil_g.put_doc(space, "products", "s3-a", LISTING, signer=s3)
+    soil_g.put_doc(space, "products", "s1-late", LISTING, signer=s1)
+    late = [r for r in _all(soil_g, space) if r not in set(before)]
+    control = [r for r in _all(soil_b, space) if r not in set(before)]
+    yield {"space": space, "before": before, "late": late, "control": control,
+           "genesis": soil_g.genesis(space), "g": soil_g, "b": soil_b, "s1": s1,
+           "tmp": tmp_path}
+    soil_g.close()
+    soil_b.close()
+
+
+def test_revoked_delegate_keeps_its_chain_up_to_keep(demoted: dict) -> None:
+    space, soil_b = demoted["space"], demoted["b"]
+    state = soil_b.space_state(space)
+    assert state.kept_seq(demoted["s1"].public_key) == 2  # certificate + one listing
+    _sync(demoted["g"], soil_b, space)
+    assert _listings(soil_b, space) == {"s1-a", "s2-a"}
+    _sync(soil_b, demoted["g"], space)  # the gateway learns of it: cuts what came after
+    assert _listings(demoted["g"], space) == {"s1-a", "s2-a"}
+    with pytest.raises(LocalWriteRefused):
+        demoted["g"].put_doc(space, "products", "s1-after", LISTING, signer=demoted["s1"])
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(("before", "late", "control"))))
+def test_outcome_is_independent_of_arrival_order(demoted: dict, order: tuple[str, ...]) -> None:
+    """The three parts (listings seen by the demoting admin, listings written after it,
+    the demotion and revocations) in every order, one batch each: every node ends with
+    the pinned listings only, like the admin that demoted the gateway."""
+    space = demoted["space"]
+    member = Identity.generate()
+    code = service.invite(demoted["b"], space, member.did)
+    with Soil.open(demoted["tmp"] / f"m-{'-'.join(order)}.db", member) as soil_m:
+        service.join(soil_m, code)
+        for part in order:
+            soil_m.ingest(space, demoted[part])
+        for part in order:  # a second round: what was pending can now come in
+            soil_m.ingest(space, demoted[part])
+        assert _listings(soil_m, space) == {"s1-a", "s2-a"}
+        ref = demoted["b"].version_vector(space)
+        vv = soil_m.version_vector(space)
+        assert {a: vv.get(a) for a in ref} == ref  # the same chains, cut at the same seqs
+        s3 = {decode(r).author for r in demoted["late"]} - set(ref)
+        assert not s3 & set(vv)  # the never-pinned delegate: nothing, anywhere
+
+
+def test_issuer_may_revoke_its_own_device(tmp_path: Path) -> None:
+    admin, member, device = Identity.generate(), Identity.generate(), Identity.generate()
+    with Soil.open(tmp_path / "a.db", admin) as soil_a, \
+            Soil.open(tmp_path / "m.db", member) as soil_m:
+        space = service.create_space(soil_a, "market")
+        service.join(soil_m, service.invite(soil_a, space, member.did))
+        soil_m.append(space, Kind.CONTROL, _certify(member, space, device, "device"),
+                      signer=device)
+        soil_m.put_doc(space, "products", "d1", LISTING, signer=device)
+        service.revoke(soil_m, space, [device.public_key])  # a plain member, its own device
+        with pytest.raises(LocalWriteRefused):
+            soil_m.put_doc(space, "products", "d2", LISTING, signer=device)
+        _sync(soil_m, soil_a, space)
+        assert soil_a.space_state(space).kept_seq(device.public_key) == 2
+        assert _listings(soil_a, space) == {"d1"}
+
+
+def test_each_issuer_counts_its_first_devices_in_any_order(tmp_path: Path) -> None:
+    """A member certifying more devices than the per-issuer cap holds only its first by
+    subject key, on every node whatever the order; another member is not blocked."""
+    admin, hostile, honest = Identity.generate(), Identity.generate(), Identity.generate()
+    cap = delegation.MAX_DEVICES_PER_ISSUER
+    devices = sorted((Identity.generate() for _ in range(cap + 2)), key=lambda i: i.public_key)
+    with Soil.open(tmp_path / "a.db", admin) as soil_a:
+        space = service.create_space(soil_a, "market")
+        for who in (hostile, honest):
+            service.invite(soil_a, space, who.did)
+        envs = []
+        for device in devices:
+            payload = _certify(hostile, space, device, "device")
+            envs.append(seal(signer=device.signing_key, space=space, seq=1, prev=None,
+                             epoch=0, payload=payload, group_key=None,
+                             kind=Kind.CONTROL).raw)
+        mine = Identity.generate()
+        own = seal(signer=mine.signing_key, space=space, seq=1, prev=None, epoch=0,
+                   payload=_certify(honest, space, mine, "device"), group_key=None,
+                   kind=Kind.CONTROL).raw
+        held = []
+        for name, batches in (("up", [[e] for e in envs]), ("down", [[e] for e in envs[::-1]]),
+                              ("one", [envs[::-1]])):
+            with Soil.open(tmp_path / f"{name}.db", Identity.generate()) as soil:
+                soil.add_space(soil_a.genesis(space))
+                soil.ingest(space, _all(soil_a, space))
+                for batch in batches:
+                    soil.ingest(space, batch)
+                soil.ingest(space, [own])
+                state = soil.space_state(space)
+                held.append({decode(r).author for r in _all(soil, space)}
+                            & {d.public_key for d in devices})
+                assert state.delegations.get(mine.public_key) is not None
+        assert held[0] == held[1] == held[2] == {d.public_key for d in devices[:cap]}
