@@ -52,6 +52,10 @@ def _build(name: str, f: dict[str, Any]) -> bytes:
     if name == "remove":
         head = bytes.fromhex(f["head"]) if "head" in f else None
         return control.op_remove_member(lc=f["lc"], member=member, keep=f["keep"], head=head)
+    if name == "revoke":
+        pins = {bytes.fromhex(k): (keep, None if h is None else bytes.fromhex(h))
+                for k, (keep, h) in f["pins"].items()}
+        return control.op_revoke(lc=f["lc"], pins=pins)
     return control.op_set_role(lc=f["lc"], member=member, role=f["role"])
 
 

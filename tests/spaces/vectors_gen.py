@@ -68,6 +68,9 @@ def control_vectors() -> dict[str, Any]:
          control.op_remove_member(lc=4, member=a, keep=0)),
         ("role", {"lc": 5, "member": a.hex(), "role": "member"},
          control.op_set_role(lc=5, member=a, role="member")),
+        ("revoke", {"lc": 6, "pins": {a.hex(): [2, (b"\x02" * 32).hex()],
+                                      pub("B").hex(): [0, None]}},
+         control.op_revoke(lc=6, pins={a: (2, b"\x02" * 32), pub("B"): (0, None)})),
     ]
     delta_ids = [bytes(32), b"\xff" * 32, bytes(range(32))]
     return {
@@ -92,6 +95,16 @@ def control_vectors() -> dict[str, Any]:
             {"payload_hex": cbor.encode({"op": "remove", "lc": 4, "member": a, "keep": 7,
                                          "head": b"\x07" * 31}).hex(),
              "reason": "bad_control_op", "why": "a 31-byte head"},
+            {"payload_hex": cbor.encode({"op": "revoke", "lc": 6, "pins": {}}).hex(),
+             "reason": "bad_control_op", "why": "revoke naming no key"},
+            {"payload_hex": cbor.encode({"op": "revoke", "lc": 6,
+                                         "pins": {a: [2, None]}}).hex(),
+             "reason": "bad_control_op", "why": "revoke: keep > 0 without the pinned head"},
+            {"payload_hex": cbor.encode({"op": "revoke", "lc": 6, "pins": {a: 2}}).hex(),
+             "reason": "bad_control_op", "why": "revoke: a pin that is not [keep, head]"},
+            {"payload_hex": cbor.encode({"op": "revoke", "lc": 6, "member": a,
+                                         "pins": {a: [0, None]}}).hex(),
+             "reason": "bad_control_op", "why": "revoke with an extra field"},
         ],
     }
 
