@@ -18,7 +18,7 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
@@ -67,6 +67,10 @@ class HostLimits:
     #: exempt unless ``per_ip_loopback`` (local tools and tests share 127.0.0.1).
     max_connections_per_ip: int = 32
     per_ip_loopback: bool = False
+    #: Of ``max_connections``, inbound connections only members may hold (at most a
+    #: quarter): a non-member's inbound connection beyond the rest is closed right after
+    #: the handshake (which is when its peer id is known). Needs a member check.
+    reserved_member_connections: int = 32
     #: Concurrent inbound sync streams, all peers together and per peer. A peer needs one
     #: session; a few more cover reconnect races.
     max_sync_streams: int = 64
@@ -93,6 +97,43 @@ class HostLimits:
 
 
 _Buckets = tuple[TokenBucket, TokenBucket, TokenBucket, TokenBucket]
+
+
+@dataclass(slots=True)
+class _Became:
+    """What an accepted TCP connection became: set by the ``connected`` notification
+    (py-libp2p 0.8.1's layering: SwarmConn -> Yamux -> SecureSession -> Noise
+    read-writer -> RawConnection -> our TCP stream)."""
+
+    event: trio.Event = field(default_factory=trio.Event)
+    swarm_conn: Any = None
+    evict: bool = False  # a non-member beyond its share: close it (reserve for members)
+
+
+class _ConnectionShare:
+    """A py-libp2p notifee: hands each new connection to :meth:`MyceliumHost._on_connected`
+    (the other notifications are not needed)."""
+
+    def __init__(self, host: MyceliumHost) -> None:
+        self.host = host
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        await self.host._on_connected(network, conn)
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        return None
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        return None
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        return None
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        return None
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        return None
 
 
 @dataclass(slots=True)
@@ -138,18 +179,62 @@ class MyceliumHost:
 
         libp2p_host.set_stream_handler(TProtocol(PROTOCOL_ID), self._on_sync_stream)
         self._per_ip: dict[str, int] = {}
+        self._awaiting: dict[int, _Became] = {}
         self._metrics["connections_rejected_per_ip"] = 0
         network: Any = libp2p_host.get_network()
         # The swarm looks this method up for every accepted TCP connection, before any
         # handshake: the one place to count connections per remote IP.
         network._handle_inbound_connection = self._per_ip_gate(
             network._handle_inbound_connection)
+        self._metrics["connections_closed_for_members"] = 0
+        network.register_notifee(_ConnectionShare(self))
+
+    async def _on_connected(self, network: Any, conn: Any) -> None:
+        """A connection is up: tell its inbound handler (:meth:`_until_closed`), and keep
+        ``reserved_member_connections`` free for members: an inbound connection from a
+        non-member beyond the others' share is closed once its peer id is known."""
+        from libp2p.rcmgr import Direction
+
+        try:
+            raw = conn.muxed_conn.secured_conn.conn.conn.stream
+        except AttributeError:
+            raw = None
+        became = self._awaiting.get(id(raw)) if raw is not None else None
+        if became is not None:
+            became.swarm_conn = conn
+            became.event.set()
+        if self._member_check is None or getattr(conn, "direction", None) != Direction.INBOUND:
+            return
+        peer_id = conn.muxed_conn.peer_id.to_base58()
+        if self._is_member(peer_id):
+            return
+        lim = self.limits
+        share = lim.max_connections - min(lim.reserved_member_connections,
+                                          lim.max_connections // 4)
+        others = 0
+        for conns in list(getattr(network, "connections", {}).values()):
+            for other in conns if isinstance(conns, list) else [conns]:
+                if getattr(other, "direction", None) != Direction.INBOUND:
+                    continue
+                if not self._is_member(other.muxed_conn.peer_id.to_base58()):
+                    others += 1
+        if others > share and became is not None:
+            # Closed by its handler (:meth:`_until_closed`), not inside this notification,
+            # which py-libp2p sends while it is still registering the connection.
+            became.evict = True
+            log.info("inbound connection from %s closed: non-members hold %d of %d "
+                     "connections (the rest is kept for members)", peer_id[-8:], others - 1,
+                     lim.max_connections)
 
     def _per_ip_gate(
         self, handle: Callable[[Any, Any], Awaitable[None]]
     ) -> Callable[[Any, Any], Awaitable[None]]:
-        """Wrap the swarm's inbound handler with ``max_connections_per_ip``."""
+        """Wrap the swarm's inbound handler: ``max_connections_per_ip``, and an end to
+        the handler when its connection closes (pitfall 16: py-libp2p keeps the handler,
+        and with it a slot of its inbound limiter, until the whole swarm stops)."""
         from mycelium.net.pex import LOOPBACK, ip_scope
+
+        network: Any = self.libp2p.get_network()
 
         async def gated(conn: Any, maddr: Any) -> None:
             try:
@@ -157,19 +242,19 @@ class MyceliumHost:
             except Exception:  # no address to count by: the swarm's own limits apply
                 ip = None
             if ip is None or (ip_scope(ip) == LOOPBACK and not self.limits.per_ip_loopback):
-                await handle(conn, maddr)
+                await self._until_closed(network, handle, conn, maddr)
                 return
             count = self._per_ip.get(ip, 0)
             if count >= self.limits.max_connections_per_ip:
                 self._metrics["connections_rejected_per_ip"] += 1
                 log.info("inbound connection from %s refused: %d open from that address",
-                            ip, count)
+                         ip, count)
                 with contextlib.suppress(Exception):
                     await conn.close()
                 return
             self._per_ip[ip] = count + 1
             try:
-                await handle(conn, maddr)
+                await self._until_closed(network, handle, conn, maddr)
             finally:
                 left = self._per_ip[ip] - 1
                 if left:
@@ -178,6 +263,34 @@ class MyceliumHost:
                     del self._per_ip[ip]
 
         return gated
+
+    async def _until_closed(self, network: Any, handle: Callable[[Any, Any], Awaitable[None]],
+                            conn: Any, maddr: Any) -> None:
+        """Run the swarm's handler for ``conn`` until the connection it became closes (or
+        its handshake failed, which ends the handler by itself)."""
+        became = _Became()
+        self._awaiting[id(conn)] = became
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def run() -> None:
+                    await handle(conn, maddr)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(run)
+                # The notifee (``_ConnectionShare.connected``) names the swarm connection;
+                # past py-libp2p's handshake timeout there is none to wait for.
+                with trio.move_on_after(self.limits.inbound_handshake_timeout + 1.0):
+                    await became.event.wait()
+                if became.swarm_conn is not None:
+                    if became.evict:
+                        self._metrics["connections_closed_for_members"] += 1
+                        with contextlib.suppress(Exception):
+                            await became.swarm_conn.close()
+                    await became.swarm_conn.event_closed.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._awaiting.pop(id(conn), None)
 
     # -- addresses and peers --------------------------------------------------------
     def addrs(self) -> list[str]:

@@ -218,3 +218,39 @@ def test_amplification_faults_are_strikes() -> None:
         assert [e.reason for e in errors] == [reason]
         pm.observe("hostile", errors[0])
     assert pm.is_banned("hostile")
+
+
+async def test_fresh_ids_cannot_take_the_connections_kept_for_members() -> None:
+    """With the member check set, non-members' inbound connections beyond
+    ``max_connections - reserve`` are closed after the handshake: a member still gets in
+    when fresh ids have flooded the listener."""
+    limits = HostLimits(max_connections=8, reserved_member_connections=2)
+    with trio.fail_after(60):
+        async with hosts(1, limits) as (server,), hosts(9) as (member, *fresh):
+            server.set_member_check(lambda peer_id: peer_id == member.peer_id)
+            for client in fresh:
+                with contextlib.suppress(MyceliumError):
+                    await client.connect(server.addrs()[0])
+            await wait_until(lambda: server.metrics()["connections_closed_for_members"] >= 2)
+            await wait_until(lambda: len(server.connected_peers()) <= 6)
+            assert await member.connect(server.addrs()[0]) == server.peer_id
+            await wait_until(lambda: member.peer_id in server.connected_peers())
+            assert len(server.connected_peers()) <= 8
+
+
+async def test_connections_that_closed_give_their_slot_back_pitfall_16() -> None:
+    """py-libp2p 0.8.1 holds an inbound-limiter slot per inbound connection until the
+    whole swarm stops: after ``max_connections`` connect/disconnect cycles (a flood of
+    fresh ids, or just reconnects over days) no inbound connection was ever accepted
+    again. The host ends the handler when its connection closes."""
+    limits = HostLimits(max_connections=4)
+    with trio.fail_after(90):
+        async with hosts(1, limits) as (server,), hosts(1) as (client,):
+            network = server.libp2p.get_network()
+            for _ in range(10):
+                assert await client.connect(server.addrs()[0]) == server.peer_id
+                await wait_until(lambda: client.peer_id in server.connected_peers())
+                await client.disconnect(server.peer_id)
+                await wait_until(lambda: client.peer_id not in server.connected_peers())
+            await wait_until(lambda: network._inbound_limiter.borrowed_tokens == 0, timeout=15)
+            assert await client.connect(server.addrs()[0]) == server.peer_id
