@@ -131,16 +131,15 @@ def remove(soil: Soil, space_id: bytes, did: str) -> int:
         raise MembershipError(f"{did} is not a member of this space", reason="not_member")
     if state.is_admin(member) and len(state.admins) == 1:
         raise MembershipError("cannot remove the last admin", reason="last_admin")
-    heads = soil.heads(space_id)
-    keep, head = heads.get(member, (0, None))  # pins the chain (§4.3)
+    # Its devices' chains are pinned first, while it still qualifies as their issuer
+    # (protocols/delta.md §10.3); after the removal they would be cut to nothing.
+    devices = [s for s in state.delegations.subjects_of(member)
+               if (c := state.delegations.get(s)) is not None and c.kind == "device"]
+    if devices:
+        revoke(soil, space_id, devices)
+    keep, head = soil.heads(space_id).get(member, (0, None))  # pins the chain (§4.3)
     op = control.op_remove_member(lc=_lc(soil, space_id), member=member, keep=keep, head=head)
     _append(soil, space_id, op)
-    for device in sorted(state.delegations.subjects_of(member)):  # its devices' chains too
-        cert = state.delegations.get(device)
-        if cert is not None and cert.kind == "device" and device in heads:
-            keep, head = heads[device]
-            _append(soil, space_id, control.op_remove_member(
-                lc=_lc(soil, space_id), member=device, keep=keep, head=head))
     _revoke_custodial(soil, space_id, state, member)
     return rotate(soil, space_id)
 

@@ -266,14 +266,12 @@ class SpaceState:
             r.keep.pop(op.member, None)
             r.pins.pop(op.member, None)
         elif isinstance(op, RemoveMember):
-            device = op.member not in r.members  # a removed member's device (_invalid)
-            r.members.pop(op.member, None)
+            del r.members[op.member]
             r.former.add(op.member)
             r.keep[op.member] = op.keep
             if op.head is not None:
                 r.pins[op.member] = op.head
-            if not device:
-                r.last_removal = position
+            r.last_removal = position
         elif isinstance(op, Revoke):
             # Delegates hold no key box of their own: no rotation (delegation.md §4a).
             for pub, (keep, head) in op.pins.items():
@@ -309,11 +307,6 @@ class SpaceState:
             return None if op.epoch in r.epochs else "unknown_epoch"
         if self.genesis.kind == "personal":
             return "personal_space"
-        if isinstance(op, RemoveMember) and op.member not in r.members:
-            # Pinning the chain of a removed member's device (protocols/delta.md §10.3).
-            owner = self.principal(op.member)
-            if owner != op.member and owner in r.former and op.member not in r.former:
-                return None
         return _membership_problem(r.members, op)
 
     # -- derived views -------------------------------------------------------------------
