@@ -42,6 +42,7 @@ from mycelium.log.limits import (
     MAX_PENDING_STRANGERS,
     PENDING_STRANGER_TTL_MS,
 )
+from mycelium.log.sending import batch_since
 from mycelium.log.validate import Head, link_pending, validate_batch
 from mycelium.relay.errors import BadRequest, Forbidden, Limited, NotFound
 from mycelium.spaces.errors import SpaceError
@@ -315,17 +316,14 @@ class RelayStore:
             return out
         authors = sorted((a for a, (s, _) in hosted.heads.items() if s > remote.get(a, 0)),
                          key=lambda a: (a not in hosted.control_authors, a))
-        size = 0
-        for author in authors:
-            rows = self.conn.execute(
-                "SELECT raw FROM envelopes WHERE space=? AND author=? AND seq>? "
-                "ORDER BY seq LIMIT ?", (space, author, remote.get(author, 0), limit - len(out)))
-            for (raw,) in rows:
-                if out and (len(out) >= limit or size + len(raw) > max_bytes):
-                    return out
-                out.append(bytes(raw))
-                size += len(raw)
-        return out
+
+        def rows(author: bytes, after: int, n: int) -> Iterator[bytes]:
+            for (raw,) in self.conn.execute(
+                    "SELECT raw FROM envelopes WHERE space=? AND author=? AND seq>? "
+                    "ORDER BY seq LIMIT ?", (space, author, after, n)):
+                yield bytes(raw)
+
+        return batch_since(authors, rows, hosted.heads, remote, limit=limit, max_bytes=max_bytes)
 
     def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
         """Validate and store envelopes (see module docstring). Never raises on bad input."""

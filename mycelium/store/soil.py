@@ -53,6 +53,7 @@ from mycelium.log.limits import (
     MAX_STORED_SEQ,
     PENDING_STRANGER_TTL_MS,
 )
+from mycelium.log.sending import batch_since
 from mycelium.log.validate import Head, link_pending, validate_batch
 from mycelium.market.collections import REGISTRY
 from mycelium.spaces.errors import NoEpochKey, NotMember, RemovedAuthor, SpaceError, UnknownEpoch
@@ -355,18 +356,14 @@ class Soil:
             return out
         authors = sorted((a for a, (s, _) in mem.heads.items() if s > remote.get(a, 0)),
                          key=lambda a: (a not in mem.control_authors, a))
-        size = 0
-        for author in authors:
-            rows = self.conn.execute(
-                "SELECT raw FROM envelopes WHERE space=? AND author=? AND seq>? "
-                "ORDER BY seq LIMIT ?",
-                (space, author, remote.get(author, 0), limit - len(out)))
-            for (raw,) in rows:
-                if out and (len(out) >= limit or size + len(raw) > max_bytes):
-                    return out
-                out.append(bytes(raw))
-                size += len(raw)
-        return out
+
+        def rows(author: bytes, after: int, n: int) -> Iterator[bytes]:
+            for (raw,) in self.conn.execute(
+                    "SELECT raw FROM envelopes WHERE space=? AND author=? AND seq>? "
+                    "ORDER BY seq LIMIT ?", (space, author, after, n)):
+                yield bytes(raw)
+
+        return batch_since(authors, rows, mem.heads, remote, limit=limit, max_bytes=max_bytes)
 
     def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
         """Validate and store envelopes from a peer. Never raises on bad input."""

@@ -7,7 +7,7 @@ the Python path and on the compiled one (the relay store and Soil call the same
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
@@ -16,8 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mycelium.log.envelope import Envelope, seal
+from mycelium.crypto import aead
+from mycelium.identity.identity import Identity
+from mycelium.log.envelope import Envelope, Kind, decode, seal
 from mycelium.log.validate import Head, validate_batch, verify_run
+from mycelium.relay.link import registration_envelopes
+from mycelium.relay.store import RelayStore
+from mycelium.spaces import delegation, service
+from mycelium.store.soil import Soil
 from tests.accel.stores import python_path
 from tests.log.test_validate import KEY, OTHER, SIGNER, SPACE, chain
 
@@ -94,3 +100,81 @@ def test_outcome_does_not_depend_on_batching_or_junk(
     with path():
         held = sync(envs, cuts, junk)
     assert held == {e.seq: e.delta_id for e in envs}
+
+
+# -- through real stores: Soil and the relay store, as senders and receivers ------------
+LISTING = {"title": "tomatoes", "quantity": 5.0, "unit": "kg", "status": "available"}
+
+
+@pytest.fixture(scope="module")
+def vouched_market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A space whose custodial key S wrote: certificate, d2, d3 with its own signature
+    broken, then d4, d5 re-signed by S over d3's id (S vouches for d3): what a malicious
+    author can hand honest nodes."""
+    tmp = tmp_path_factory.mktemp("vouched")
+    admin, s = Identity.generate(), Identity.generate()
+    with Soil.open(tmp / "a.db", admin) as soil_a:
+        space = service.create_space(soil_a, "market")
+        cert = delegation.issue(admin.signing_key, kind="custodial", space=space,
+                                subject=s.public_key, issued_ms=0).payload()
+        soil_a.append(space, Kind.CONTROL, cert, signer=s)
+        writes = [soil_a.put_doc(space, "products", f"l{i}", LISTING, signer=s)
+                  for i in range(4)]
+        key = soil_a.space_state(space).epoch_key(writes[0].epoch, admin)
+        mine = {w.delta_id for w in writes}
+        base = [r for r in soil_a.envelopes_since(space, {}, limit=1000, max_bytes=1 << 26)
+                if decode(r).delta_id not in mine]
+        chain_ = [writes[0], _unsigned(writes[1])]
+        for genuine in writes[2:]:  # re-linked and re-signed by S: it vouches for d3
+            draft = replace(genuine, prev=chain_[-1].delta_id, ct=b"", sig=b"", raw=b"")
+            plain = aead.decrypt(key, genuine.nonce, genuine.ct, genuine.aad())
+            draft = replace(draft, ct=aead.encrypt(key, draft.nonce, plain, draft.aad()))
+            signed = replace(draft, sig=s.signing_key.sign(draft.signing_input()))
+            chain_.append(replace(signed, raw=signed.encode()))
+        yield {"space": space, "genesis": soil_a.genesis(space), "base": base,
+               "registration": registration_envelopes(soil_a, space),
+               "admin": admin.public_key, "s": s.public_key, "vouched": [e.raw for e in chain_], "tmp": tmp}
+
+
+def _soil(m: dict[str, Any], name: str) -> Soil:
+    soil = Soil.open(m["tmp"] / f"{name}.db", Identity.generate())
+    soil.add_space(m["genesis"])
+    assert not soil.ingest(m["space"], m["base"]).rejected
+    return soil
+
+
+def _relay(m: dict[str, Any], name: str) -> RelayStore:
+    relay = RelayStore.open(m["tmp"] / f"{name}.relay.db")
+    relay.register(m["genesis"], m["registration"], m["admin"])
+    assert not relay.ingest(m["space"], m["base"]).rejected
+    return relay
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("sender_kind", ["soil", "relay"])
+@pytest.mark.parametrize("receiver_kind", ["soil", "relay"])
+def test_stores_agree_and_no_batch_ends_on_an_unsigned_envelope(
+        vouched_market: dict[str, Any], path: Callable[[], AbstractContextManager[Any]],
+        sender_kind: str, receiver_kind: str) -> None:
+    m, space = vouched_market, vouched_market["space"]
+    make = {"soil": _soil, "relay": _relay}
+    tag = f"{sender_kind}-{receiver_kind}-{path.__name__}"
+    with path():
+        sender = make[sender_kind](m, f"s-{tag}")
+        result = sender.ingest(space, m["vouched"])  # one batch: the voucher comes with it
+        assert len(result.accepted) == len(m["vouched"]) and not result.rejected
+        for limit in range(1, len(m["vouched"]) + 1):
+            receiver = make[receiver_kind](m, f"r-{tag}-{limit}")
+            for _ in range(2 * len(m["vouched"])):  # sync rounds, bounded
+                raws = sender.envelopes_since(space, receiver.version_vector(space),
+                                              limit=limit, max_bytes=1 << 26)
+                if not raws:
+                    break
+                rejected = receiver.ingest(space, raws).rejected
+                assert not rejected, (limit, rejected)  # never a fatal bad_signature
+            if limit > 1:  # room for the unsigned envelope and its voucher in one batch
+                assert receiver.version_vector(space) == sender.version_vector(space)
+            else:  # never sent alone: the receiver stays at d2 (delta.md §6, known limit)
+                assert receiver.version_vector(space)[m["s"]] == 2
+            receiver.close()
+        sender.close()
