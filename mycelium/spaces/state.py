@@ -379,7 +379,8 @@ class SpaceState:
         a key a member delegated (protocols/sync.md §3: the node's ``authorize`` hook).
         Removed members and strangers get nothing, and can push nothing."""
         r = self._res
-        return pub in r.members or self.delegations.may_write(pub, r.members)
+        return pub in r.members or (pub not in r.former  # a revoked delegate: no more
+                                    and self.delegations.may_write(pub, r.members))
 
     def admission(self, env: Envelope) -> str | None:
         """THE decision "may this author write this envelope here, now" (spaces.md §4.5).

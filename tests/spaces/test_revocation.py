@@ -157,3 +157,14 @@ def test_each_issuer_counts_its_first_devices_in_any_order(tmp_path: Path) -> No
                             & {d.public_key for d in devices})
                 assert state.delegations.get(mine.public_key) is not None
         assert held[0] == held[1] == held[2] == {d.public_key for d in devices[:cap]}
+
+
+def test_a_revoked_device_may_no_longer_sync(tmp_path: Path) -> None:
+    admin, device = Identity.generate(), Identity.generate()
+    with Soil.open(tmp_path / "a.db", admin) as soil:
+        space = service.create_space(soil, "market")
+        soil.append(space, Kind.CONTROL, _certify(admin, space, device, "device"),
+                    signer=device)
+        assert soil.space_state(space).may_sync(device.public_key)
+        service.revoke(soil, space, [device.public_key])
+        assert not soil.space_state(space).may_sync(device.public_key)
