@@ -137,10 +137,10 @@ def remove(soil: Soil, space_id: bytes, did: str) -> int:
                if (c := state.delegations.get(s)) is not None and c.kind == "device"]
     if devices:
         revoke(soil, space_id, devices)
+    _revoke_custodial(soil, space_id, state, member)  # its gateway senders' too
     keep, head = soil.heads(space_id).get(member, (0, None))  # pins the chain (§4.3)
     op = control.op_remove_member(lc=_lc(soil, space_id), member=member, keep=keep, head=head)
     _append(soil, space_id, op)
-    _revoke_custodial(soil, space_id, state, member)
     return rotate(soil, space_id)
 
 

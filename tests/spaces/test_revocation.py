@@ -168,3 +168,18 @@ def test_a_revoked_device_may_no_longer_sync(tmp_path: Path) -> None:
         assert soil.space_state(space).may_sync(device.public_key)
         service.revoke(soil, space, [device.public_key])
         assert not soil.space_state(space).may_sync(device.public_key)
+
+
+def test_removing_a_gateway_keeps_its_senders_listings(demoted: dict) -> None:
+    """Removal (not only demotion) pins the issuer's custodial keys before it applies."""
+    space, soil_b, soil_g = demoted["space"], demoted["b"], demoted["g"]
+    s4 = Identity.generate()
+    service.set_role(soil_b, space, soil_g.identity.did, "admin")
+    _sync(soil_b, soil_g, space)
+    soil_g.append(space, Kind.CONTROL, _certify(soil_g.identity, space, s4), signer=s4)
+    soil_g.put_doc(space, "products", "s4-a", LISTING, signer=s4)
+    _sync(soil_g, soil_b, space)
+    assert "s4-a" in _listings(soil_b, space)
+    service.remove(soil_b, space, soil_g.identity.did)
+    assert soil_b.space_state(space).kept_seq(s4.public_key) == 2
+    assert "s4-a" in _listings(soil_b, space)
