@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from simnet.backends.process import mycelium_command, node_env
-from tests.web.nodes import WebNode
+from tests.web.nodes import WebNode, wait_until
 
 
 @pytest.mark.slow
@@ -117,9 +117,14 @@ def test_node_unreachable_is_said_clearly(browser: Any, tmp_path: Path) -> None:
         node.start()
         page = signed_in(browser, node)
         page.wait_for_selector("body[data-live-ready='1']")
-        page.wait_for_function("""async () => {
+        # (polled from here: wait_for_function evaluates strings, which the CSP forbids)
+        wait_until(lambda: page.evaluate("""async () => {
             const c = await caches.open('mycelium-shell-v1');
-            return (await c.keys()).some(r => new URL(r.url).pathname === '/offline'); }""")
+            return (await c.keys()).some(r => new URL(r.url).pathname === '/offline'); }"""),
+            15, "the shell in the service worker's cache")
+        # The worker controls this page (it claims open pages when it activates).
+        wait_until(lambda: page.evaluate("navigator.serviceWorker.controller !== null"), 15,
+                   "the service worker to control the page")
         market = node.web_url + "/market"
         node.stop()
         # The open page notices (its live stream breaks) and says so.
