@@ -108,6 +108,7 @@ async def serve_relay(identity: Identity, store: RelayStore, config: RelayConfig
     hc.errorlog = logging.getLogger("mycelium.relay.hypercorn")
     hc.graceful_timeout = 1.0
     hc.websocket_max_message_size = max(MAX_FRAME_BYTES, MAX_CONTROL_MESSAGE) + 1024
+    hc.backlog = 1024  # hypercorn's 100 resets connections when many nodes reconnect at once
     if tls:
         hc.certfile, hc.keyfile = config.tls_cert, config.tls_key
     async with trio.open_nursery() as nursery:
