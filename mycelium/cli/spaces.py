@@ -12,7 +12,7 @@ import typer
 
 from mycelium.cli.common import HomeOption, JsonOption, emit, node_paths, passphrase, user_errors
 
-space_app = typer.Typer(help="Spaces: create, invite, join, remove members, list.",
+space_app = typer.Typer(help="Spaces: create, invite, join, remove members, revoke keys, list.",
                         no_args_is_help=True)
 
 
@@ -70,6 +70,18 @@ def remove(
     """Remove a member and start a new key epoch without them."""
     data = _call(home, "space_remove", space=space, did=did)
     emit(data, as_json, f"removed {did}; new epoch {data.get('epoch')}")
+
+
+@space_app.command("revoke")
+@user_errors
+def revoke(
+    space: str = typer.Argument(..., help="Space id or unique name."),
+    did: str = typer.Argument(..., help="did:key of the delegated key (gateway sender, device)."),
+    home: str | None = HomeOption, as_json: bool = JsonOption,
+) -> None:
+    """Revoke a delegated key: what it wrote so far stays, nothing after."""
+    data = _call(home, "space_revoke", space=space, did=did)
+    emit(data, as_json, f"revoked {did}; its writes up to seq {data.get('keep')} stay")
 
 
 @space_app.command("list")

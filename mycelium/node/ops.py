@@ -23,6 +23,7 @@ class LocalOps:
     #: Operation names callable through :meth:`call` (and the control API).
     NAMES = frozenset({
         "space_create", "space_invite", "space_join", "space_remove", "space_list",
+        "space_revoke",
         "doc_put", "doc_get", "doc_list", "doc_delete", "status",
         "guardians_publish", "guardians_fetch",
         "archive_push", "archive_pull",
@@ -71,6 +72,18 @@ class LocalOps:
         service.remove(self.soil, space_id, did)
         state = self.soil.space_state(space_id)
         return {"space_id": space_id.hex(), "removed": did, "epoch": state.current_epoch}
+
+    def space_revoke(self, space: str, did: str) -> dict[str, Any]:
+        """Revoke a delegated key (a gateway sender, a lost device), pinned at what this
+        node holds of it (protocols/delegation.md §4a)."""
+        from mycelium.identity.didkey import public_key_from_did
+        from mycelium.spaces import service
+
+        space_id = self.soil.resolve_space(space)
+        pub = public_key_from_did(did)
+        service.revoke(self.soil, space_id, [pub])
+        keep = self.soil.space_state(space_id).kept_seq(pub)
+        return {"space_id": space_id.hex(), "revoked": did, "keep": keep}
 
     def space_list(self) -> dict[str, Any]:
         return {"spaces": [self._space_summary(s) for s in self.soil.space_ids()]}

@@ -164,6 +164,8 @@ def revoke(soil: Soil, space_id: bytes, subjects: Sequence[bytes]) -> int:
     (its own devices). Returns how many keys the ops name."""
     state: SpaceState = soil.space_state(space_id)
     me = soil.identity.public_key
+    if any(state.is_member(s) for s in subjects):
+        raise MembershipError("a member is removed, not revoked", reason="is_member")
     fresh = sorted(s for s in set(subjects)
                    if not state.is_member(s) and s not in state.former_members)
     if not state.is_admin(me):

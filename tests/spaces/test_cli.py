@@ -61,12 +61,16 @@ def test_create_invite_join_remove_list_and_errors(tmp_path: Path) -> None:
     run(a, "space", "remove", "market", dids["c"])
     after = space(js(a, "space", "list"), "market")
     assert dids["c"] not in after["members"] and after["epoch"] != mine["epoch"]
+    # a key nobody certified yet, revoked by an admin: pinned at nothing
+    stranger = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
+    assert js(a, "space", "revoke", "market", stranger)["keep"] == 0
 
     # User mistakes: one line on stderr, non-zero exit, no traceback.
     for home, args in ((b, ("space", "invite", "market", dids["c"])),       # b is no admin
                        (a, ("space", "join", "zNotACode")),
                        (a, ("space", "invite", "nosuchspace", dids["b"])),
-                       (a, ("space", "remove", "market", "did:key:zBad"))):
+                       (a, ("space", "remove", "market", "did:key:zBad")),
+                       (b, ("space", "revoke", "market", dids["a"]))):      # a member
         proc = run(home, *args, ok=False)
         assert proc.returncode != 0
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
