@@ -121,6 +121,7 @@ def vouched_market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         writes = [soil_a.put_doc(space, "products", f"l{i}", LISTING, signer=s)
                   for i in range(4)]
         key = soil_a.space_state(space).epoch_key(writes[0].epoch, admin)
+        assert key is not None
         mine = {w.delta_id for w in writes}
         base = [r for r in soil_a.envelopes_since(space, {}, limit=1000, max_bytes=1 << 26)
                 if decode(r).delta_id not in mine]
@@ -157,7 +158,7 @@ def test_stores_agree_and_no_batch_ends_on_an_unsigned_envelope(
         vouched_market: dict[str, Any], path: Callable[[], AbstractContextManager[Any]],
         sender_kind: str, receiver_kind: str) -> None:
     m, space = vouched_market, vouched_market["space"]
-    make = {"soil": _soil, "relay": _relay}
+    make: dict[str, Callable[[dict[str, Any], str], Any]] = {"soil": _soil, "relay": _relay}
     tag = f"{sender_kind}-{receiver_kind}-{path.__name__}"
     with path():
         sender = make[sender_kind](m, f"s-{tag}")

@@ -5,7 +5,9 @@ revocation and its issuer's demotion in, it ends with the same listings as every
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +45,7 @@ def _sync(src: Soil, dst: Soil, space: bytes) -> None:
 
 
 @pytest.fixture
-def demoted(tmp_path: Path) -> dict:
+def demoted(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A gateway (creator) with custodial senders; ``boss`` (made admin) demotes it after
     seeing s1 and s2's listings, which it pins; s1 then writes once more at the gateway
     (not yet aware), and s3 appears only after the demotion (never pinned)."""
