@@ -134,7 +134,8 @@ def vouched_market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
             chain_.append(replace(signed, raw=signed.encode()))
         yield {"space": space, "genesis": soil_a.genesis(space), "base": base,
                "registration": registration_envelopes(soil_a, space),
-               "admin": admin.public_key, "s": s.public_key, "vouched": [e.raw for e in chain_], "tmp": tmp}
+               "admin": admin.public_key, "s": s.public_key,
+               "vouched": [e.raw for e in chain_], "tmp": tmp}
 
 
 def _soil(m: dict[str, Any], name: str) -> Soil:
