@@ -89,18 +89,27 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
     """Open (creating if needed) a Soil database with our pragmas and schema."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=5000")  # first: switching to WAL may wait for a lock
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: documents are updated in place
-    conn.executescript(DDL)
-    _migrate(conn)
-    row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    if row is None:
-        conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-    elif row[0] != SCHEMA_VERSION:
-        conn.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+    conn.executescript(DDL)  # CREATE ... IF NOT EXISTS: each statement atomic on its own
+    # Migrations and the schema row under one write lock: a node and a CLI command opening
+    # a new store together must not both add a column or insert the row (busy_timeout
+    # makes the second wait, then it sees the first one's work).
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _migrate(conn)
+        row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            conn.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     return conn
 
 
