@@ -33,6 +33,7 @@ from mycelium.archive.ipfs import IpfsClient
 from mycelium.errors import MyceliumError
 from mycelium.log.envelope import Envelope, Kind
 from mycelium.log.envelope import decode as decode_envelope
+from mycelium.log.validate import authentic_ids
 from mycelium.spaces.genesis import parse_genesis
 from mycelium.spaces.keys import KeyHolder
 from mycelium.spaces.state import SpaceState
@@ -120,7 +121,7 @@ def open_verified(root: bytes, blocks: dict[bytes, bytes], identity: KeyHolder, 
         genesis = parse_genesis(contents.genesis)
     except MyceliumError as exc:
         raise BadArchive(f"archive genesis is invalid: {exc}") from exc
-    controls: list[Envelope] = []
+    envs: list[Envelope] = []
     for raw in contents.envelopes:
         try:
             env = decode_envelope(raw)
@@ -128,9 +129,13 @@ def open_verified(root: bytes, blocks: dict[bytes, bytes], identity: KeyHolder, 
             raise BadArchive(f"archive holds an undecodable envelope: {exc}") from exc
         if env.space != contents.space_id:
             raise BadArchive("archive holds an envelope of another space")
-        if env.kind is Kind.CONTROL:
-            env.verify_signature()
-            controls.append(env)
+        envs.append(env)
+    controls = [e for e in envs if e.kind is Kind.CONTROL]
+    if controls:  # authentic as stores judge it: per chain (protocols/delta.md §6)
+        ok = authentic_ids(envs)
+        for env in controls:
+            if env.delta_id not in ok:
+                raise BadSignature("archive holds a control op whose signature is invalid")
     preview = SpaceState(genesis)
     try:
         preview.apply_many(controls)

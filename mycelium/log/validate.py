@@ -19,7 +19,7 @@ store, but their errors are re-exported here so every delta rejection reason has
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mycelium import accel
@@ -34,8 +34,8 @@ __all__ = [
     "BadSignature", "BrokenChain", "ChainError", "CodecError", "DecryptError", "Duplicate",
     "EnvelopeError", "Fork", "Head", "LimitExceeded", "NotMember", "RemovedAuthor", "SeqGap",
     "SeqTooLarge", "StoredId",
-    "UnknownEpoch", "UnknownVersion", "Verdict", "WrongSpace", "decode_for_space",
-    "link_pending", "validate_batch", "verify_run",
+    "UnknownEpoch", "UnknownVersion", "Verdict", "WrongSpace", "authentic_ids",
+    "decode_for_space", "link_pending", "validate_batch", "verify_run",
 ]
 
 #: An author's newest contiguous envelope: ``(seq, delta_id)``.
@@ -133,6 +133,30 @@ def verify_run(run: Sequence[Envelope]) -> tuple[list[Envelope], list[Envelope]]
             continue
         return list(run[: i + 1]), list(run[i + 1:])
     return [], list(run)
+
+
+def authentic_ids(envs: Iterable[Envelope]) -> set[bytes]:
+    """Delta ids of ``envs`` (any authors, any order) that are authentic by the per-chain
+    rule (delta.md §6): own signature valid, or named through ``prev`` by an authentic
+    envelope of the same author among ``envs``. One verification per author when all is
+    well. For checks that see a whole set at once (an archive's control log)."""
+    by_author: dict[bytes, list[Envelope]] = {}
+    for env in envs:
+        by_author.setdefault(env.author, []).append(env)
+    out: set[bytes] = set()
+    for chain in by_author.values():
+        chain.sort(key=lambda e: e.seq, reverse=True)
+        vouched: bytes | None = None  # prev of the last authentic envelope
+        for env in chain:
+            if vouched is None or env.delta_id != vouched:
+                try:
+                    env.verify_signature()
+                except BadSignature:
+                    vouched = None
+                    continue
+            out.add(env.delta_id)
+            vouched = env.prev
+    return out
 
 
 def validate_batch(

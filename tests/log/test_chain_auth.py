@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from mycelium.crypto import aead
 from mycelium.identity.identity import Identity
 from mycelium.log.envelope import Envelope, Kind, decode, seal
-from mycelium.log.validate import Head, validate_batch, verify_run
+from mycelium.log.validate import Head, authentic_ids, validate_batch, verify_run
 from mycelium.relay.link import registration_envelopes
 from mycelium.relay.store import RelayStore
 from mycelium.spaces import delegation, service
@@ -180,3 +180,14 @@ def test_stores_agree_and_no_batch_ends_on_an_unsigned_envelope(
                 assert receiver.version_vector(space)[m["s"]] == 2
             receiver.close()
         sender.close()
+
+
+def test_authentic_ids_use_the_same_rule() -> None:
+    """For checks that see a whole set at once (an archive's control log): the same
+    answer as validate_batch, in any order, with junk and another author mixed in."""
+    envs = vouched_chain()
+    junk = forged_after(envs[-1])
+    other = chain(2, signer=OTHER)
+    mixed = [junk, *other, *envs[::-1]]
+    assert authentic_ids(mixed) == {e.delta_id for e in [*envs, *other]}
+    assert authentic_ids(envs[:2]) == {envs[0].delta_id}  # d2's voucher is absent
