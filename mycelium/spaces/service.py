@@ -17,6 +17,7 @@ from mycelium.crypto import aead
 from mycelium.errors import MyceliumError
 from mycelium.log.envelope import Envelope, Kind
 from mycelium.log.envelope import decode as decode_envelope
+from mycelium.log.validate import authentic_ids
 from mycelium.spaces import control, delegation
 from mycelium.spaces.errors import (
     BadInvite,
@@ -108,7 +109,10 @@ def join(soil: Soil, code: str) -> bytes:
     """
     inv = decode_invite(code)
     genesis = parse_genesis(inv.genesis)
-    envelopes = [_verified(raw, genesis.space_id) for raw in inv.envelopes]
+    envelopes = [_decoded(raw, genesis.space_id) for raw in inv.envelopes]
+    if len(authentic_ids(envelopes)) != len({e.delta_id for e in envelopes}):
+        # judged per chain, as the store will judge them (protocols/delta.md §6)
+        raise BadInvite("invite carries an envelope whose signature is invalid")
     preview = SpaceState(genesis)
     try:
         preview.apply_many([e for e in envelopes if e.kind is Kind.CONTROL])
@@ -312,10 +316,9 @@ def _append(soil: Soil, space_id: bytes, payload: bytes) -> Envelope:
     return env
 
 
-def _verified(raw: bytes, space_id: bytes) -> Envelope:
+def _decoded(raw: bytes, space_id: bytes) -> Envelope:
     try:
         env = decode_envelope(raw)
-        env.verify_signature()
     except MyceliumError as exc:
         raise BadInvite(f"invite carries an invalid envelope: {exc}") from exc
     if env.space != space_id:
