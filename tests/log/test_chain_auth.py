@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -191,3 +192,19 @@ def test_authentic_ids_use_the_same_rule() -> None:
     mixed = [junk, *other, *envs[::-1]]
     assert authentic_ids(mixed) == {e.delta_id for e in [*envs, *other]}
     assert authentic_ids(envs[:2]) == {envs[0].delta_id}  # d2's voucher is absent
+
+
+def test_an_invite_with_a_forged_envelope_is_refused(tmp_path: Path) -> None:
+    from mycelium.spaces.errors import BadInvite
+    from mycelium.spaces.invite import decode_invite, encode_invite
+
+    admin, guest = Identity.generate(), Identity.generate()
+    with Soil.open(tmp_path / "a.db", admin) as soil_a, \
+            Soil.open(tmp_path / "g.db", guest) as soil_g:
+        space = service.create_space(soil_a, "market")
+        inv = decode_invite(service.invite(soil_a, space, guest.did))
+        newest = inv.envelopes[-1]  # the newest of its chain: nothing vouches for it
+        forged = newest[:-1] + bytes([newest[-1] ^ 1])
+        with pytest.raises(BadInvite):
+            service.join(soil_g, encode_invite(inv.genesis, [*inv.envelopes[:-1], forged]))
+        assert service.join(soil_g, encode_invite(inv.genesis, inv.envelopes)) == space
