@@ -201,12 +201,14 @@ class Delegations:
         fresh = {c.subject: c for c in certs if c.subject not in self._by_subject}
         if len(self._by_subject) + len(fresh) > MAX_DELEGATIONS:
             raise BadDelegation(f"a space holds at most {MAX_DELEGATIONS} delegations")
-        devices = {i: list(s) for i, s in self._devices.items()}
+        devices: dict[bytes, list[bytes]] = {}  # copies of the touched issuers' counts
         out: set[bytes] = set()
         for cert in sorted(fresh.values(), key=lambda c: c.subject):
             if cert.kind != "device":
                 continue
-            counted = devices.setdefault(cert.issuer, [])
+            counted = devices.get(cert.issuer)
+            if counted is None:
+                counted = devices[cert.issuer] = list(self._devices.get(cert.issuer, ()))
             bisect.insort(counted, cert.subject)
             if len(counted) > MAX_DEVICES_PER_ISSUER:
                 dropped = counted.pop()
@@ -217,7 +219,7 @@ class Delegations:
         for subject in out:
             fresh.pop(subject, None)
             self._by_subject.pop(subject, None)
-        self._devices = devices
+        self._devices.update(devices)
         self.displaced |= out
         self._by_subject.update(fresh)
 
