@@ -21,6 +21,7 @@ retried once and then re-filed with their real due time and epoch).
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -89,8 +90,8 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
     """Open (creating if needed) a Soil database with our pragmas and schema."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=5000")  # first: switching to WAL may wait for a lock
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    _enable_wal(conn)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: documents are updated in place
@@ -111,6 +112,26 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
         conn.execute("ROLLBACK")
         raise
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, deadline_s: float = 5.0) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another process switches a new file.
+
+    SQLite answers "database is locked" at once, without calling the busy handler, when
+    two connections switch a fresh database's journal mode together (seen when a node
+    and a CLI command create one store at the same moment): retry, bounded in time.
+    """
+    deadline = time.monotonic() + deadline_s
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
