@@ -280,6 +280,10 @@ async def _measure(root: Path, url: str, pid: int, total: int,
                 await trio.sleep(0.1)
     setup = _Setup(root, url, sum(counts))
     await setup.register()
+    # Idle memory first, on a fresh relay: after the bulk phases the allocator hands
+    # freed memory back while sessions open, which hides their cost.
+    idle_n = max(counts)
+    per_idle = await _idle_memory(setup, pid, idle_n)
     rows = []
     fresh = list(setup.members)
     for n in counts:
@@ -294,8 +298,6 @@ async def _measure(root: Path, url: str, pid: int, total: int,
                      "in_deltas_per_s": round(n * per / up),
                      "space_envelopes": held, "out_s": round(down, 3),
                      "out_deltas_per_s": round(n * held / down)})
-    idle_n = max(counts)
-    per_idle = await _idle_memory(setup, pid, idle_n)
     setup.admin.close()
     return {"name": "relay", "rows": rows, "idle_clients": idle_n,
             "idle_kib_per_client": round(per_idle, 1), "relay_rss_kib": _rss_kib(pid),
