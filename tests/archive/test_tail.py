@@ -52,11 +52,17 @@ async def test_restore_from_cid_then_sync_the_tail(tmp_path: Path, ipfs_api: str
     port = free_port()
     assert writer.identity is not None
     try:
-        await writer.start(_listen(port))
-        await member.start([*_listen(free_port()), "--peer",
-                            f"/ip4/127.0.0.1/tcp/{port}/p2p/{writer.identity.peer_id}"])
+        # The member's node runs alone first: were the writer reachable, the member would
+        # get the space back from it by sync alone (the restore listing, sync.md §11) and
+        # the archive would bring nothing. Then the writer starts and dials the member.
+        member_port = free_port()
+        assert member.identity is not None
+        await member.start(_listen(member_port))
         pulled = await member.cli_json("archive", "pull", cid, "--ipfs-api", ipfs_api)
         assert pulled["name"] == "market" and pulled["accepted"] == pulled["envelopes"]
+        assert set(await _titles(member)) == {f"archived-{i}" for i in range(5)}
+        await writer.start([*_listen(port), "--peer",
+                            f"/ip4/127.0.0.1/tcp/{member_port}/p2p/{member.identity.peer_id}"])
         got: dict[str, str] = {}
         with trio.move_on_after(60):
             while got != expected:
