@@ -218,9 +218,11 @@ def test_resolution_of_revocations_is_independent_of_arrival_order() -> None:
     log.append(cm.control(control.op_revoke(lc=5, pins={devices[0].public_key: (1, b"\2" * 32)})))
     everyone = [s.public_key for s in [*senders, *devices]]
 
-    def resolve(order: list[int]) -> tuple[object, ...]:
+    Resolved = tuple[set[tuple[int, str]], dict[bytes, int], frozenset[bytes], set[bytes]]
+
+    def resolve(order: list[int]) -> Resolved:
         state = SpaceState(genesis)
-        refused = set()
+        refused: set[tuple[int, str]] = set()
         for i in order:
             try:
                 state.apply(log[i])
