@@ -51,7 +51,7 @@ from mycelium.spaces.access import member_policy
 from mycelium.spaces.errors import NoEpochKey
 from mycelium.store.soil import Soil
 from mycelium.sync.ports import IngestResult, VersionVector
-from mycelium.sync.session import EnvelopesIngested, ForkDetected, SyncSession
+from mycelium.sync.session import EnvelopesIngested, ForkDetected, SessionError, SyncSession
 from simnet.scenario import Scenario
 
 #: Simulated wall clock at t = 0 (ms).
@@ -291,6 +291,10 @@ class _Run:
                         self.rejected.update(r for _, r in ev.result.rejected)
                     elif isinstance(ev, ForkDetected) and k != h:
                         self.forks += 1
+                    elif isinstance(ev, SessionError) and k != h and ev.remote:
+                        # envelopes no honest peer can send end the session (sync.md §6):
+                        # the refusal is the session's error, counted by its reason
+                        self.rejected[ev.reason] += 1
         if not sa.shared_spaces:
             self.refused += 1
         sa.close()
