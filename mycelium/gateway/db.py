@@ -245,9 +245,12 @@ class GatewayDB:
                                 "WHERE code=?", (code,)).fetchone()
         return None if row is None else (row[0], bytes(row[1]), row[2], row[3])
 
-    def finish_link(self, code: str, did: str) -> None:
+    def finish_link(self, code: str, did: str) -> bool:
+        """Mark the code used by ``did``; False if it was already used (single use)."""
         with self.tx() as c:
-            c.execute("UPDATE links SET done_did=? WHERE code=?", (did, code))
+            cur = c.execute("UPDATE links SET done_did=? WHERE code=? AND done_did IS NULL",
+                            (did, code))
+        return cur.rowcount == 1
 
 
 def _inbox_row(r: tuple[Any, ...]) -> InboxRow:

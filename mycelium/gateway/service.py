@@ -26,8 +26,16 @@ from mycelium.gateway.custody import Custody
 from mycelium.gateway.db import GatewayDB
 from mycelium.gateway.intent import Parsed, parse
 from mycelium.gateway.market import Market, listing_id
-from mycelium.identity.auth import Challenge, ChallengeIssuer, ChallengeResponse
-from mycelium.identity.identity import Identity
+from mycelium.identity.auth import (
+    BadAuthSignature,
+    Challenge,
+    ChallengeExpired,
+    ChallengeIssuer,
+    ChallengeResponse,
+    MalformedAuth,
+)
+from mycelium.identity.didkey import DidError, public_key_from_did
+from mycelium.identity.identity import Identity, verify_signature
 
 log = logging.getLogger("mycelium.gateway")
 
@@ -223,12 +231,11 @@ class Gateway:
         """Verify the person's signed answer; retire the custodial key; their listings."""
         code = code.upper()
         sender, expected = self._live_link(code, now_ms)
-        presented = ChallengeResponse.from_cbor(response)
-        if presented.challenge != Challenge.from_cbor(expected):
-            raise LinkError("the answer is for another challenge")
-        did = self.links.verify(presented, now_ms / 1000)
+        did = verify_link_answer(ChallengeResponse.from_cbor(response),
+                                 Challenge.from_cbor(expected), now_ms)
+        if not self.db.finish_link(code, did):  # another answer won the race
+            raise LinkError("unknown, used or expired link code")
         self.custodial(sender, now_ms)  # a row to mark linked, even if nothing was listed yet
-        self.db.finish_link(code, did)
         self.db.link_sender(sender, did, now_ms)
         self.db.count("custody.linked")
         docs = [d for d in (self.market.soil.get_doc(self.market.space, "products", doc)
@@ -273,3 +280,21 @@ def twiml(reply: str | None) -> str:
         return '<?xml version="1.0" encoding="UTF-8"?><Response/>'
     return ('<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
             f"{escape(reply)}</Message></Response>")
+
+
+def verify_link_answer(presented: ChallengeResponse, expected: Challenge, now_ms: int) -> str:
+    """The DID that signed the challenge stored with a link code in gateway.db.
+
+    Checked against the stored challenge, not an in-memory issuer, so a code survives a
+    restart of the gateway; single use and expiry are the database's (``links`` row)."""
+    if presented.challenge != expected:
+        raise LinkError("the answer is for another challenge")
+    if now_ms >= expected.expires_ms:
+        raise ChallengeExpired("challenge expired")
+    try:
+        public_key = public_key_from_did(presented.did)
+    except DidError as exc:
+        raise MalformedAuth(f"response DID is not usable: {exc}") from exc
+    if not verify_signature(public_key, expected.signing_bytes(), presented.signature):
+        raise BadAuthSignature("signature does not verify for the presented DID")
+    return presented.did

@@ -91,3 +91,61 @@ async def test_link_answer_must_sign_the_issued_challenge(tmp_path: Path) -> Non
         assert accepted.status_code == 200 and accepted.json()["listings"] == []
         row = gw.gateway.db.sender("wa:BR.LINK")
         assert row is not None and row.linked_did == ok.did
+
+
+def test_link_code_survives_a_restart_single_use_and_expiry_kept(tmp_path: Path) -> None:
+    """The challenge behind a code lives in gateway.db: a restart between "link" and the
+    answer does not lose it; after the restart it is still single use and still expires."""
+    from mycelium.gateway.db import GatewayDB
+    from mycelium.gateway.market import Market, ensure_market
+    from mycelium.gateway.service import LINK_TTL_S, Gateway, GatewayConfig, LinkError
+    from mycelium.gateway.webhooks import parse_meta
+    from mycelium.identity.auth import ChallengeExpired
+    from mycelium.store.soil import Soil
+
+    identity = Identity.generate()
+    config = GatewayConfig(public_url="https://m.example.org", meta_app_secret="s")
+
+    def open_gateway() -> tuple[Gateway, Soil, GatewayDB]:
+        soil = Soil.open(tmp_path / "soil.db", identity)
+        db = GatewayDB(tmp_path / "gateway.db")
+        return Gateway(config, db, Market(soil, ensure_market(soil, "market"))), soil, db
+
+    def code_for(wamid: str, user: str, now_ms: int) -> str:
+        gateway, soil, db = open_gateway()
+        messages, _ = parse_meta(whatsapp_body(wamid, "link", user_id=user))
+        db.accept(messages, [], now_ms)
+        gateway.process_received(now_ms)
+        match = CODE.search(str(db.outbox()[-1]["body"]))
+        db.close()  # the gateway restarts between the code and the answer
+        soil.close()
+        assert match is not None
+        return match.group(1)
+
+    code = code_for("wamid.R1", "BR.R1", 1_000)
+    late = code_for("wamid.R2", "BR.R2", 2_000)
+    gateway, soil, db = open_gateway()
+    try:
+        challenge = Challenge.from_cbor(gateway.link_challenge(code, 5_000))
+        person = Identity.generate()
+        signed = answer(person, challenge).to_cbor()
+        assert gateway.finish_link(code, signed, 6_000)["did"] == person.did
+        row = db.sender("wa:BR.R1")
+        assert row is not None and row.linked_did == person.did
+        try:
+            gateway.finish_link(code, signed, 7_000)
+            raise AssertionError("a code was accepted twice")
+        except LinkError:
+            pass
+        expired_at = 2_000 + int(LINK_TTL_S * 1000)
+        late_challenge = Challenge.from_cbor(gateway.link_challenge(late, expired_at - 1))
+        late_signed = answer(person, late_challenge).to_cbor()
+        try:
+            gateway.finish_link(late, late_signed, expired_at)
+            raise AssertionError("an expired code was accepted")
+        except (LinkError, ChallengeExpired):
+            pass
+        assert db.sender("wa:BR.R2") is None
+    finally:
+        db.close()
+        soil.close()
