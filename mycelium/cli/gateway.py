@@ -7,10 +7,6 @@ of what one sent through WhatsApp/Instagram, from one's own node) and ``parse``.
 
 from __future__ import annotations
 
-import base64
-import json
-from typing import Any
-
 import typer
 
 from mycelium.cli.common import (
@@ -78,54 +74,14 @@ def link(
     as_json: bool = JsonOption,
 ) -> None:
     """Prove to a gateway that you own this node's DID; re-issue your listings under it."""
-    import httpx
-
-    from mycelium.identity.auth import Challenge, answer
     from mycelium.node.client import call_op
 
-    paths = node_paths(home)
-    identity = _identity(paths)
-    base = gateway.rstrip("/") + "/link/" + code
-    try:
-        got = httpx.get(base, timeout=10)
-        if got.status_code != 200:
-            fail(f"gateway refused the code: {got.json().get('error', got.status_code)}")
-        challenge = Challenge.from_cbor(base64.b64decode(got.json()["challenge"]))
-        signed = answer(identity, challenge).to_cbor()
-        done = httpx.post(base, content=base64.b64encode(signed), timeout=10)
-        body: dict[str, Any] = done.json()
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
-        fail(f"cannot talk to the gateway at {gateway}: {exc}")
-    if done.status_code != 200:
-        fail(f"gateway refused the answer: {body.get('reason')}: {body.get('error')}")
-    reissued = _reissue(paths, body, identity.did, call_op)
-    emit({"did": body["did"], "space_id": body["space_id"], "listings": len(body["listings"]),
-          "reissued": reissued}, as_json,
-         f"linked {body['did']}; re-issued {reissued} of {len(body['listings'])} listings")
-
-
-def _identity(paths: Any) -> Any:
-    from mycelium.identity.keystore import load_keystore
-
-    return load_keystore(paths.keystore, passphrase())
-
-
-def _reissue(paths: Any, body: dict[str, Any], did: str, call_op: Any) -> int:
-    """Write the linked listings again under our own DID (same ids: LWW makes ours win).
-    Only possible when this node is a member of the market space."""
-    spaces = call_op(paths, "space_list", passphrase)["spaces"]
-    if not any(s["space_id"] == body["space_id"] and s.get("role") for s in spaces):
-        typer.echo(f"note: this node is not a member of space {body['space_id'][:12]}…; "
-                   f"ask an admin to invite {did}, then run link again", err=True)
-        return 0
-    count = 0
-    for doc in body["listings"]:
-        fields = {k: v for k, v in doc.items() if not k.startswith("_")}
-        fields["author"] = did
-        call_op(paths, "doc_put", passphrase, space=body["space_id"], coll="products",
-                doc_id=doc["_id"], data=json.loads(json.dumps(fields)))
-        count += 1
-    return count
+    done = call_op(node_paths(home), "gateway_link", passphrase, code=code, gateway=gateway)
+    if not done["member"]:
+        typer.echo(f"note: this node is not a member of space {done['space_id'][:12]}…; "
+                   f"ask an admin to invite {done['did']}, then run link again", err=True)
+    emit({k: done[k] for k in ("did", "space_id", "listings", "reissued")}, as_json,
+         f"linked {done['did']}; re-issued {done['reissued']} of {done['listings']} listings")
 
 
 # --- `mycelium gateway parse` (the lead's): registered below this line -----------------

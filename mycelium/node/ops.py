@@ -12,6 +12,9 @@ from typing import Any
 
 from mycelium.errors import MyceliumError
 
+#: Seconds each HTTP request of ``gateway_link`` may take.
+GATEWAY_TIMEOUT_S = 10.0
+
 
 class UnknownOperation(MyceliumError):
     reason = "unknown_operation"
@@ -29,7 +32,7 @@ class LocalOps:
         "archive_push", "archive_pull",
         "space_show", "doc_create", "market_list", "listing_post", "listing_update",
         "guardians_setup", "guardians_list", "recovery_check", "recovery_approve",
-        "web_login_link", "device_list",
+        "web_login_link", "device_list", "gateway_link",
     })
 
     #: The running node's web app (:mod:`mycelium.web.server`) sets this; it mints the
@@ -210,6 +213,64 @@ class LocalOps:
             raise StoreError("only its author changes a listing", reason="not_author")
         return {"doc_id": doc_id, **self.doc_put(space, "products", doc_id, data)}
 
+    # -- gateway --------------------------------------------------------------------
+    def gateway_link(self, code: str, gateway: str) -> dict[str, Any]:
+        """Take ownership of what one sent through a gateway (WhatsApp/Instagram): sign the
+        challenge behind ``code`` with this identity, then write the linked listings again
+        under our own DID (same ids: LWW makes ours win) when we are a member of the
+        gateway's market space (``member`` false otherwise: an admin must invite us).
+        Blocks for at most two HTTP round trips of :data:`GATEWAY_TIMEOUT_S` each."""
+        import base64
+        import json
+        import re
+
+        import httpx
+
+        from mycelium.identity.auth import Challenge, answer
+
+        code = code.strip().upper()
+        if not re.fullmatch(r"[A-Z2-7]{8}", code):
+            raise MyceliumError("a link code is 8 letters and digits, as the gateway sent it",
+                                reason="bad_link_code")
+        base = gateway.strip().rstrip("/")
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", base):
+            raise MyceliumError("the gateway address must start with http:// or https://",
+                                reason="bad_gateway_url")
+        url = f"{base}/link/{code}"
+        try:
+            got = httpx.get(url, timeout=GATEWAY_TIMEOUT_S)
+            if got.status_code != 200:
+                raise MyceliumError(f"the gateway refused the code: "
+                                    f"{got.json().get('error', got.status_code)}",
+                                    reason="link_code_refused")
+            challenge = Challenge.from_cbor(base64.b64decode(got.json()["challenge"]))
+            signed = answer(self.soil.identity, challenge).to_cbor()
+            done = httpx.post(url, content=base64.b64encode(signed), timeout=GATEWAY_TIMEOUT_S)
+            body: dict[str, Any] = done.json()
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise MyceliumError(f"cannot talk to the gateway at {base}: {exc}",
+                                reason="gateway_unreachable") from exc
+        if done.status_code != 200:
+            raise MyceliumError(f"the gateway refused the answer: {body.get('reason')}: "
+                                f"{body.get('error')}", reason="link_refused")
+        try:
+            space_id, listings = bytes.fromhex(str(body["space_id"])), list(body["listings"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise MyceliumError(f"the gateway's answer is malformed: {exc}",
+                                reason="gateway_bad_answer") from exc
+        member = space_id in self.soil.space_ids() and \
+            self.soil.space_state(space_id).members.get(self.soil.identity.public_key) is not None
+        reissued = 0
+        for doc in listings if member else []:
+            fields = {k: v for k, v in doc.items() if not k.startswith("_")}
+            fields["author"] = self.soil.identity.did
+            self.doc_put(space_id.hex(), "products", str(doc["_id"]),
+                         json.loads(json.dumps(fields)))
+            reissued += 1
+        return {"did": body["did"], "space_id": body["space_id"],
+                "listings": len(listings), "reissued": reissued, "member": member,
+                "gateway": base}
+
     # -- guardians as seen from an app -------------------------------------------------
     def guardians_setup(self, space: str, threshold: int, dids: list[str]) -> dict[str, Any]:
         """Split this identity's seed among ``dids`` (K of N) and publish the package in
@@ -298,13 +359,17 @@ class LocalOps:
             pushed = service.push_space(self.soil, space_id, ipfs)
         return {**pushed.as_dict(), "space_id": space_id.hex(), "ipfs_api": ipfs.url}
 
-    def archive_pull(self, cid: str, ipfs_api: str | None = None) -> dict[str, Any]:
-        """Restore a space from an archive CID (every block verified before any ingest)."""
+    def archive_pull(self, cid: str, ipfs_api: str | None = None,
+                     trust_relays: list[str] | None = None) -> dict[str, Any]:
+        """Restore a space from an archive CID (every block verified before any ingest).
+        ``trust_relays``: DIDs of relays whose archives are accepted (relay/archiver.py)."""
         from mycelium.archive import service
         from mycelium.archive.ipfs import IpfsClient
+        from mycelium.identity.didkey import public_key_from_did
 
+        trusted = {public_key_from_did(did) for did in trust_relays or ()}
         with IpfsClient(ipfs_api) as ipfs:
-            return service.pull(self.soil, ipfs, cid)
+            return service.pull(self.soil, ipfs, cid, trusted_signers=trusted)
 
     # -- node -----------------------------------------------------------------------
     def web_login_link(self) -> dict[str, Any]:
