@@ -77,6 +77,8 @@ NOTE_INPUTS = {
                "value": Input("number"), "unit": Input("text"), "note": Input("text")},
 }
 NOTE_COLLECTIONS = {"diary": DIARY, "health": HEALTH}
+#: ``gateway_link`` refusals about the address (shown next to it; the rest by the code).
+GATEWAY_REASONS = frozenset({"bad_gateway_url", "gateway_unreachable", "gateway_bad_answer"})
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml",
                 ".png": "image/png", ".webmanifest": "application/manifest+json"}
 
@@ -98,6 +100,9 @@ class WebContext:
     persist: Callable[[], None] = lambda: None
     #: This computer's LAN address for pairing links, when listening on every interface.
     lan_origin: Callable[[], str | None] = lambda: None
+    #: Node settings set on the node page (``gateway_url``); the server saves them.
+    settings: dict[str, str] = field(default_factory=dict)
+    save_settings: Callable[[], None] = lambda: None
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -239,7 +244,7 @@ def make_app(ctx: WebContext) -> Starlette:
         choices = {name: sorted({str(d[name]) for d in every if d.get(name)}, key=str.casefold)
                    for name in ("location", "unit")}
         return render(view, "market.html", listings=listings, spaces=spaces, filters=filters,
-                      choices=choices,
+                      choices=choices, gateway_url=ctx.settings.get("gateway_url", ""),
                       statuses=sorted(STATUSES), me=me, error=error,
                       ok=q.get("ok", ""), live="products")
 
@@ -507,15 +512,46 @@ def make_app(ctx: WebContext) -> Starlette:
                                approved_qr=qr.svg(approved["approval_b64"], scale=3))
 
     # -- node and devices -----------------------------------------------------------------
-    async def node(view: View) -> Response:
+    async def node(view: View, **extra: Any) -> Response:
         status = call("status")
         facts = ctx.node_facts()
         metrics = status.get("metrics", {})
         problems = sorted((k, v) for k, v in metrics.items()
                           if k.startswith(("rejected.", "pending.", "deferred.")) and v)
-        return render(view, "node.html", node=status, facts=facts, problems=problems,
-                      metrics=metrics, web_counters=dict(sorted(ctx.counters.items())),
-                      live="*")
+        return render(view, "node.html", status=extra.pop("status", 200), node=status,
+                      facts=facts, problems=problems, metrics=metrics,
+                      web_counters=dict(sorted(ctx.counters.items())), live="*",
+                      values=extra.pop("values", {"gateway_url": ctx.settings.get(
+                          "gateway_url", "")}),
+                      errors=extra.pop("errors", {}),
+                      ok=view.request.query_params.get("ok", ""), **extra)
+
+    async def node_gateway(view: View) -> Response:
+        """Save the gateway's public address (shareable listings show their public page
+        there) and, with a code, link what one sent through WhatsApp/Instagram
+        (``gateway_link``: the same operation as ``mycelium gateway link``)."""
+        url = view.form.get("gateway_url", "").strip().rstrip("/")
+        code = view.form.get("code", "").strip()
+        values = {"gateway_url": url, "code": code}
+        if url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url[:512]):
+            return await node(view, status=400, values=values, errors={
+                "gateway_url": view._("The gateway address must start with http:// or https://")})
+        if view.form.get("action") != "link":
+            ctx.settings["gateway_url"] = url
+            ctx.save_settings()
+            return RedirectResponse("/node?ok=gateway#gateway", status_code=303)
+        if not url:
+            return await node(view, status=400, values=values,
+                              errors={"gateway_url": view._("Please fill in this field.")})
+        try:
+            linked = call("gateway_link", code=code, gateway=url)
+        except MyceliumError as exc:
+            where = "gateway_url" if exc.reason in GATEWAY_REASONS else "code"
+            return await node(view, status=400, values=values,
+                              errors={where: _op_message(exc, view)})
+        ctx.settings["gateway_url"] = url
+        ctx.save_settings()
+        return await node(view, linked=linked)
 
     async def devices(view: View, **extra: Any) -> Response:
         now = ctx.clock()
@@ -613,6 +649,7 @@ def make_app(ctx: WebContext) -> Starlette:
         Route("/guardians/check", page(recovery_check), methods=post),
         Route("/guardians/approve", page(recovery_approve), methods=post),
         Route("/node", page(node), methods=get),
+        Route("/node/gateway", page(node_gateway), methods=post),
         Route("/devices", page(devices), methods=get),
         Route("/devices/pair", page(pair), methods=post),
         Route("/devices/revoke", page(revoke), methods=post),
@@ -719,6 +756,12 @@ def _op_message(exc: MyceliumError, view: View) -> str:
         "bad_guardian_setup": _("This guardian setup is not possible."),
         "unknown_doc": _("This listing does not exist."),
         "not_author": _("Only the person who posted this listing can change it."),
+        "bad_link_code": _("A link code is 8 letters and digits, as the gateway sent it."),
+        "link_code_refused": _("Unknown, used or expired code. Send “link” again for a new one."),
+        "link_refused": _("The gateway refused to link this node."),
+        "bad_gateway_url": _("The gateway address must start with http:// or https://"),
+        "gateway_unreachable": _("The gateway cannot be reached at this address."),
+        "gateway_bad_answer": _("The gateway cannot be reached at this address."),
     }
     text = known.get(exc.reason)
     return text if text else _("Refused: {reason}", reason=str(exc))

@@ -358,6 +358,40 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "{n} member": ("{n} miembro", "{n} membro"),
     "{n} listings": ("{n} anuncios", "{n} anúncios"),
     "{n} members": ("{n} miembros", "{n} membros"),
+    # gateway (node page, market)
+    "A link code is 8 letters and digits, as the gateway sent it.": (
+        "Un código de vinculación tiene 8 letras y cifras, tal como lo envió la pasarela.",
+        "Um código de vinculação tem 8 letras e dígitos, como o gateway enviou."),
+    "Gateway": ("Pasarela", "Gateway"),
+    "Gateway address": ("Dirección de la pasarela", "Endereço do gateway"),
+    "Gateway address saved.": ("Dirección de la pasarela guardada.", "Endereço do gateway salvo."),
+    "Link": ("Vincular", "Vincular"),
+    "Link code": ("Código de vinculación", "Código de vinculação"),
+    "Linked: {n} of your listings sent through the gateway are yours again.": (
+        "Vinculado: {n} de tus anuncios enviados por la pasarela vuelven a ser tuyos.",
+        "Vinculado: {n} dos seus anúncios enviados pelo gateway voltaram a ser seus."),
+    "Public page": ("Página pública", "Página pública"),
+    "Save address": ("Guardar dirección", "Salvar endereço"),
+    "Sent “link” to the gateway on WhatsApp or Instagram? Type the code it answered to make what you sent there yours.": (
+        "¿Enviaste “vincular” a la pasarela por WhatsApp o Instagram? Escribe el código que te respondió para que lo que enviaste allí sea tuyo.",
+        "Enviou “vincular” ao gateway pelo WhatsApp ou Instagram? Digite o código que ele respondeu para que o que você enviou lá seja seu."),
+    "The gateway address must start with http:// or https://": (
+        "La dirección de la pasarela debe empezar por http:// o https://",
+        "O endereço do gateway deve começar com http:// ou https://"),
+    "The gateway cannot be reached at this address.": (
+        "No se puede contactar con la pasarela en esta dirección.",
+        "Não é possível contatar o gateway neste endereço."),
+    "Unknown, used or expired code. Send “link” again for a new one.": (
+        "Código desconocido, ya usado o caducado. Envía “vincular” de nuevo para recibir otro.",
+        "Código desconhecido, já usado ou expirado. Envie “vincular” de novo para receber outro."),
+    "The gateway refused to link this node.": (
+        "La pasarela rechazó vincular este nodo.", "O gateway recusou vincular este nó."),
+    "The public address of your community's gateway, e.g. https://market.example.org. Listings you share publicly show their public page there.": (
+        "La dirección pública de la pasarela de tu comunidad, p. ej. https://market.example.org. Los anuncios que compartes públicamente muestran allí su página pública.",
+        "O endereço público do gateway da sua comunidade, p. ex. https://market.example.org. Os anúncios que você compartilha publicamente mostram lá a sua página pública."),
+    "This node is not a member of the gateway's market space yet: ask an admin to invite your DID, then link again with a new code.": (
+        "Este nodo aún no es miembro del espacio de mercado de la pasarela: pide a un admin que invite a tu DID y vuelve a vincular con un código nuevo.",
+        "Este nó ainda não é membro do espaço de mercado do gateway: peça a um admin que convide o seu DID e vincule de novo com um código novo."),
 }
 
 CATALOG: dict[str, dict[str, str]] = {

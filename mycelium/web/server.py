@@ -29,6 +29,8 @@ DEFAULT_BIND = "127.0.0.1:8737"
 #: Signed-in devices survive a restart: hashes of their cookies, in the home (mode 0600).
 SESSIONS_FILE = "web-sessions.json"
 OFF = ("off", "none", "no")
+#: Settings made on the node page (the gateway's public address), kept in the home.
+SETTINGS_FILE = "web-settings.json"
 
 
 class WebService:
@@ -68,6 +70,9 @@ async def serve_web(ops: Any, paths: NodePaths, bind: str, *,
     sessions_file = paths.home / SESSIONS_FILE
     _load_sessions(ctx.auth, sessions_file, ctx.clock())
     ctx.persist = lambda: _save_sessions(ctx.auth, sessions_file, ctx.clock())
+    settings_file = paths.home / SETTINGS_FILE
+    ctx.settings = load_settings(settings_file)
+    ctx.save_settings = lambda: save_settings(ctx.settings, settings_file)
     app = make_app(ctx)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve, app, config)
@@ -130,6 +135,29 @@ def _save_sessions(auth: WebAuth, path: Path, now: float) -> None:
         write_atomic(path, json.dumps(auth.snapshot(now)).encode(), mode=0o600)
     except OSError as exc:
         log.warning("web app: cannot save signed-in devices to %s: %s", path, exc)
+
+
+def load_settings(path: Path) -> dict[str, str]:
+    """The node page's settings (string values only; anything else is ignored)."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("web app: ignoring unreadable %s (%s)", path, exc)
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def save_settings(settings: dict[str, str], path: Path) -> None:
+    from mycelium.identity.keystore import write_atomic
+
+    try:
+        write_atomic(path, json.dumps(settings).encode(), mode=0o600)
+    except OSError as exc:
+        log.warning("web app: cannot save settings to %s: %s", path, exc)
 
 
 def _lan_origin(port: str) -> str | None:
