@@ -52,6 +52,9 @@ def pull(
     peers: list[str] = typer.Option(  # noqa: B008 (typer's idiom)
         [], "--peer", help="Then sync the tail once from this peer (/ip4/…/tcp/…/p2p/…); "
                            "repeatable. A running node syncs by itself."),
+    trust_relay: list[str] = typer.Option(  # noqa: B008 (typer's idiom)
+        [], "--trust-relay", help="DID of a relay whose archives to accept (it signs the "
+                                  "archives it makes of the spaces it hosts); repeatable."),
     home: str | None = HomeOption, as_json: bool = JsonOption,
 ) -> None:
     """Restore a space from an archive: verify every block, decrypt, check, ingest."""
@@ -60,9 +63,10 @@ def pull(
     paths = node_paths(home)
     remote = running_node(paths)
     if remote is not None:
-        data = remote.call("archive_pull", cid=cid, ipfs_api=ipfs_api)
+        data = remote.call("archive_pull", cid=cid, ipfs_api=ipfs_api,
+                           trust_relays=list(trust_relay))
     else:
-        data = _pull_local(paths, cid, ipfs_api, peers)
+        data = _pull_local(paths, cid, ipfs_api, peers, list(trust_relay))
     human = (f"restored {data['kind']} space {data['name']} {data['space_id']}: "
              f"{data['accepted']} new of {data['envelopes']} deltas")
     for tail in data.get("tail", []):
@@ -71,7 +75,8 @@ def pull(
     emit(data, as_json, human)
 
 
-def _pull_local(paths: Any, cid: str, ipfs_api: str | None, peers: list[str]) -> dict[str, Any]:
+def _pull_local(paths: Any, cid: str, ipfs_api: str | None, peers: list[str],
+                trust_relays: list[str]) -> dict[str, Any]:
     import trio
 
     from mycelium.archive.tail import sync_tail
@@ -83,7 +88,8 @@ def _pull_local(paths: Any, cid: str, ipfs_api: str | None, peers: list[str]) ->
     identity = load_keystore(paths.keystore, passphrase())
     paths.ensure()
     with Soil.open(paths.soil, identity, device_chains=True) as soil:  # delta.md §10
-        data = LocalOps(soil).call("archive_pull", cid=cid, ipfs_api=ipfs_api)
+        data = LocalOps(soil).call("archive_pull", cid=cid, ipfs_api=ipfs_api,
+                                   trust_relays=trust_relays)
         ensure_personal_space(soil)
         if peers:
             data["tail"] = trio.run(sync_tail, soil, bytes.fromhex(data["space_id"]), peers)

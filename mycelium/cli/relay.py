@@ -33,6 +33,11 @@ def relay(
     space_quota_mb: int = typer.Option(256, "--space-quota-mb", help="Storage per space."),
     identity_quota_mb: int = typer.Option(64, "--identity-quota-mb",
                                           help="Storage per author identity."),
+    ipfs_api: str | None = typer.Option(
+        None, "--ipfs-api", help="Archive every hosted space to this IPFS RPC API "
+        "(URL or multiaddr) on a schedule; see docs/relay.md."),
+    archive_every: float = typer.Option(3600.0, "--archive-every", min=1.0,
+                                        help="Seconds between archive rounds."),
     home: str | None = HomeOption,
 ) -> None:
     """Serve the relay until Ctrl-C. Prints one JSON line {"url", "did"} when ready."""
@@ -44,6 +49,7 @@ def relay(
     config = RelayConfig(
         listen=listen, tls_cert=tls_cert, tls_key=tls_key, public_urls=list(public_url),
         data=data, peers=list(peer), trust=list(trust),
+        ipfs_api=ipfs_api, archive_every_s=archive_every,
         store_limits=StoreLimits(space_bytes=space_quota_mb << 20,
                                  identity_bytes=identity_quota_mb << 20))
 

@@ -46,6 +46,9 @@ class RelayConfig:
     trust: list[str] = field(default_factory=list)
     limits: RelayLimits | None = None
     store_limits: StoreLimits | None = None
+    #: IPFS RPC API to archive hosted spaces to (relay/archiver.py); None: no archives.
+    ipfs_api: str | None = None
+    archive_every_s: float = 3600.0
 
 
 def relay_paths(home: Path, data: str | None) -> tuple[Path, Path]:
@@ -128,6 +131,11 @@ async def serve_relay(identity: Identity, store: RelayStore, config: RelayConfig
         service = RelayService(store, identity, origins, limits=config.limits)
         holder["app"] = make_app(service)
         start_peering(nursery, service, identity, config)
+        if config.ipfs_api:
+            from mycelium.relay.archiver import Archiver, run_archiver
+
+            archiver = Archiver(store, identity, config.ipfs_api)
+            await nursery.start(run_archiver, archiver, config.archive_every_s)
         log.info("relay %s serving %s (public origin %s)", identity.did, bound,
                  service.relay.origin)
         task_status.started((bound, service))

@@ -9,6 +9,8 @@ Routes:
 * ``POST /v1/spaces``                    register a space (genesis + control log).
 * ``GET|POST /v1/spaces/{id}/deltas``    the stateless fallback: envelopes by version
   vector (paginated) / upload a batch. Calls the store port directly.
+* ``GET  /v1/spaces/{id}/archive``      the latest IPFS archive of the space
+  (relay/archiver.py), JSON ``{cid, created_ms, envelopes}``; 404 ``no_archive``.
 * ``WS   /v1/sync``                      the handshake of :mod:`mycelium.relay.handshake`,
   then the unchanged :class:`~mycelium.sync.session.SyncSession`, one frame per message.
 
@@ -38,7 +40,14 @@ from mycelium.errors import CodecError, MyceliumError
 from mycelium.identity.auth import AuthError
 from mycelium.relay import handshake
 from mycelium.relay.driver import MessageSessionDriver, TransportClosed
-from mycelium.relay.errors import BadRequest, Limited, RelayError, TooLarge, Unauthenticated
+from mycelium.relay.errors import (
+    BadRequest,
+    Limited,
+    NotFound,
+    RelayError,
+    TooLarge,
+    Unauthenticated,
+)
 from mycelium.relay.service import RelayService
 from mycelium.sync.ports import VersionVector
 
@@ -145,6 +154,17 @@ def make_app(service: RelayService) -> Starlette:
                             extra={"accepted": body["accepted"]})
         return Response(cbor.encode(body), media_type=CBOR)
 
+    async def get_archive(request: Request) -> Response:
+        from mycelium.relay.archiver import latest_archive
+
+        pub = client(request)
+        space = _space_id(request)
+        service.store.check_access(space, pub)
+        record = latest_archive(service.store, space)
+        if record is None:
+            raise NotFound("this relay has not archived that space (yet)", reason="no_archive")
+        return JSONResponse(record.as_dict())
+
     async def sync(websocket: WebSocket) -> None:
         await _serve_websocket(service, websocket)
 
@@ -155,6 +175,7 @@ def make_app(service: RelayService) -> Starlette:
         Route("/v1/spaces", guarded(register), methods=["POST"]),
         Route("/v1/spaces/{space}/deltas", guarded(get_deltas), methods=["GET"]),
         Route("/v1/spaces/{space}/deltas", guarded(post_deltas), methods=["POST"]),
+        Route("/v1/spaces/{space}/archive", guarded(get_archive), methods=["GET"]),
         WebSocketRoute("/v1/sync", sync),
     ])
 

@@ -255,6 +255,11 @@ class RelayStore:
     def genesis(self, space: bytes) -> bytes:
         return self._hosted(space).genesis.raw
 
+    def space_state(self, space: bytes) -> SpaceState:
+        """The membership and key epochs the space's control log resolves to (the relay's
+        archiver seals archives to these members; relay/archiver.py)."""
+        return self._hosted(space).state
+
     def may_read(self, space: bytes, member: bytes) -> bool:
         """May ``member`` (Ed25519 public key) sync ``space``: a current member, or a key a
         member delegated (``SpaceState.may_sync``, the nodes' own authorize rule)? Removed

@@ -1,0 +1,204 @@
+"""The relay's scheduled IPFS archives (relay/archiver.py) against the real js-ipfs test
+node: hosted spaces archived, a member restoring from the advertised CID, a new root after
+new writes with the old one unpinned, nothing when nothing changed, the latest CID
+surviving a restart, and a dead IPFS API logged once per round while the relay serves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from mycelium.archive import service as archives
+from mycelium.archive.errors import NotARecipient
+from mycelium.archive.ipfs import IpfsClient
+from mycelium.identity.identity import Identity
+from mycelium.relay.archiver import Archiver, ArchiveRecord, SpaceMark, due
+from mycelium.relay.run import RelayConfig, serve_relay
+from mycelium.relay.store import RelayStore
+from mycelium.spaces import service
+from mycelium.store.soil import Soil
+from tests.archive.conftest import ipfs_api, ipfs_node  # noqa: F401 (the session's js-ipfs node)
+from tests.archive.helpers import ADMIN, MEMBER, STRANGER, community, listings
+from tests.relay.conftest import Relay, auth_header, envelopes_of
+
+S1, S2, S3 = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+
+
+def _record(envelopes: int, epoch: int) -> ArchiveRecord:
+    return ArchiveRecord(cid="bafy-old", created_ms=1, envelopes=envelopes, epoch=epoch)
+
+
+def test_due_new_envelopes_or_new_epoch_only() -> None:
+    current = {S1: SpaceMark(5, 7), S2: SpaceMark(9, 7), S3: SpaceMark(4, 8)}
+    archived = {S1: _record(5, 7), S2: _record(8, 7), S3: _record(4, 7)}
+    assert due(current, archived) == [S2, S3]  # S2: new envelopes, S3: new key epoch
+    assert due(current, {}) == [S1, S2, S3]  # never archived
+    assert due({S1: SpaceMark(0, 0)}, {}) == []  # nothing to archive yet
+    assert due({S1: SpaceMark(5, 7)}, {S1: _record(5, 7)}) == []  # unchanged: none
+
+
+def _pinned(api: str) -> str:
+    resp = httpx.post(f"{api}/api/v0/pin/ls", params={"type": "recursive", "cid-base": "base32"},
+                      timeout=10)
+    assert resp.status_code == 200, resp.text
+    return json.dumps(resp.json())
+
+
+def _hosting(tmp_path: Path) -> tuple[RelayStore, Soil, bytes]:
+    """A relay store hosting ADMIN's community space (MEMBER invited) with 5 listings."""
+    admin, space = community(tmp_path / "admin.db", docs=5)
+    store = RelayStore.open(tmp_path / "relay" / "relay.db")
+    store.register(admin.genesis(space), envelopes_of(admin, space), ADMIN.public_key)
+    return store, admin, space
+
+
+async def test_rounds_archive_restore_supersede_and_persist(tmp_path: Path,
+                                                            ipfs_api: str) -> None:  # noqa: F811
+    relay_id = Identity.generate()
+    store, admin, space = _hosting(tmp_path)
+    # the owner's personal space is hosted too: sealed to its owner alone
+    owner = Soil.open(tmp_path / "owner.db", STRANGER)
+    personal = service.ensure_personal_space(owner)
+    owner.put_doc(personal, "diary", "d1", {"title": "t", "body": "dear diary"})
+    store.register(owner.genesis(personal), envelopes_of(owner, personal), STRANGER.public_key)
+
+    archiver = Archiver(store, relay_id, ipfs_api, wall_ms=lambda: 1_000)
+    first = await archiver.round()
+    assert set(first.archived) == {space, personal} and first.ipfs_down is None
+    cid1 = first.archived[space]
+    assert cid1 in _pinned(ipfs_api)
+
+    # a member restores the community space from the advertised CID, trusting the relay
+    fresh = Soil.open(tmp_path / "member.db", MEMBER)
+    with IpfsClient(ipfs_api, timeout=10) as ipfs:
+        summary = archives.pull(fresh, ipfs, cid1, trusted_signers={relay_id.public_key})
+        assert summary["space_id"] == space.hex()
+        assert listings(fresh, space) == listings(admin, space)
+        # the owner's new device restores the personal space; the member cannot open it
+        device = Soil.open(tmp_path / "device.db", STRANGER)
+        archives.pull(device, ipfs, first.archived[personal],
+                      trusted_signers={relay_id.public_key})
+        assert (device.get_doc(personal, "diary", "d1") or {}).get("body") == "dear diary"
+        with pytest.raises(NotARecipient):
+            archives.pull(Soil.open(tmp_path / "m2.db", MEMBER), ipfs,
+                          first.archived[personal], trusted_signers={relay_id.public_key})
+
+    # nothing changed: nothing happens
+    idle = await archiver.round()
+    assert idle.archived == {} and idle.unpinned == []
+
+    # new writes: a new root pinned, the superseded one unpinned
+    before = admin.version_vector(space)
+    admin.put_doc(space, "products", "late", {"title": "late tomatoes"})
+    result = store.ingest(space, admin.envelopes_since(space, before, limit=100,
+                                                       max_bytes=1 << 20))
+    assert result.accepted
+    second = await archiver.round()
+    cid2 = second.archived[space]
+    assert set(second.archived) == {space} and cid2 != cid1
+    assert second.unpinned == [cid1]
+    pins = _pinned(ipfs_api)
+    assert cid2 in pins and cid1 not in pins
+
+    # a new key epoch (rotation) is a new archive too
+    epoch_before = archiver.ledger.get(space)
+    assert epoch_before is not None
+    service.rotate(admin, space)
+    store.ingest(space, envelopes_of(admin, space))  # the rotation's control op arrives
+    assert store.space_state(space).current_epoch != epoch_before.epoch
+    third = await archiver.round()
+    assert set(third.archived) == {space}
+
+    # the latest CID survives a restart of the relay
+    latest = third.archived[space]
+    store.close()
+    reopened = RelayStore.open(tmp_path / "relay" / "relay.db")
+    try:
+        again = Archiver(reopened, relay_id, ipfs_api)
+        assert again.ledger.get(space) is not None
+        assert again.ledger.get(space).cid == latest  # type: ignore[union-attr]
+        assert (await again.round()).archived == {}
+    finally:
+        reopened.close()
+
+
+async def _serving(tmp_path: Path, store: RelayStore, api: str, every_s: float,
+                   nursery: trio.Nursery) -> Relay:
+    config = RelayConfig(listen="127.0.0.1:0", ipfs_api=api, archive_every_s=every_s)
+    url, svc = await nursery.start(serve_relay, Identity.generate(), store, config)
+    return Relay(url, svc, store, tmp_path / "relay" / "relay.db")
+
+
+async def test_relay_advertises_latest_archive_to_members_only(tmp_path: Path,
+                                                               ipfs_api: str) -> None:  # noqa: F811
+    store, _admin, space = _hosting(tmp_path)
+    try:
+        async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
+            relay = await _serving(tmp_path, store, ipfs_api, 3600, nursery)
+            path = f"{relay.url}/v1/spaces/{space.hex()}/archive"
+            body: dict[str, object] = {}
+            with trio.fail_after(30):  # the first round runs at start
+                while True:
+                    resp = await client.get(path, headers={
+                        "Authorization": await auth_header(client, relay, MEMBER)})
+                    if resp.status_code == 200:
+                        body = resp.json()
+                        break
+                    assert resp.json()["reason"] == "no_archive"
+                    await trio.sleep(0.05)
+            assert body["envelopes"] == sum(store.version_vector(space).values())
+            assert str(body["cid"]).startswith("bafy") and isinstance(body["created_ms"], int)
+            stranger = await client.get(path, headers={
+                "Authorization": await auth_header(client, relay, STRANGER)})
+            assert stranger.status_code == 403
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+async def test_dead_ipfs_api_is_logged_once_per_round_and_relay_serves(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store, admin, space = _hosting(tmp_path)
+    other = service.create_space(admin, "second-space")
+    store.register(admin.genesis(other), envelopes_of(admin, other), ADMIN.public_key)
+    api = f"http://127.0.0.1:{_dead_port()}"
+    caplog.set_level(logging.WARNING, logger="mycelium.relay.archiver")
+    try:
+        async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
+            relay = await _serving(tmp_path, store, api, 3600, nursery)
+            report = await Archiver(store, Identity.generate(), api).round()
+            assert report.ipfs_down is not None and api in report.ipfs_down
+            assert report.archived == {}
+            with trio.fail_after(10):  # the relay's own first round, at start
+                while len(_archiver_lines(caplog)) < 2:
+                    await trio.sleep(0.02)
+            lines = _archiver_lines(caplog)
+            assert len(lines) == 2, lines  # one per round, not one per space
+            assert all(api in line for line in lines)
+            info = await client.get(f"{relay.url}/v1/relay")
+            assert info.status_code == 200
+            resp = await client.get(f"{relay.url}/v1/spaces/{space.hex()}/archive",
+                                    headers={"Authorization": await auth_header(
+                                        client, relay, ADMIN)})
+            assert resp.status_code == 404 and resp.json()["reason"] == "no_archive"
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+def _dead_port() -> int:
+    """A loopback port nobody listens on (bound by the OS, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _archiver_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "mycelium.relay.archiver"]
