@@ -15,6 +15,7 @@ from typing import Any
 
 from babel.dates import format_datetime
 from babel.numbers import format_currency, format_decimal, get_currency_precision
+from markupsafe import Markup
 
 from mycelium.web.catalog import CATALOG
 
@@ -89,6 +90,23 @@ class Formats:
             return ""
         moment = datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
         return format_datetime(moment, "medium", locale=self.locale)
+
+    def time(self, value: Any) -> Markup:
+        """A moment (epoch ms, or an ISO 8601 UTC string as the node's status gives) as
+        ``<time datetime=… data-local>``: rendered here in UTC (the server does not know
+        the person's time zone), then shown in the browser's own zone by static/app.js."""
+        if not value:
+            return Markup("")
+        try:
+            if isinstance(value, str):
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+            else:
+                moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            return Markup("{}").format(str(value))
+        text = format_datetime(moment, "medium", tzinfo=UTC, locale=self.locale) + " UTC"
+        return Markup('<time datetime="{}" data-local>{}</time>').format(
+            moment.strftime("%Y-%m-%dT%H:%M:%SZ"), text)
 
     def size(self, nbytes: int) -> str:
         units = ["B", "KB", "MB", "GB"]

@@ -15,6 +15,24 @@
     if (banner) { banner.hidden = !off; }
   }
 
+  // Dates: the node renders them in UTC inside <time datetime=… data-local>; show them in
+  // this browser's time zone, formatted for the page's language.
+  function localiseTimes(root) {
+    if (!window.Intl || !Intl.DateTimeFormat) { return; }
+    var format;
+    try {
+      format = new Intl.DateTimeFormat(document.documentElement.lang || undefined,
+                                       { dateStyle: "medium", timeStyle: "short" });
+    } catch (e) { return; }
+    root.querySelectorAll("time[data-local]").forEach(function (el) {
+      var moment = new Date(el.getAttribute("datetime"));
+      if (isNaN(moment.getTime())) { return; }
+      if (!el.title) { el.title = el.textContent; }
+      el.textContent = format.format(moment);
+    });
+  }
+  localiseTimes(document);
+
   function refresh() {
     busy = true;
     fetch(location.href, { credentials: "same-origin", headers: { "X-Live": "1" } })
@@ -38,6 +56,7 @@
         var said = document.querySelector("[data-live-region] [aria-live]");
         var status = document.getElementById("live-status");
         if (said && status) { status.textContent = said.textContent; }
+        localiseTimes(document);
         body.setAttribute("data-refreshed", String(Date.now()));
       })
       .catch(function () { setOffline(true); })
