@@ -202,3 +202,31 @@ def _dead_port() -> int:
 
 def _archiver_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "mycelium.relay.archiver"]
+
+
+async def test_cli_pull_of_a_relay_archive_needs_trust_relay(
+        tmp_path: Path, ipfs_api: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """``mycelium archive pull CID --trust-relay DID`` restores; without it: refused."""
+    from tests.archive.cli import PASSPHRASE, run
+
+    monkeypatch.setenv("MYCELIUM_PASSPHRASE", PASSPHRASE)
+    home = tmp_path / "member-home"
+    member_did = run("init", "--home", str(home), "--json")["did"]
+    admin = Soil.open(tmp_path / "admin.db", ADMIN)
+    space = service.create_space(admin, "relay-archived")
+    service.invite(admin, space, member_did)
+    admin.put_doc(space, "products", "p1", {"title": "beans", "quantity": 1, "unit": "kg"})
+    store = RelayStore.open(tmp_path / "relay" / "relay.db")
+    relay_id = Identity.generate()
+    try:
+        store.register(admin.genesis(space), envelopes_of(admin, space), ADMIN.public_key)
+        cid = (await Archiver(store, relay_id, ipfs_api).round()).archived[space]
+    finally:
+        store.close()
+    refused = run("archive", "pull", cid, "--ipfs-api", ipfs_api, "--home", str(home), ok=False)
+    assert "neither a member" in refused
+    pulled = run("archive", "pull", cid, "--ipfs-api", ipfs_api, "--trust-relay", relay_id.did,
+                 "--home", str(home), "--json")
+    assert pulled["space_id"] == space.hex() and pulled["accepted"] == pulled["envelopes"]
+    doc = run("doc", "get", space.hex(), "products", "p1", "--home", str(home), "--json")
+    assert "beans" in json.dumps(doc), doc
