@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS archives (
   space BLOB PRIMARY KEY, cid TEXT NOT NULL, created_ms INTEGER NOT NULL,
   envelopes INTEGER NOT NULL, epoch TEXT NOT NULL  -- uint64 epoch id, as decimal text
 ) WITHOUT ROWID;
+-- superseded roots whose pin/rm failed (IPFS down): retried at the start of each round
+CREATE TABLE IF NOT EXISTS archive_unpins (cid TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
@@ -113,6 +115,15 @@ class ArchiveLedger:
     def all(self) -> dict[bytes, ArchiveRecord]:
         return {bytes(row[0]): _record(row[1:]) for row in self.conn.execute(
             "SELECT space, cid, created_ms, envelopes, epoch FROM archives")}
+
+    def unpins(self) -> list[str]:
+        return [c for (c,) in self.conn.execute("SELECT cid FROM archive_unpins ORDER BY cid")]
+
+    def queue_unpin(self, cid: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO archive_unpins VALUES (?)", (cid,))
+
+    def unpinned(self, cid: str) -> None:
+        self.conn.execute("DELETE FROM archive_unpins WHERE cid=?", (cid,))
 
     def put(self, space: bytes, record: ArchiveRecord) -> None:
         self.conn.execute("INSERT OR REPLACE INTO archives VALUES (?, ?, ?, ?, ?)",
@@ -186,10 +197,18 @@ class Archiver:
         report = RoundReport({}, [], {})
         marks = self.marks()
         todo = due(marks, self.ledger.all())
-        if not todo:
+        leftovers = self.ledger.unpins()
+        if not todo and not leftovers:
             return report
         ipfs = IpfsClient(self.ipfs_api, timeout=self.timeout_s)
         try:
+            for cid in leftovers:
+                try:
+                    await self._unpin(ipfs, cid, report)
+                except IpfsUnavailable as exc:
+                    report.ipfs_down = str(exc)
+                    log.warning("archive round %d stopped: %s", self.rounds, exc)
+                    return report
             for space in todo:
                 try:
                     await self._archive(ipfs, space, report)
@@ -228,12 +247,20 @@ class Archiver:
         self.ledger.put(space, ArchiveRecord(pushed.cid, now, mark.envelopes, mark.epoch))
         report.archived[space] = pushed.cid
         if old is not None and old.cid != pushed.cid:  # only now that the new one is pinned
-            try:
-                await trio.to_thread.run_sync(ipfs.pin_rm, old.cid)
-                report.unpinned.append(old.cid)
-            except MyceliumError as exc:
-                log.warning("superseded archive %s of space %s stays pinned (%s): %s",
-                            old.cid, space.hex()[:12], exc.reason, exc)
+            self.ledger.queue_unpin(old.cid)  # durable before trying: retried if IPFS dies
+            await self._unpin(ipfs, old.cid, report)
+
+    async def _unpin(self, ipfs: IpfsClient, cid: str, report: RoundReport) -> None:
+        """Unpin a superseded root. A refusal (e.g. not pinned any more) is final and
+        logged; :class:`IpfsUnavailable` propagates and the CID stays queued."""
+        try:
+            await trio.to_thread.run_sync(ipfs.pin_rm, cid)
+            report.unpinned.append(cid)
+        except IpfsUnavailable:
+            raise
+        except MyceliumError as exc:
+            log.warning("superseded archive %s not unpinned (%s): %s", cid, exc.reason, exc)
+        self.ledger.unpinned(cid)
 
 
 async def run_archiver(archiver: Archiver, every_s: float, *,

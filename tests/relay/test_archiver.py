@@ -230,3 +230,22 @@ async def test_cli_pull_of_a_relay_archive_needs_trust_relay(
     assert pulled["space_id"] == space.hex() and pulled["accepted"] == pulled["envelopes"]
     doc = run("doc", "get", space.hex(), "products", "p1", "--home", str(home), "--json")
     assert "beans" in json.dumps(doc), doc
+
+
+async def test_failed_unpin_is_queued_and_retried_next_round(tmp_path: Path,
+                                                            ipfs_api: str) -> None:  # noqa: F811
+    store, _admin, space = _hosting(tmp_path)
+    relay_id = Identity.generate()
+    try:
+        live = Archiver(store, relay_id, ipfs_api)
+        cid = (await live.round()).archived[space]
+        live.ledger.queue_unpin(cid)  # as if pin/rm had failed after a newer archive
+        dead = Archiver(store, relay_id, f"http://127.0.0.1:{_dead_port()}")
+        report = await dead.round()
+        assert report.ipfs_down is not None and dead.ledger.unpins() == [cid]
+        retried = await live.round()  # nothing due, but the queued unpin is done
+        assert retried.unpinned == [cid] and retried.archived == {}
+        assert live.ledger.unpins() == [] and cid not in _pinned(ipfs_api)
+        assert (await live.round()).unpinned == []
+    finally:
+        store.close()
