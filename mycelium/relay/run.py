@@ -185,6 +185,10 @@ def run_relay(home: Path, config: RelayConfig, get_passphrase: Callable[..., str
             raise RelayConfigError(f"--peer {url}: add #did:key:… (the peer relay's DID)")
     for did in config.trust:
         public_key_from_did(did)
+    if config.ipfs_api:  # a bad --ipfs-api is a user error now, not a failed archive round
+        from mycelium.archive.ipfs import api_url
+
+        api_url(config.ipfs_api)
     keystore, db = relay_paths(home, config.data)
     identity = load_identity(keystore, get_passphrase)
     store = RelayStore.open(db, limits=config.store_limits)

@@ -249,3 +249,14 @@ async def test_failed_unpin_is_queued_and_retried_next_round(tmp_path: Path,
         assert (await live.round()).unpinned == []
     finally:
         store.close()
+
+
+def test_bad_ipfs_api_is_a_one_line_user_error(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.archive.cli import PASSPHRASE, run
+
+    monkeypatch.setenv("MYCELIUM_PASSPHRASE", PASSPHRASE)
+    line = run("relay", "--home", str(tmp_path), "--listen", "127.0.0.1:0",
+               "--ipfs-api", "nonsense:5001", ok=False)
+    assert "nonsense:5001" in line and "multiaddr" in line
+    assert not (tmp_path / "relay" / "relay.db").exists()  # refused before anything started
