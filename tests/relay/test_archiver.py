@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from mycelium.archive import service as archives
 from mycelium.archive.errors import NotARecipient
 from mycelium.archive.ipfs import IpfsClient
 from mycelium.identity.identity import Identity
-from mycelium.relay.archiver import Archiver, ArchiveRecord, SpaceMark, due
+from mycelium.relay.archiver import Archiver, ArchiveRecord, SpaceMark, due, run_archiver
 from mycelium.relay.run import RelayConfig, serve_relay
 from mycelium.relay.store import RelayStore
 from mycelium.spaces import service
@@ -72,6 +73,9 @@ async def test_rounds_archive_restore_supersede_and_persist(tmp_path: Path,
     first = await archiver.round()
     assert set(first.archived) == {space, personal} and first.ipfs_down is None
     cid1 = first.archived[space]
+    assert archiver.ledger.get(space) == ArchiveRecord(
+        cid1, 1_000, sum(store.version_vector(space).values()),
+        store.space_state(space).current_epoch)
     assert cid1 in _pinned(ipfs_api)
 
     # a member restores the community space from the advertised CID, trusting the relay
@@ -260,3 +264,18 @@ def test_bad_ipfs_api_is_a_one_line_user_error(tmp_path: Path,
                "--ipfs-api", "nonsense:5001", ok=False)
     assert "nonsense:5001" in line and "multiaddr" in line
     assert not (tmp_path / "relay" / "relay.db").exists()  # refused before anything started
+
+
+async def test_rounds_repeat_every_period(tmp_path: Path,
+                                          autojump_clock: trio.testing.MockClock) -> None:
+    """A round at start, then one per period (virtual time: nothing hosted, so no I/O)."""
+    store = RelayStore.open(tmp_path / "relay.db")
+    try:
+        archiver = Archiver(store, Identity.generate(), "http://127.0.0.1:9")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_archiver, archiver, 600.0)
+            await trio.sleep(1700)
+            assert archiver.rounds == 3  # t = 0, 600, 1200
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
