@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import httpx
 import trio
 
 from mycelium.archive.errors import IpfsUnavailable
@@ -272,4 +273,7 @@ async def run_archiver(archiver: Archiver, every_s: float, *,
             await archiver.round()
         except MyceliumError as exc:  # e.g. a bad --ipfs-api: logged, the relay serves on
             log.warning("archive round %d failed (%s): %s", archiver.rounds, exc.reason, exc)
+        except (OSError, sqlite3.Error, httpx.HTTPError) as exc:  # archives are best effort:
+            log.warning("archive round %d failed: %s: %s",  # the relay keeps serving
+                        archiver.rounds, type(exc).__name__, exc)
         await trio.sleep(every_s)
