@@ -3,7 +3,6 @@ it renders on a phone screen, passes axe-core, previews (Open Graph), and 404s p
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,32 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ci import unavailable
+from tests.browser import PHONE
 from tests.gateway.harness import (
     PUBLIC_URL,
     GatewayProcess,
     twilio_params,
     twilio_signature,
 )
-
-CHROMIUM = os.environ.get("MYCELIUM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        unavailable(f"no Chromium at {CHROMIUM} (setup.sh installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,43 +1,20 @@
 """Fixtures of the web tests: Debian's Chromium through Playwright, real nodes on loopback.
 
-Chromium is launched from /usr/bin/chromium (``playwright install`` is never used). A
-missing browser fails the tests in CI (CI=true) and skips them elsewhere.
+The browser is the session's shared Chromium (``tests/browser.py``, fixture in
+``tests/conftest.py``): a missing browser fails the tests in CI and skips them elsewhere.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import DESKTOP, PHONE
 from tests.web.nodes import WebNode
 
-CHROMIUM = os.environ.get("MYCELIUM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 800}
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM} (setup.sh installs Debian's chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
+__all__ = ["DESKTOP", "PHONE", "signed_in"]
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WebNode, WebNode]]:
