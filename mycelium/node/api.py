@@ -26,7 +26,8 @@ MAX_BODY = 1 << 20
 
 
 def make_api(ops: Any, token: str) -> Starlette:
-    """ASGI app exposing ``ops.call`` behind bearer-token auth."""
+    """ASGI app exposing ``ops.acall`` behind bearer-token auth (awaited: an operation's
+    slow network steps run off the node's trio thread, see mycelium/node/phased.py)."""
 
     def authorized(request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -51,7 +52,7 @@ def make_api(ops: Any, token: str) -> Starlette:
         if not isinstance(args, dict):
             return _error(400, "request body must be a JSON object", "bad_json")
         try:
-            return JSONResponse(ops.call(name, **args))
+            return JSONResponse(await ops.acall(name, **args))
         except MyceliumError as exc:
             log.info("api %s refused: %s (%s)", name, exc, exc.reason)
             return _error(400, str(exc), exc.reason)

@@ -22,8 +22,17 @@ class ApiError(MyceliumError):
     reason = "api_error"
 
 
+#: Seconds the CLI waits for a running node's answer to operations with network transfers
+#: (``LocalOps.PHASED``): an archive of up to ``archive.format.MAX_CHUNKS`` blocks moves
+#: through a local IPFS node whose every request may take ``ipfs.DEFAULT_TIMEOUT_S``; a
+#: gateway link is two HTTP round trips of ``ops.GATEWAY_TIMEOUT_S``, plus waiting for a
+#: free worker (``phased.MAX_CONCURRENT``). The node stays responsive meanwhile.
+LONG_OP_TIMEOUTS_S = {"archive_push": 600.0, "archive_pull": 600.0, "gateway_link": 90.0}
+
+
 class RemoteOps:
-    """Same ``call(name, **args)`` as :class:`LocalOps`, over HTTP to 127.0.0.1."""
+    """Same ``call(name, **args)`` as :class:`LocalOps`, over HTTP to 127.0.0.1. Waits
+    ``timeout`` seconds for an answer, or :data:`LONG_OP_TIMEOUTS_S` for slow operations."""
 
     def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
@@ -35,7 +44,8 @@ class RemoteOps:
 
         try:
             resp = httpx.post(
-                f"{self.url}/v1/ops/{name}", json=args, headers=self._headers, timeout=self._timeout
+                f"{self.url}/v1/ops/{name}", json=args, headers=self._headers,
+                timeout=max(self._timeout, LONG_OP_TIMEOUTS_S.get(name, 0.0)),
             )
         except httpx.HTTPError as exc:
             raise ApiError(f"node API unreachable at {self.url}: {exc}") from exc

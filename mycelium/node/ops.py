@@ -3,14 +3,23 @@
 The CLI calls :class:`LocalOps` directly when no node is running (opening the store itself)
 and :class:`mycelium.node.client.RemoteOps` when one is: both expose ``call(name, **args)``
 returning a JSON-ready dict, so every command has exactly one implementation.
+
+Inside a running node the control API and the web app ``await LocalOps.acall``: the
+operations in :data:`LocalOps.PHASED` do slow network I/O, written once as generators
+(:mod:`mycelium.node.phased`) whose store phases run on the trio thread and whose I/O
+runs in a worker thread, so the node keeps syncing and answering meanwhile.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mycelium.errors import MyceliumError
+from mycelium.node.phased import Offload, Phased, run_inline, run_offloaded
+
+if TYPE_CHECKING:
+    from mycelium.sync.ports import DeltaStore
 
 #: Seconds each HTTP request of ``gateway_link`` may take.
 GATEWAY_TIMEOUT_S = 10.0
@@ -35,6 +44,10 @@ class LocalOps:
         "web_login_link", "device_list", "gateway_link",
     })
 
+    #: Operations with slow network I/O, each implemented by a ``<name>_phases`` generator
+    #: (store phases here, :class:`Offload` steps elsewhere); ``<name>`` runs it inline.
+    PHASED = frozenset({"archive_push", "archive_pull", "gateway_link"})
+
     #: The running node's web app (:mod:`mycelium.web.server`) sets this; it mints the
     #: one-time login links of ``web_login_link`` (``mycelium open``).
     web: Any = None
@@ -47,6 +60,14 @@ class LocalOps:
         if name not in self.NAMES:
             raise UnknownOperation(f"unknown operation {name!r}")
         result: dict[str, Any] = getattr(self, name)(**args)
+        return result
+
+    async def acall(self, name: str, /, **args: Any) -> dict[str, Any]:
+        """:meth:`call` for trio code (control API, web app): a phased operation's slow
+        steps run in a worker thread, its store reads and writes here; the rest inline."""
+        if name not in self.PHASED:
+            return self.call(name, **args)
+        result: dict[str, Any] = await run_offloaded(getattr(self, f"{name}_phases")(**args))
         return result
 
     # -- spaces ---------------------------------------------------------------------
@@ -215,18 +236,18 @@ class LocalOps:
 
     # -- gateway --------------------------------------------------------------------
     def gateway_link(self, code: str, gateway: str) -> dict[str, Any]:
+        """Link a gateway identity (see :meth:`gateway_link_phases`), all phases inline."""
+        return run_inline(self.gateway_link_phases(code, gateway))
+
+    def gateway_link_phases(self, code: str, gateway: str) -> Phased[dict[str, Any]]:
         """Take ownership of what one sent through a gateway (WhatsApp/Instagram): sign the
         challenge behind ``code`` with this identity, then write the linked listings again
         under our own DID (same ids: LWW makes ours win) when we are a member of the
         gateway's market space (``member`` false otherwise: an admin must invite us).
-        Blocks for at most two HTTP round trips of :data:`GATEWAY_TIMEOUT_S` each."""
-        import base64
+        The HTTP exchange (two round trips of at most :data:`GATEWAY_TIMEOUT_S` each) is
+        one :class:`Offload` step: it needs the identity, not the store."""
         import json
         import re
-
-        import httpx
-
-        from mycelium.identity.auth import Challenge, answer
 
         code = code.strip().upper()
         if not re.fullmatch(r"[A-Z2-7]{8}", code):
@@ -236,23 +257,9 @@ class LocalOps:
         if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", base):
             raise MyceliumError("the gateway address must start with http:// or https://",
                                 reason="bad_gateway_url")
-        url = f"{base}/link/{code}"
-        try:
-            got = httpx.get(url, timeout=GATEWAY_TIMEOUT_S)
-            if got.status_code != 200:
-                raise MyceliumError(f"the gateway refused the code: "
-                                    f"{got.json().get('error', got.status_code)}",
-                                    reason="link_code_refused")
-            challenge = Challenge.from_cbor(base64.b64decode(got.json()["challenge"]))
-            signed = answer(self.soil.identity, challenge).to_cbor()
-            done = httpx.post(url, content=base64.b64encode(signed), timeout=GATEWAY_TIMEOUT_S)
-            body: dict[str, Any] = done.json()
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            raise MyceliumError(f"cannot talk to the gateway at {base}: {exc}",
-                                reason="gateway_unreachable") from exc
-        if done.status_code != 200:
-            raise MyceliumError(f"the gateway refused the answer: {body.get('reason')}: "
-                                f"{body.get('error')}", reason="link_refused")
+        identity = self.soil.identity
+        body: dict[str, Any] = yield Offload(
+            "gateway_link", lambda: _gateway_exchange(base, code, identity))
         try:
             space_id, listings = bytes.fromhex(str(body["space_id"])), list(body["listings"])
         except (KeyError, ValueError, TypeError) as exc:
@@ -350,26 +357,80 @@ class LocalOps:
 
     # -- IPFS archives (mycelium/archive, protocols/archive.md) ------------------------
     def archive_push(self, space: str, ipfs_api: str | None = None) -> dict[str, Any]:
-        """Archive a space to IPFS (imported and pinned); ``{"cid", ...}``."""
-        from mycelium.archive import service
-        from mycelium.archive.ipfs import IpfsClient
+        """Archive a space to IPFS (see :meth:`archive_push_phases`), all phases inline."""
+        return run_inline(self.archive_push_phases(space, ipfs_api))
+
+    def archive_push_phases(self, space: str,
+                            ipfs_api: str | None = None) -> Phased[dict[str, Any]]:
+        """Archive a space to IPFS (imported and pinned); ``{"cid", ...}``. The store is
+        read first (envelopes, genesis, readers); building, encrypting and importing the
+        archive is one :class:`Offload` step (a personal space for this identity alone,
+        key derived from the seed; a community space for its current members)."""
+        from mycelium.archive import keyslots
+        from mycelium.archive.errors import ArchiveError
 
         space_id = self.soil.resolve_space(space)
-        with IpfsClient(ipfs_api) as ipfs:
-            pushed = service.push_space(self.soil, space_id, ipfs)
-        return {**pushed.as_dict(), "space_id": space_id.hex(), "ipfs_api": ipfs.url}
+        state = self.soil.space_state(space_id)
+        identity = self.soil.identity
+        if not state.is_member(identity.public_key):
+            raise ArchiveError("only a member of a space can archive it", reason="not_member")
+        readers: dict[str, Any] = (
+            {"wrap_key": keyslots.personal_wrap_key(identity)} if state.kind == "personal"
+            else {"members": sorted(state.members)})
+        snapshot = _Snapshot(space_id, self.soil.envelopes_since(
+            space_id, {}, limit=1 << 62, max_bytes=1 << 62))
+        genesis = self.soil.genesis(space_id)
+
+        def build_and_import() -> dict[str, Any]:
+            from mycelium.archive import service
+            from mycelium.archive.ipfs import IpfsClient
+
+            with IpfsClient(ipfs_api) as ipfs:
+                pushed = service.push_envelopes(cast("DeltaStore", snapshot), space_id,
+                                                genesis, signer=identity, ipfs=ipfs, **readers)
+                return {**pushed.as_dict(), "ipfs_api": ipfs.url}
+
+        pushed: dict[str, Any] = yield Offload("archive_push", build_and_import)
+        return {**pushed, "space_id": space_id.hex()}
 
     def archive_pull(self, cid: str, ipfs_api: str | None = None,
                      trust_relays: list[str] | None = None) -> dict[str, Any]:
+        """Restore a space from an archive CID (see :meth:`archive_pull_phases`), inline."""
+        return run_inline(self.archive_pull_phases(cid, ipfs_api, trust_relays))
+
+    def archive_pull_phases(self, cid: str, ipfs_api: str | None = None,
+                            trust_relays: list[str] | None = None) -> Phased[dict[str, Any]]:
         """Restore a space from an archive CID (every block verified before any ingest).
-        ``trust_relays``: DIDs of relays whose archives are accepted (relay/archiver.py)."""
+        ``trust_relays``: DIDs of relays whose archives are accepted (relay/archiver.py).
+        Export, block checks, decryption and verification are one :class:`Offload` step;
+        only the verified contents reach the store (``service.restore``)."""
+        import logging
+
         from mycelium.archive import service
-        from mycelium.archive.ipfs import IpfsClient
         from mycelium.identity.didkey import public_key_from_did
 
+        log = logging.getLogger(service.__name__)
         trusted = {public_key_from_did(did) for did in trust_relays or ()}
-        with IpfsClient(ipfs_api) as ipfs:
-            return service.pull(self.soil, ipfs, cid, trusted_signers=trusted)
+        identity = self.soil.identity
+
+        def fetch_and_verify() -> tuple[Any, ...]:
+            from mycelium.archive.ipfs import IpfsClient
+
+            with IpfsClient(ipfs_api) as ipfs:
+                root, blocks = service.fetch(ipfs, cid)
+            return (root, *service.open_verified(root, blocks, identity,
+                                                 trusted_signers=trusted))
+
+        try:
+            root, contents, preview = yield Offload("archive_pull", fetch_and_verify)
+            summary = service.restore(self.soil, root, contents, preview)
+        except MyceliumError as exc:
+            log.warning("archive %s refused (%s): %s", cid[:80], exc.reason, exc)
+            raise
+        log.info("archive %s restored into space %s: %d new, %d duplicates, %d rejected",
+                 summary["cid"], summary["space_id"][:12], summary["accepted"],
+                 summary["duplicates"], summary["rejected"])
+        return summary
 
     # -- node -----------------------------------------------------------------------
     def web_login_link(self) -> dict[str, Any]:
@@ -414,3 +475,45 @@ class LocalOps:
         if self._status_extra is not None:
             base.update(self._status_extra())
         return base
+
+
+def _gateway_exchange(base: str, code: str, identity: Any) -> dict[str, Any]:
+    """The network half of ``gateway_link`` (runs in a worker thread inside a node): fetch
+    the challenge behind ``code``, answer it signed by ``identity``; the gateway's answer."""
+    import base64
+
+    import httpx
+
+    from mycelium.identity.auth import Challenge, answer
+
+    url = f"{base}/link/{code}"
+    try:
+        got = httpx.get(url, timeout=GATEWAY_TIMEOUT_S)
+        if got.status_code != 200:
+            raise MyceliumError(f"the gateway refused the code: "
+                                f"{got.json().get('error', got.status_code)}",
+                                reason="link_code_refused")
+        challenge = Challenge.from_cbor(base64.b64decode(got.json()["challenge"]))
+        signed = answer(identity, challenge).to_cbor()
+        done = httpx.post(url, content=base64.b64encode(signed), timeout=GATEWAY_TIMEOUT_S)
+        body: dict[str, Any] = done.json()
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise MyceliumError(f"cannot talk to the gateway at {base}: {exc}",
+                            reason="gateway_unreachable") from exc
+    if done.status_code != 200:
+        raise MyceliumError(f"the gateway refused the answer: {body.get('reason')}: "
+                            f"{body.get('error')}", reason="link_refused")
+    return body
+
+
+class _Snapshot:
+    """The envelopes of one space read from the store beforehand: the one-method
+    :class:`~mycelium.sync.ports.DeltaStore` view ``push_envelopes`` reads off-thread."""
+
+    def __init__(self, space_id: bytes, envelopes: list[bytes]) -> None:
+        self._space_id, self._envelopes = space_id, envelopes
+
+    def envelopes_since(self, space: bytes, remote: Any, *, limit: int,
+                        max_bytes: int) -> list[bytes]:
+        assert space == self._space_id and not remote, "a snapshot holds one whole space"
+        return list(self._envelopes)

@@ -189,6 +189,12 @@ def make_app(ctx: WebContext) -> Starlette:
         result: dict[str, Any] = ctx.ops.call(op, **args)
         return result
 
+    async def acall(op: str, /, **args: Any) -> dict[str, Any]:
+        """For operations with slow network steps (``LocalOps.PHASED``): awaited, so the
+        node and this app keep answering while they run (mycelium/node/phased.py)."""
+        result: dict[str, Any] = await ctx.ops.acall(op, **args)
+        return result
+
     def community_spaces() -> list[dict[str, Any]]:
         return [s for s in call("space_list")["spaces"] if s["kind"] == "community"]
 
@@ -544,7 +550,7 @@ def make_app(ctx: WebContext) -> Starlette:
             return await node(view, status=400, values=values,
                               errors={"gateway_url": view._("Please fill in this field.")})
         try:
-            linked = call("gateway_link", code=code, gateway=url)
+            linked = await acall("gateway_link", code=code, gateway=url)
         except MyceliumError as exc:
             where = "gateway_url" if exc.reason in GATEWAY_REASONS else "code"
             return await node(view, status=400, values=values,

@@ -20,7 +20,7 @@ from mycelium.paths import NodePaths
 
 
 class RecordingOps:
-    """Stands in for LocalOps: the API layer only needs ``call``."""
+    """Stands in for LocalOps: the API layer only needs ``acall``."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -30,6 +30,9 @@ class RecordingOps:
         if name == "boom":
             raise MyceliumError("space 'x' is unknown", reason="unknown_space")
         return {"echo": name, "args": args}
+
+    async def acall(self, name: str, **args: Any) -> dict[str, Any]:
+        return self.call(name, **args)
 
 
 async def _serve(nursery: trio.Nursery, ops: Any, token: str) -> str:

@@ -15,7 +15,7 @@ TOKEN = "s3cret"
 
 
 class RecordingOps:
-    def call(self, name: str, **args: Any) -> dict[str, Any]:
+    async def acall(self, name: str, **args: Any) -> dict[str, Any]:
         return {"echo": name}
 
 
