@@ -4,7 +4,8 @@
 request open until the test releases it: meanwhile the same node answers ``status`` over
 its control API within a short timeout and receives a document written on its peer. With
 the operation on the node's trio thread (before mycelium/node/phased.py) both would wait
-for the stub.
+for the stub. Then the same for ``archive_pull`` (``dag/export`` held) and
+``gateway_link`` (a gateway stub holding ``GET /link/<code>``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import httpx
 import pytest
 import trio
 
+from mycelium.archive import cid as cids
 from simnet.backends.process import NodeProcess, free_port
 from tests.integration.cluster import community, converged, put, run_args, stop_all
 
@@ -31,8 +33,8 @@ HOLD_S = 45.0
 
 
 class StallingIpfs:
-    """An IPFS RPC API that accepts a request, then answers only once :meth:`release` is
-    called (HTTP 500, so the operation ends with a named refusal)."""
+    """An IPFS RPC API (or a gateway) that accepts a request, then answers only once
+    :meth:`release` is called (HTTP 500, so the operation ends with a named refusal)."""
 
     def __init__(self) -> None:
         self.arrived = threading.Event()
@@ -42,9 +44,13 @@ class StallingIpfs:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.do_GET()
+
+            def do_GET(self) -> None:
                 stub.arrived.set()
                 stub.released.wait(HOLD_S)
-                body = json.dumps({"Message": "released by the test"}).encode()
+                body = json.dumps({"Message": "released by the test",
+                                   "error": "released by the test"}).encode()
                 self.send_response(500)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
@@ -83,7 +89,29 @@ async def api(node: NodeProcess, name: str, timeout: float, **args: Any) -> http
                                  headers={"Authorization": f"Bearer {info['token']}"})
 
 
-async def test_node_answers_and_syncs_while_an_archive_push_waits_on_ipfs(
+async def answers_while_held(node: NodeProcess, name: str, address_arg: str,
+                             **args: Any) -> httpx.Response:
+    """Run ``name`` against a stalling stub (its address as ``address_arg``); while the
+    stub holds the request, ``status`` must answer within 5 s. The operation's answer."""
+    done: list[httpx.Response] = []
+    with stalling_ipfs() as stub:
+
+        async def run() -> None:
+            done.append(await api(node, name, timeout=120, **{address_arg: stub.url}, **args))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            with trio.fail_after(60):
+                while not stub.arrived.is_set():
+                    await trio.sleep(0.05)
+            status = await api(node, "status", timeout=5)
+            assert status.status_code == 200
+            assert not done, f"{name} ended before the stub answered"
+            stub.release()
+    return done[0]
+
+
+async def test_node_answers_and_syncs_while_slow_operations_wait_on_stubs(
         tmp_path: Path) -> None:
     nodes, space_id = await community(tmp_path, 2)
     ports = [free_port() for _ in nodes]
@@ -122,5 +150,10 @@ async def test_node_answers_and_syncs_while_an_archive_push_waits_on_ipfs(
         assert pushed[0].status_code == 400
         assert pushed[0].json()["reason"] == "ipfs_error"
         assert "released by the test" in pushed[0].json()["error"]
+        some_cid = cids.to_text(cids.cid_of(b"no such archive"))
+        pulled = await answers_while_held(nodes[0], "archive_pull", "ipfs_api", cid=some_cid)
+        assert (pulled.status_code, pulled.json()["reason"]) == (400, "ipfs_error")
+        linked = await answers_while_held(nodes[0], "gateway_link", "gateway", code="ABCD2345")
+        assert (linked.status_code, linked.json()["reason"]) == (400, "link_code_refused")
     finally:
         await stop_all(nodes)
