@@ -42,16 +42,18 @@ class Offload:
 #: returns the operation's JSON-ready answer.
 Phased = Generator[Offload, Any, T]
 
-_limiter: trio.CapacityLimiter | None = None
+_LIMITER: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("phased_limiter")
 
 
 def limiter() -> trio.CapacityLimiter:
-    """The process-wide limiter of offloaded steps (made lazily inside trio: a
-    CapacityLimiter belongs to the run that first uses it)."""
-    global _limiter
-    if _limiter is None:
-        _limiter = trio.CapacityLimiter(MAX_CONCURRENT)
-    return _limiter
+    """The limiter of offloaded steps of this trio run (one per run, not per process: an
+    abandoned step returns its token to the run it was taken from)."""
+    try:
+        return _LIMITER.get()
+    except LookupError:
+        made = trio.CapacityLimiter(MAX_CONCURRENT)
+        _LIMITER.set(made)
+        return made
 
 
 def run_inline(gen: Phased[T]) -> T:

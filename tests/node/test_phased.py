@@ -104,3 +104,33 @@ def test_cancelling_abandons_the_step_and_skips_the_store_phase() -> None:
     finally:
         gate.set()
     assert log == ["read"]
+
+
+def test_at_most_max_concurrent_steps_run_at_once() -> None:
+    from mycelium.node.phased import MAX_CONCURRENT, limiter
+
+    lock = threading.Lock()
+    running: list[int] = [0, 0]  # now, most at once
+    gate = threading.Event()
+
+    def step() -> int:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        gate.wait(30)
+        with lock:
+            running[0] -= 1
+        return 0
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(MAX_CONCURRENT + 2):
+                nursery.start_soon(run_offloaded, op([], Offload("t", step)))
+            with trio.fail_after(10):  # two steps run, the other two wait for a token
+                while running[0] < MAX_CONCURRENT or limiter().statistics().tasks_waiting < 2:
+                    await trio.sleep(0.01)
+            assert running[0] == MAX_CONCURRENT
+            gate.set()
+        assert running == [0, MAX_CONCURRENT]
+
+    trio.run(main)
