@@ -86,7 +86,7 @@ def cpu_per_mib(quick: bool) -> dict[str, Any]:
 
 def round_trips(n: int) -> dict[str, Any]:
     out: dict[str, Any] = {"deltas": n}
-    for name, limits in (("adaptive", SyncLimits()), ("fixed_256", SyncLimits(credit_growth=1))):
+    for name, limits in (("adaptive", SyncLimits()), ("fixed_256", SyncLimits(credit_envelopes=256, credit_growth=1))):
         a, b = make_nodes(2)
         for node in (a, b):
             node.store.add_space(S1)

@@ -136,7 +136,11 @@ class SyncLimits:
     batch_envelopes: int = 64
     batch_bytes: int = 256 * 1024
     #: Credit we grant the peer in HELLO (and keep topping up): envelopes, bytes in flight.
-    credit_envelopes: int = 256
+    #: The envelope count is high enough that the bytes bind for envelopes of 256 B and
+    #: up: the first flight carries 1 MiB, not 256 small envelopes (~80 KB), which saves
+    #: two round trips of window growth on a catch-up (issue 12; sync.md §7.3). What a
+    #: peer may send unasked stays 1 MiB, as before.
+    credit_envelopes: int = 4096
     credit_bytes: int = 1 << 20
     handshake_timeout: float = 10.0
     idle_timeout: float = 120.0
