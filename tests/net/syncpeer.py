@@ -13,7 +13,7 @@ from mycelium.net.framing import FramedStream
 from mycelium.net.host import MyceliumHost
 from mycelium.net.sync_driver import SessionRunner
 from mycelium.sync.memstore import MemoryStore
-from mycelium.sync.session import EnvelopesIngested, SyncSession
+from mycelium.sync.session import EnvelopesIngested, SyncLimits, SyncSession
 
 GROUP_KEY = bytes(range(32))
 
@@ -26,6 +26,8 @@ class SyncPeer:
     events: list[object] = field(default_factory=list)
     runners: list[SessionRunner] = field(default_factory=list)
     changed: trio.Event = field(default_factory=trio.Event)
+    #: Limits of every session this peer runs (None: the defaults).
+    limits: SyncLimits | None = None
 
     def __post_init__(self) -> None:
         self.host.set_sync_handler(self.serve)
@@ -45,6 +47,7 @@ class SyncPeer:
             initiator=initiator,
             now=trio.current_time(),
             cache=self.store.cache,
+            limits=self.limits,
         )
         runner = SessionRunner(session, framed, on_event=self._on_event)
         self.runners.append(runner)
