@@ -10,7 +10,9 @@ can, so it is not reused here.
 Every received envelope is decoded, its signature and chain checked
 (:func:`mycelium.log.validate.validate_batch`), its author checked against the control log
 by :meth:`SpaceState.admission` (the one writer/admin decision Soil uses too; a removed
-member's envelopes only on its pinned chain), and charged to two storage quotas —
+member's envelopes only on its pinned chain; what it stored beyond a removal's ``keep``
+before the removal came is cut as Soil cuts it, one decision in :mod:`mycelium.spaces.pins`),
+and charged to two storage quotas —
 the space's and its author's — before it is written. What would exceed a quota is
 refused (``over_quota``) and not stored. One ingest is one SQLite transaction.
 
@@ -45,6 +47,7 @@ from mycelium.log.limits import (
 from mycelium.log.sending import batch_since
 from mycelium.log.validate import Head, link_pending, validate_batch
 from mycelium.relay.errors import BadRequest, Forbidden, Limited, NotFound
+from mycelium.spaces import pins
 from mycelium.spaces.errors import SpaceError
 from mycelium.spaces.genesis import Genesis, parse_genesis
 from mycelium.spaces.state import SpaceState
@@ -73,6 +76,8 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 _NO_HEAD: tuple[int, None] = (0, None)
+#: Rejections that mean "the author's chain here is another one than this envelope's".
+_CHAIN_CONFLICTS = frozenset({"fork", "broken_chain"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,8 @@ class _Hosted:
     #: (author, seq) -> wall ms parked, for authors the control log does not know
     strangers: dict[tuple[bytes, int], int] = field(default_factory=dict)
     bytes: int = 0
+    #: CONTROL envelopes stored since loading (a change may call for cuts, pins.py)
+    controls_stored: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,8 @@ class RelayStore:
         self._registered: dict[bytes, int] = {}  # registrant -> spaces registered
         #: rejection reason -> count (status and tests)
         self.rejections: dict[str, int] = {}
+        #: envelopes deleted by cuts of removed authors' chains (status and tests)
+        self.cut_envelopes = 0
         self._load()
 
     @classmethod
@@ -355,17 +364,51 @@ class RelayStore:
     # -- ingest pipeline ----------------------------------------------------------------
     def _ingest_chunk(self, space: bytes, raws: Sequence[bytes], result: IngestResult) -> None:
         hosted = self._spaces[space]
+        controls_before = hosted.controls_stored
         verdict = validate_batch(space, raws, hosted.heads, self._stored_id(space))
         result.duplicates += len(verdict.duplicates)
+        foreign: set[bytes] = set()  # removed authors whose stored chain is another one
         for delta_id, reason in verdict.rejected:
             self._reject(result, delta_id, reason)
+            if reason in _CHAIN_CONFLICTS and delta_id is not None:
+                self._pinned_conflict(hosted, delta_id, foreign)
         over: set[bytes] = set()  # authors that hit a quota in this chunk
         for env in verdict.pending:
             self._park(space, hosted, env, "gap", result, over)
-        pinned = _pinned_chains(hosted.state, verdict.ready)
+        pinned = pins.pinned_chains(hosted.state, verdict.ready)
         for env in verdict.ready:
             self._append(space, hosted, env, result, over, pinned)
-        self._drain(space, hosted, result, over)
+        self._drain(space, hosted, result, over, foreign)
+        if hosted.controls_stored != controls_before or foreign:
+            self._enforce_removals(space, hosted, foreign)
+
+    def _enforce_removals(self, space: bytes, hosted: _Hosted, foreign: set[bytes]) -> None:
+        """Cut removed members' and revoked or stopped delegates' chains back to what the
+        control log keeps, exactly as Soil does (one decision: :func:`pins.plan_cuts`):
+        a relay that stored envelopes beyond ``keep`` before the removal came must not
+        keep serving them, or its vectors differ from every node's for good. Called in
+        the chunk's transaction; the in-memory view is rebuilt from the tables after."""
+        cuts = pins.plan_cuts(hosted.state, hosted.heads, self._stored_id(space), foreign)
+        for cut in cuts:
+            args = (space, cut.author, cut.to)
+            n = self.conn.execute("DELETE FROM envelopes WHERE space=? AND author=? AND seq>?",
+                                  args).rowcount
+            if cut.drop_pending:
+                self.conn.execute("DELETE FROM pending WHERE space=? AND author=?",
+                                  (space, cut.author))
+            log.warning("space %s: chain of removed author %s cut to seq %d (%d envelopes)",
+                        space.hex()[:12], cut.author.hex()[:16], cut.to, n)
+            self.cut_envelopes += n
+        if cuts:
+            self._load()  # heads, control state, pending and quotas as the tables say
+
+    @staticmethod
+    def _pinned_conflict(hosted: _Hosted, delta_id: bytes, foreign: set[bytes]) -> None:
+        """A removed author's pinned head was refused as a fork or broken chain: the chain
+        stored for it is another one, cut after this chunk (pins.pinned_conflict)."""
+        author = pins.pinned_conflict(hosted.state, delta_id)
+        if author is not None:
+            foreign.add(author)
 
     def _stored_id(self, space: bytes) -> Callable[[bytes, int], bytes | None]:
         def lookup(author: bytes, seq: int) -> bytes | None:
@@ -433,6 +476,7 @@ class RelayStore:
                 self._reject(result, env.delta_id, exc.reason)
                 return False
             hosted.control_authors.add(env.author)
+            hosted.controls_stored += 1
         self.conn.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?)",
                           (space, env.author, env.seq, env.delta_id, int(env.kind), env.raw))
         hosted.heads[env.author] = (env.seq, env.delta_id)
@@ -507,7 +551,7 @@ class RelayStore:
             self._unpark(space, hosted, author, seq, uncharge=True)
 
     def _drain(self, space: bytes, hosted: _Hosted, result: IngestResult,
-               over: set[bytes]) -> None:
+               over: set[bytes], foreign: set[bytes]) -> None:
         """Append pending envelopes that became contiguous or admissible; repeat while
         something moved (a control op may admit another author's envelopes)."""
         progress = True
@@ -527,7 +571,8 @@ class RelayStore:
                 for env in broken:
                     self._unpark(space, hosted, author, env.seq, uncharge=True)
                     self._reject(result, env.delta_id, "broken_chain")
-                pinned = _pinned_chains(hosted.state, list(candidates.values()))
+                    self._pinned_conflict(hosted, env.delta_id, foreign)
+                pinned = pins.pinned_chains(hosted.state, list(candidates.values()))
                 for env in ready:
                     if not self._append(space, hosted, env, result, over, pinned):
                         break
@@ -537,25 +582,3 @@ class RelayStore:
         result.rejected.append((delta_id, reason))
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
 
-
-def _pinned_chains(state: SpaceState, envs: Sequence[Envelope]) -> set[bytes] | None:
-    """Ids among ``envs`` proven to lie on a removed member's pinned chain: walked back
-    through ``prev`` from the envelope the removal pins (spaces.md §4.3; the same rule
-    Soil applies). None when the space pins no chain."""
-    if not state.has_pins:
-        return None
-    candidates: dict[bytes, Envelope] = {}
-    tips: list[Envelope] = []
-    for env in envs:
-        pin = state.pinned_head(env.author)
-        if pin is not None and env.seq <= pin[0]:
-            candidates[env.delta_id] = env
-            if env.delta_id == pin[1]:
-                tips.append(env)
-    ok: set[bytes] = set()
-    for tip in tips:
-        cur: Envelope | None = tip
-        while cur is not None and cur.delta_id not in ok:
-            ok.add(cur.delta_id)
-            cur = candidates.get(cur.prev) if cur.prev is not None else None
-    return ok

@@ -56,6 +56,7 @@ from mycelium.log.limits import (
 from mycelium.log.sending import batch_since
 from mycelium.log.validate import Head, link_pending, validate_batch
 from mycelium.market.collections import REGISTRY
+from mycelium.spaces import pins
 from mycelium.spaces.errors import NoEpochKey, NotMember, RemovedAuthor, SpaceError, UnknownEpoch
 from mycelium.spaces.genesis import parse_genesis
 from mycelium.spaces.state import SpaceState
@@ -425,32 +426,18 @@ class Soil:
         if not work.control_any and not work.foreign:
             return
         mem = self._spaces[work.space]
-        state = mem.state
-        stored = self._stored_id(work.space)
-        for pub in work.foreign:  # the pinned head itself did not fit the stored chain
-            if pub in mem.heads:
-                self._truncate(work, mem, pub, 0, keep_pending=True)
-        for pub in state.chains_to_cut:  # removed, revoked or stopped (delegation.md §4)
-            head = mem.heads.get(pub)
-            if head is None:
-                continue
-            keep, pin = state.kept_seq(pub), state.pinned_head(pub)
-            if head[0] < keep or (head[0] == keep and (pin is None or head[1] == pin[1])):
-                continue  # nothing beyond keep, and the chain is (so far) the pinned one
-            to = keep
-            if pin is not None and (head[1] if head[0] == keep else stored(pub, keep)) != pin[1]:
-                to = 0  # another chain than the pinned one: none of it can be told apart
-            self._truncate(work, mem, pub, to)
+        for cut in pins.plan_cuts(mem.state, mem.heads, self._stored_id(work.space),
+                                  work.foreign):  # one decision, the relay's too
+            self._truncate(work, mem, cut.author, cut.to, keep_pending=not cut.drop_pending)
 
     @staticmethod
     def _pinned_conflict(work: _Work, mem: _SpaceMem, delta_id: bytes) -> None:
         """A removed member's pinned head was refused as a fork or a broken chain: the
         chain stored for it is another one (stored before the removal was known), which
         is cut after this batch so the pinned chain can come (spaces.md §4.4)."""
-        if mem.state.has_pins:
-            author = mem.state.pinned_author(delta_id)
-            if author is not None:
-                work.foreign.add(author)
+        author = pins.pinned_conflict(mem.state, delta_id)
+        if author is not None:
+            work.foreign.add(author)
 
     def _truncate(self, work: _Work, mem: _SpaceMem, author: bytes, to: int, *,
                   keep_pending: bool = False) -> None:
@@ -585,7 +572,7 @@ class Soil:
         heads, pending, space = mem.heads, mem.pending, work.space
         rows, accepted, authors = work.envelopes, result.accepted, work.heads
         epochs: dict[int, bytes] = {}  # the stored form of each epoch id, made once
-        pinned = self._pinned_chains(mem, envs) if mem.state.has_pins else None
+        pinned = pins.pinned_chains(mem.state, envs)
         for env in envs:  # runs once per received delta: locals, no repeated lookups
             author, seq = env.author, env.seq
             head_seq, head_id = heads.get(author, _NO_HEAD)
@@ -607,29 +594,6 @@ class Soil:
             heads[author] = (seq, delta_id)
             authors.add(author)
             accepted.append(delta_id)
-
-    @staticmethod
-    def _pinned_chains(mem: _SpaceMem, envs: Sequence[Envelope]) -> set[bytes]:
-        """Ids of the envelopes in ``envs`` on a removed member's pinned chain: the one
-        whose envelope ``keep`` is the removal's ``head``, walked back through ``prev``
-        (spaces.md §4.3). Envelopes of a pinned author up to ``keep`` that are not among
-        them wait pending until the rest of the chain (up to the head) is here."""
-        state = mem.state
-        candidates: dict[bytes, Envelope] = {}
-        tips: list[Envelope] = []
-        for env in envs:
-            pin = state.pinned_head(env.author)
-            if pin is not None and env.seq <= pin[0]:
-                candidates[env.delta_id] = env
-                if env.delta_id == pin[1]:
-                    tips.append(env)
-        ok: set[bytes] = set()
-        for tip in tips:
-            cur: Envelope | None = tip
-            while cur is not None and cur.delta_id not in ok:
-                ok.add(cur.delta_id)
-                cur = candidates.get(cur.prev) if cur.prev is not None else None
-        return ok
 
     def _admit(self, work: _Work, mem: _SpaceMem, env: Envelope, result: IngestResult,
                pinned: set[bytes] | None = None) -> bool:

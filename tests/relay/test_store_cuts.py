@@ -1,0 +1,213 @@
+"""The relay's keyless store cuts removed members' and revoked delegates' chains exactly
+as Soil does (protocols/spaces.md §4.3, delegation.md §4a–§4c; one decision in
+mycelium/spaces/pins.py).
+
+Two scenarios, real stores: a member C wrote envelopes beyond what its removal keeps (the
+remover had not seen them), and a custodial delegate s1 wrote beyond the pin its issuer's
+demotion set. A relay store and a Soil store (a member since before either happened) are
+fed the same envelopes, one by one in any order, then everything once more as the next
+sync would: both end with the same version vector and the same envelope set, and that is
+what the honest node that made the removal holds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mycelium.identity.identity import Identity
+from mycelium.log.envelope import Kind, decode
+from mycelium.relay.store import RelayStore
+from mycelium.spaces import delegation, service
+from mycelium.store.soil import Soil
+
+LISTING = {"title": "tomatoes", "quantity": 5.0, "unit": "kg", "status": "available"}
+
+
+def _all(store: Soil | RelayStore, space: bytes) -> list[bytes]:
+    return store.envelopes_since(space, {}, limit=100_000, max_bytes=1 << 28)
+
+
+def _sync(src: Soil, dst: Soil, space: bytes) -> None:
+    for _ in range(8):  # bounded: each round brings what the last one released
+        raws = src.envelopes_since(space, dst.version_vector(space), limit=10_000,
+                                   max_bytes=1 << 26)
+        if not raws:
+            return
+        dst.ingest(space, raws)
+        if dst.version_vector(space) == src.version_vector(space):
+            return
+
+
+@dataclass
+class Scenario:
+    """``base``: what both stores hold at the start (genesis and the control log up to
+    the observer's join); ``parts``: what they are fed; ``honest``: the node that made
+    the removal and then synced everything (its vector and envelopes are the truth)."""
+
+    space: bytes
+    genesis: bytes
+    base: list[bytes]
+    parts: list[bytes]
+    observer: Identity
+    observer_db: Path  # closed Soil file of the observer at ``base``: copied per example
+    honest_vv: dict[bytes, int]
+    honest_envs: frozenset[bytes]
+    cut_author: bytes  # whose chain is cut
+    late: frozenset[bytes]  # envelopes beyond the pin: never kept
+
+
+def _observer(tmp: Path, admin: Soil, space: bytes) -> tuple[Identity, Path, list[bytes]]:
+    who = Identity.generate()
+    path = tmp / "observer.db"
+    with Soil.open(path, who) as soil:
+        service.join(soil, service.invite(admin, space, who.did))
+        base = _all(soil, space)
+    return who, path, base
+
+
+@pytest.fixture(scope="module")
+def removed_member() -> Iterator[Scenario]:
+    """A admin, C member, O observer. C writes three listings; A sees two and removes C
+    (pinning them); C, not yet aware, writes two more."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        ids = {n: Identity.generate() for n in "ac"}
+        a, c = (Soil.open(tmp / f"{n}.db", i) for n, i in ids.items())
+        space = service.create_space(a, "market")
+        service.join(c, service.invite(a, space, ids["c"].did))
+        observer, obs_db, base = _observer(tmp, a, space)
+        _sync(a, c, space)
+        for i in range(2):
+            c.put_doc(space, "products", f"c{i}", LISTING)
+        _sync(c, a, space)
+        service.remove(a, space, ids["c"].did)
+        for i in range(2, 5):
+            c.put_doc(space, "products", f"c{i}", LISTING)
+        known = set(base)
+        parts = [r for r in _all(c, space) + _all(a, space) if r not in known]
+        parts = list(dict.fromkeys(parts))
+        cut = ids["c"].public_key
+        late = frozenset(r for r in parts
+                         if decode(r).author == cut and decode(r).seq > 2)
+        _sync(c, a, space)  # the remover hears of the late ones: refuses them
+        assert not late & set(_all(a, space))
+        yield Scenario(space, a.genesis(space), base, parts, observer, obs_db,
+                       a.version_vector(space), frozenset(_all(a, space)), cut, late)
+        a.close()
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def revoked_delegate() -> Iterator[Scenario]:
+    """A gateway (creator) with custodial senders s1, s2; ``boss`` (made admin) demotes it
+    after seeing one listing each, which pins them; s1 then writes twice more at the
+    gateway, which does not know yet."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        gw, boss = Identity.generate(), Identity.generate()
+        soil_g = Soil.open(tmp / "g.db", gw)
+        space = service.create_space(soil_g, "market")
+        soil_b = Soil.open(tmp / "b.db", boss)
+        service.join(soil_b, service.invite(soil_g, space, boss.did))
+        service.set_role(soil_g, space, boss.did, "admin")
+        observer, obs_db, base = _observer(tmp, soil_g, space)
+        s1, s2 = Identity.generate(), Identity.generate()
+        for i, s in enumerate((s1, s2)):
+            cert = delegation.issue(gw.signing_key, kind="custodial", space=space,
+                                    subject=s.public_key, issued_ms=1_700_000_000_000)
+            soil_g.append(space, Kind.CONTROL, cert.payload(), signer=s)
+            soil_g.put_doc(space, "products", f"s{i}-a", LISTING, signer=s)
+        _sync(soil_g, soil_b, space)
+        service.set_role(soil_b, space, gw.did, "member")  # revokes s1 and s2 at seq 2
+        for i in range(2):
+            soil_g.put_doc(space, "products", f"s1-late{i}", LISTING, signer=s1)
+        known = set(base)
+        parts = [r for r in _all(soil_g, space) + _all(soil_b, space) if r not in known]
+        parts = list(dict.fromkeys(parts))
+        late = frozenset(r for r in parts
+                         if decode(r).author == s1.public_key and decode(r).seq > 2)
+        assert late
+        _sync(soil_g, soil_b, space)
+        assert not late & set(_all(soil_b, space))
+        yield Scenario(space, soil_g.genesis(space), base, parts, observer, obs_db,
+                       soil_b.version_vector(space), frozenset(_all(soil_b, space)),
+                       s1.public_key, late)
+        soil_g.close()
+        soil_b.close()
+
+
+def _feed_both(sc: Scenario, order: list[int], chunk: int) -> None:
+    """Feed ``sc.parts`` in ``order`` (chunks of ``chunk``) to a fresh relay store and a
+    fresh copy of the observer's Soil, then everything once more; both must agree."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        shutil.copy(sc.observer_db, tmp / "soil.db")
+        relay = RelayStore.open(tmp / "relay.db")
+        soil = Soil.open(tmp / "soil.db", sc.observer)
+        try:
+            relay.register(sc.genesis, sc.base, b"", replica=True)
+            assert relay.version_vector(sc.space) == soil.version_vector(sc.space)
+            seq = [sc.parts[i] for i in order]
+            for start in range(0, len(seq), chunk):
+                relay.ingest(sc.space, seq[start:start + chunk])
+                soil.ingest(sc.space, seq[start:start + chunk])
+            relay.ingest(sc.space, sc.parts)  # the next sync brings what was refused
+            soil.ingest(sc.space, sc.parts)
+            assert relay.version_vector(sc.space) == soil.version_vector(sc.space)
+            held = set(_all(relay, sc.space))
+            assert held == set(_all(soil, sc.space))
+            assert relay.version_vector(sc.space) == sc.honest_vv
+            assert held == sc.honest_envs
+            assert not held & sc.late
+        finally:
+            relay.close()
+            soil.close()
+
+
+def _orders(n: int) -> st.SearchStrategy[tuple[list[int], int]]:
+    return st.tuples(st.permutations(list(range(n))), st.integers(1, 4))
+
+
+@pytest.mark.parametrize("name", ["removed_member", "revoked_delegate"])
+def test_late_chain_first_then_removal_is_cut_like_soil(name: str,
+                                                        request: pytest.FixtureRequest) -> None:
+    """The case the relay got wrong: everything beyond keep stored first, the removal
+    (or revocation) last. The relay cuts what it stored and stops serving it."""
+    sc: Scenario = request.getfixturevalue(name)
+    control = [i for i, r in enumerate(sc.parts) if decode(r).kind is Kind.CONTROL
+               and decode(r).author != sc.cut_author]
+    rest = [i for i in range(len(sc.parts)) if i not in control]
+    with tempfile.TemporaryDirectory() as d:
+        relay = RelayStore.open(Path(d) / "relay.db")
+        relay.register(sc.genesis, sc.base, b"", replica=True)
+        relay.ingest(sc.space, [sc.parts[i] for i in rest])
+        assert sc.late <= set(_all(relay, sc.space))  # not cut yet: it knew of no removal
+        relay.ingest(sc.space, [sc.parts[i] for i in control])
+        assert not sc.late & set(_all(relay, sc.space))
+        assert relay.cut_envelopes >= len(sc.late)
+        assert relay.version_vector(sc.space) == sc.honest_vv
+        relay.close()
+        again = RelayStore.open(Path(d) / "relay.db")  # the cut survives a restart
+        assert again.version_vector(sc.space) == sc.honest_vv
+        assert again.usage()["pending"] == 0
+        again.close()
+    _feed_both(sc, rest + control, len(sc.parts))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+@pytest.mark.parametrize("name", ["removed_member", "revoked_delegate"])
+def test_relay_and_soil_agree_in_any_order(name: str, request: pytest.FixtureRequest,
+                                           data: st.DataObject) -> None:
+    sc: Scenario = request.getfixturevalue(name)
+    order, chunk = data.draw(_orders(len(sc.parts)))
+    _feed_both(sc, order, chunk)
