@@ -72,29 +72,57 @@ def push_envelopes(store: DeltaStore, space_id: bytes, genesis: bytes, *, signer
     the relay's key (``pull(..., trusted_signers=...)``).
     """
     envelopes = store.envelopes_since(space_id, {}, limit=1 << 62, max_bytes=1 << 62)
-    archive = fmt.build(genesis, envelopes, signer=signer, members=members, wrap_key=wrap_key,
+    return push_snapshot(SpaceSnapshot(space_id, genesis, tuple(envelopes), tuple(members),
+                                       wrap_key), signer=signer, ipfs=ipfs, now_ms=now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceSnapshot:
+    """What an archive of one space is built from, read from a store at one moment: the
+    node reads it on its event loop, the slow build and import run elsewhere
+    (:mod:`mycelium.node.phased`)."""
+
+    space_id: bytes
+    genesis: bytes
+    envelopes: tuple[bytes, ...]
+    members: tuple[bytes, ...] = ()
+    wrap_key: bytes | None = None
+
+
+def snapshot_space(soil: Any, space_id: bytes) -> SpaceSnapshot:
+    """One of this node's spaces, ready to archive: a personal space for this identity
+    alone (key derived from the seed), a community space for its current members."""
+    state: SpaceState = soil.space_state(space_id)
+    identity = soil.identity
+    if not state.is_member(identity.public_key):
+        raise ArchiveError("only a member of a space can archive it", reason="not_member")
+    envelopes = tuple(soil.envelopes_since(space_id, {}, limit=1 << 62, max_bytes=1 << 62))
+    if state.kind == "personal":
+        return SpaceSnapshot(space_id, soil.genesis(space_id), envelopes,
+                             wrap_key=keyslots.personal_wrap_key(identity))
+    return SpaceSnapshot(space_id, soil.genesis(space_id), envelopes,
+                         members=tuple(sorted(state.members)))
+
+
+def push_snapshot(snapshot: SpaceSnapshot, *, signer: KeyHolder, ipfs: IpfsClient,
+                  now_ms: int | None = None) -> Pushed:
+    """Build, encrypt, import and pin the archive of ``snapshot`` (no store involved)."""
+    archive = fmt.build(snapshot.genesis, snapshot.envelopes, signer=signer,
+                        members=snapshot.members, wrap_key=snapshot.wrap_key,
                         created_ms=_now_ms() if now_ms is None else now_ms)
     reported = ipfs.dag_import(archive.car())
     if reported != archive.cid:
         raise ArchiveError(f"IPFS node at {ipfs.url} reports root {reported}, expected "
                            f"{archive.cid}", reason="ipfs_root_mismatch")
     return Pushed(cid=archive.cid, blocks=len(archive.blocks),
-                  stored_bytes=archive.stored_bytes, envelopes=len(envelopes))
+                  stored_bytes=archive.stored_bytes, envelopes=len(snapshot.envelopes))
 
 
 def push_space(soil: Any, space_id: bytes, ipfs: IpfsClient, *,
                now_ms: int | None = None) -> Pushed:
-    """Archive one of this node's spaces: a personal space for this identity alone (key
-    derived from the seed), a community space for its current members."""
-    state: SpaceState = soil.space_state(space_id)
-    identity = soil.identity
-    if not state.is_member(identity.public_key):
-        raise ArchiveError("only a member of a space can archive it", reason="not_member")
-    if state.kind == "personal":
-        return push_envelopes(soil, space_id, soil.genesis(space_id), signer=identity, ipfs=ipfs,
-                              wrap_key=keyslots.personal_wrap_key(identity), now_ms=now_ms)
-    return push_envelopes(soil, space_id, soil.genesis(space_id), signer=identity, ipfs=ipfs,
-                          members=sorted(state.members), now_ms=now_ms)
+    """Archive one of this node's spaces (:func:`snapshot_space`, :func:`push_snapshot`)."""
+    return push_snapshot(snapshot_space(soil, space_id), signer=soil.identity, ipfs=ipfs,
+                         now_ms=now_ms)
 
 
 def fetch(ipfs: IpfsClient, cid_text: str) -> tuple[bytes, dict[bytes, bytes]]:

@@ -13,13 +13,10 @@ runs in a worker thread, so the node keeps syncing and answering meanwhile.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from mycelium.errors import MyceliumError
 from mycelium.node.phased import Offload, Phased, run_inline, run_offloaded
-
-if TYPE_CHECKING:
-    from mycelium.sync.ports import DeltaStore
 
 #: Seconds each HTTP request of ``gateway_link`` may take.
 GATEWAY_TIMEOUT_S = 10.0
@@ -366,28 +363,17 @@ class LocalOps:
         read first (envelopes, genesis, readers); building, encrypting and importing the
         archive is one :class:`Offload` step (a personal space for this identity alone,
         key derived from the seed; a community space for its current members)."""
-        from mycelium.archive import keyslots
-        from mycelium.archive.errors import ArchiveError
+        from mycelium.archive import service
 
         space_id = self.soil.resolve_space(space)
-        state = self.soil.space_state(space_id)
+        snapshot = service.snapshot_space(self.soil, space_id)
         identity = self.soil.identity
-        if not state.is_member(identity.public_key):
-            raise ArchiveError("only a member of a space can archive it", reason="not_member")
-        readers: dict[str, Any] = (
-            {"wrap_key": keyslots.personal_wrap_key(identity)} if state.kind == "personal"
-            else {"members": sorted(state.members)})
-        snapshot = _Snapshot(space_id, self.soil.envelopes_since(
-            space_id, {}, limit=1 << 62, max_bytes=1 << 62))
-        genesis = self.soil.genesis(space_id)
 
         def build_and_import() -> dict[str, Any]:
-            from mycelium.archive import service
             from mycelium.archive.ipfs import IpfsClient
 
             with IpfsClient(ipfs_api) as ipfs:
-                pushed = service.push_envelopes(cast("DeltaStore", snapshot), space_id,
-                                                genesis, signer=identity, ipfs=ipfs, **readers)
+                pushed = service.push_snapshot(snapshot, signer=identity, ipfs=ipfs)
                 return {**pushed.as_dict(), "ipfs_api": ipfs.url}
 
         pushed: dict[str, Any] = yield Offload("archive_push", build_and_import)
@@ -504,16 +490,3 @@ def _gateway_exchange(base: str, code: str, identity: Any) -> dict[str, Any]:
         raise MyceliumError(f"the gateway refused the answer: {body.get('reason')}: "
                             f"{body.get('error')}", reason="link_refused")
     return body
-
-
-class _Snapshot:
-    """The envelopes of one space read from the store beforehand: the one-method
-    :class:`~mycelium.sync.ports.DeltaStore` view ``push_envelopes`` reads off-thread."""
-
-    def __init__(self, space_id: bytes, envelopes: list[bytes]) -> None:
-        self._space_id, self._envelopes = space_id, envelopes
-
-    def envelopes_since(self, space: bytes, remote: Any, *, limit: int,
-                        max_bytes: int) -> list[bytes]:
-        assert space == self._space_id and not remote, "a snapshot holds one whole space"
-        return list(self._envelopes)
