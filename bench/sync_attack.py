@@ -14,13 +14,15 @@ Side by side in one run:
   the adaptive window and with a fixed 256-envelope window, and the time that implies on
   a 100 ms-RTT, 10 MiB/s link next to one bulk transfer of the same bytes; then the same
   catch-up between real hosts through simnet's fault proxy (100 ms RTT) next to a bulk
-  transfer of the same wire bytes over that link, and both on loopback (the CPU share).
+  transfer of the same wire bytes over that link, and both on loopback (the CPU share);
+  before/after issue 12's first flight (window grown from 256 envelopes, or 1 MiB first).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
@@ -107,25 +109,55 @@ def round_trips(n: int) -> dict[str, Any]:
     return out
 
 
-async def _over_link(n: int, rtt: float, limits: SyncLimits | None = None) -> dict[str, Any]:
-    """Catch up ``n`` deltas from empty over real hosts whose link has ``rtt`` (the
-    simnet fault proxy adds latency), next to one bulk transfer of the same wire bytes
-    over a libp2p stream of the same link."""
+async def _bulk(ha: Any, hb: Any, wire: int) -> float:
+    """Seconds to open a stream from ``ha`` to ``hb``, send ``wire`` bytes and get a reply."""
     from mycelium.net.framing import FramedStream
+
+    async def sink(peer_id: str, stream: FramedStream) -> None:
+        total = 0
+        while total < wire:
+            data = await stream.receive_some()
+            if data is None:
+                break
+            total += len(data)
+        await stream.send(b"ok")
+
+    hb.set_sync_handler(sink)
+    start = trio.current_time()
+    bulk = await ha.open_sync_stream(hb.peer_id)
+    await bulk.send(b"x" * wire)
+    await bulk.receive_some()
+    return trio.current_time() - start
+
+
+@contextlib.asynccontextmanager
+async def _linked_hosts(rtt: float) -> AsyncIterator[tuple[Any, Any]]:
+    """Two real hosts, ``a`` connected to ``b`` through simnet's fault proxy (``rtt``)."""
     from simnet.faults import LinkParams
     from simnet.proxy import FaultProxy
-    from tests.net.syncpeer import SyncPeer, wait_until
     from tests.net.util import hosts
 
-    async with hosts(2) as (ha, hb), FaultProxy() as proxy, trio.open_nursery() as nursery:
-        a, b = SyncPeer(ha, limits=limits), SyncPeer(hb, limits=limits)
-        for p in (a, b):
-            p.store.add_space(S1)
-        b.write(S1, n)
+    async with hosts(2) as (ha, hb), FaultProxy() as proxy:
         proxy.set_target("b", "127.0.0.1", int(hb.addrs()[0].split("/")[4]))
         port = await proxy.open_route("a", "b")
         proxy.set_default(LinkParams(latency_s=rtt / 2))
         await ha.connect(f"/ip4/127.0.0.1/tcp/{port}/p2p/{hb.peer_id}")
+        yield ha, hb
+
+
+async def _over_link(n: int, rtt: float, limits: SyncLimits | None = None) -> dict[str, Any]:
+    """Catch up ``n`` deltas from empty over real hosts whose link has ``rtt`` (the
+    simnet fault proxy adds latency), next to one bulk transfer of the same wire bytes
+    over a libp2p stream: on a fresh connection (``bulk_s``, what the sync has) and on
+    the connection the sync warmed up (``warm_bulk_s``, measured before issue 12's
+    fix): the first megabytes of a fresh connection are slower through this stack."""
+    from tests.net.syncpeer import SyncPeer, wait_until
+
+    async with _linked_hosts(rtt) as (ha, hb), trio.open_nursery() as nursery:
+        a, b = SyncPeer(ha, limits=limits), SyncPeer(hb, limits=limits)
+        for p in (a, b):
+            p.store.add_space(S1)
+        b.write(S1, n)
         start = trio.current_time()
         framed = await ha.open_sync_stream(hb.peer_id)
         runner = a.runner(hb.peer_id, framed, initiator=True)
@@ -133,28 +165,14 @@ async def _over_link(n: int, rtt: float, limits: SyncLimits | None = None) -> di
         await wait_until(lambda: any(isinstance(e, CaughtUp) for e in a.events), timeout=120)
         sync_s = trio.current_time() - start
         wire = framed.bytes_in + framed.bytes_out
-        got = trio.Event()
-
-        async def sink(peer_id: str, stream: FramedStream) -> None:
-            total = 0
-            while total < wire:
-                data = await stream.receive_some()
-                if data is None:
-                    break
-                total += len(data)
-            await stream.send(b"ok")
-            got.set()
-
-        hb.set_sync_handler(sink)
-        start = trio.current_time()
-        bulk = await ha.open_sync_stream(hb.peer_id)
-        await bulk.send(b"x" * wire)
-        await bulk.receive_some()
-        bulk_s = trio.current_time() - start
+        warm_s = await _bulk(ha, hb, wire)
         nursery.cancel_scope.cancel()
+    async with _linked_hosts(rtt) as (ha, hb):
+        bulk_s = await _bulk(ha, hb, wire)
     return {"deltas": n, "rtt_s": rtt, "wire_bytes": wire, "sync_s": round(sync_s, 2),
-            "bulk_s": round(bulk_s, 2), "sync_rtts": round(sync_s / rtt, 1),
-            "ratio": round(sync_s / bulk_s, 2)}
+            "bulk_s": round(bulk_s, 2), "warm_bulk_s": round(warm_s, 2),
+            "sync_rtts": round(sync_s / rtt, 1), "ratio": round(sync_s / bulk_s, 2),
+            "warm_ratio": round(sync_s / warm_s, 2)}
 
 
 def over_link(n: int, limits: SyncLimits | None = None, repeat: int = 3) -> dict[str, Any]:
@@ -247,10 +265,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"| modelled time at 100 ms RTT, 10 MiB/s: adaptive / fixed / one bulk transfer | "
         f"{r['adaptive_model_s']} s / {r['fixed_256_model_s']} s / {r['bulk_model_s']} s |",
         f"| real hosts, {link['deltas']} deltas over a 100 ms-RTT proxy: sync / bulk of the "
-        f"same {link['wire_bytes']} bytes | {link['sync_s']} s ({link['sync_rtts']} RTT) / "
+        f"same {link['wire_bytes']} bytes, each on a fresh connection | "
+        f"{link['sync_s']} s ({link['sync_rtts']} RTT) / "
         f"{link['bulk_s']} s (x{link['ratio']}) |",
         f"| the same, window grown from 256 envelopes (before; same run) | "
         f"{old['sync_s']} s ({old['sync_rtts']} RTT) / {old['bulk_s']} s (x{old['ratio']}) |",
+        f"| bulk on the connection the sync warmed (the comparison before): after / before | "
+        f"{link['warm_bulk_s']} s (x{link['warm_ratio']}) / {old['warm_bulk_s']} s "
+        f"(x{old['warm_ratio']}) |",
         f"| the same on loopback (CPU share) | {lo['sync_s']} s / {lo['bulk_s']} s |",
         f"| round trips the 100 ms link adds: sync / bulk | {added} / {added_bulk} |",
     ])
