@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS pending (
 _NO_HEAD: tuple[int, None] = (0, None)
 #: Rejections that mean "the author's chain here is another one than this envelope's".
 _CHAIN_CONFLICTS = frozenset({"fork", "broken_chain"})
+#: Pending reasons that only a control op (or the author's own chain) can change.
+_WAITING_FOR_LOG = frozenset({"not_member", "not_admin"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +105,11 @@ class _Hosted:
     pending_count: int = 0
     #: (author, seq) -> wall ms parked, for authors the control log does not know
     strangers: dict[tuple[bytes, int], int] = field(default_factory=dict)
-    bytes: int = 0
     #: CONTROL envelopes stored since loading (a change may call for cuts, pins.py)
     controls_stored: int = 0
+    #: authors whose chains grew in the chunk being ingested (reset per chunk)
+    appended: set[bytes] = field(default_factory=set)
+    bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +369,7 @@ class RelayStore:
     def _ingest_chunk(self, space: bytes, raws: Sequence[bytes], result: IngestResult) -> None:
         hosted = self._spaces[space]
         controls_before = hosted.controls_stored
+        hosted.appended.clear()
         verdict = validate_batch(space, raws, hosted.heads, self._stored_id(space))
         result.duplicates += len(verdict.duplicates)
         foreign: set[bytes] = set()  # removed authors whose stored chain is another one
@@ -378,7 +383,7 @@ class RelayStore:
         pinned = pins.pinned_chains(hosted.state, verdict.ready)
         for env in verdict.ready:
             self._append(space, hosted, env, result, over, pinned)
-        self._drain(space, hosted, result, over, foreign)
+        self._drain(space, hosted, result, over, foreign, controls_before)
         if hosted.controls_stored != controls_before or foreign:
             self._enforce_removals(space, hosted, foreign)
 
@@ -480,6 +485,7 @@ class RelayStore:
         self.conn.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?)",
                           (space, env.author, env.seq, env.delta_id, int(env.kind), env.raw))
         hosted.heads[env.author] = (env.seq, env.delta_id)
+        hosted.appended.add(env.author)
         result.accepted.append(env.delta_id)
         return True
 
@@ -551,32 +557,61 @@ class RelayStore:
             self._unpark(space, hosted, author, seq, uncharge=True)
 
     def _drain(self, space: bytes, hosted: _Hosted, result: IngestResult,
-               over: set[bytes], foreign: set[bytes]) -> None:
+               over: set[bytes], foreign: set[bytes], controls_seen: int) -> None:
         """Append pending envelopes that became contiguous or admissible; repeat while
-        something moved (a control op may admit another author's envelopes)."""
+        something moved (a control op may admit another author's envelopes). The same
+        walk as Soil's: an author waiting for the control log is retried only after a
+        control op was stored or its own chain grew."""
         progress = True
         rounds = 0
         while progress and hosted.pending_count and rounds < 1000:
             progress = False
             rounds += 1
+            retry_members = hosted.controls_stored != controls_seen
+            controls_seen = hosted.controls_stored
             for author in list(hosted.pending):
                 head = hosted.heads.get(author, _NO_HEAD)
-                if head[0] + 1 not in hosted.pending.get(author, {}):
+                slot = hosted.pending.get(author, {}).get(head[0] + 1)
+                if slot is None:
+                    continue
+                if (slot[0] in _WAITING_FOR_LOG and not retry_members
+                        and author not in hosted.appended):
+                    continue
+                if slot[0] == "pinned_chain" and not self._pinned_rows(space, hosted, author,
+                                                                       head[0]):
                     continue
                 candidates = {seq: envelope_mod.decode(bytes(raw)) for seq, raw in
                               self.conn.execute(
                                   "SELECT seq, raw FROM pending WHERE space=? AND author=? "
                                   "AND seq>? ORDER BY seq", (space, author, head[0]))}
                 ready, broken = link_pending(head, candidates)
-                for env in broken:
+                for env in [*ready, *broken]:  # as Soil: out of pending, then each decided
                     self._unpark(space, hosted, author, env.seq, uncharge=True)
+                for env in broken:
                     self._reject(result, env.delta_id, "broken_chain")
                     self._pinned_conflict(hosted, env.delta_id, foreign)
-                pinned = pins.pinned_chains(hosted.state, list(candidates.values()))
+                progress |= bool(broken)
+                pinned = pins.pinned_chains(hosted.state, ready)
                 for env in ready:
-                    if not self._append(space, hosted, env, result, over, pinned):
-                        break
-                    progress = True
+                    progress |= self._append(space, hosted, env, result, over, pinned)
+
+    def _pinned_rows(self, space: bytes, hosted: _Hosted, author: bytes, head_seq: int) -> bool:
+        """Whether removed ``author``'s pinned head waits among its pending rows; drops a
+        pending row of a forged chain in its way (:func:`pins.pinned_pending`, as Soil)."""
+        def prev_of(seq: int) -> bytes | None:
+            (raw,) = self.conn.execute("SELECT raw FROM pending WHERE space=? AND author=? "
+                                       "AND seq=?", (space, author, seq)).fetchone()
+            return envelope_mod.decode(bytes(raw)).prev
+
+        slots = hosted.pending.get(author, {})
+        waits, drop = pins.pinned_pending(hosted.state, author, head_seq,
+                                          {seq: slot[1] for seq, slot in slots.items()},
+                                          prev_of)
+        if drop is not None:
+            self._unpark(space, hosted, author, drop, uncharge=True)
+            log.info("space %s: pending envelope of %s off its pinned chain dropped",
+                     space.hex()[:12], author.hex()[:16])
+        return waits
 
     def _reject(self, result: IngestResult, delta_id: bytes | None, reason: str) -> None:
         result.rejected.append((delta_id, reason))

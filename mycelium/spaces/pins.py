@@ -92,3 +92,26 @@ def plan_cuts(state: SpaceState, heads: Mapping[bytes, StoredHead], stored: Stor
             to = 0
         cuts.append(Cut(pub, to))
     return cuts
+
+
+def pinned_pending(state: SpaceState, author: bytes, head_seq: int,
+                   pending: Mapping[int, bytes], prev_of: Callable[[int], bytes | None],
+                   ) -> tuple[bool, int | None]:
+    """Whether removed ``author``'s pinned head waits among its pending rows
+    (``pending``: seq -> delta id; ``prev_of(seq)``: that row's ``prev``), and the seq of
+    a pending row to drop, or None. Walking back from the pinned head through ``prev``,
+    the first row that is not the envelope its successor names belongs to a forged chain
+    and is dropped, so the real one (which the next sync brings again) can take its
+    place. A store drains the author's pending rows only when the head waits."""
+    pin = state.pinned_head(author)
+    if pin is None or pending.get(pin[0]) != pin[1]:
+        return False, None
+    want: bytes | None = pin[1]
+    for seq in range(pin[0], head_seq, -1):
+        held = pending.get(seq)
+        if held is None or want is None:
+            break
+        if held != want:
+            return True, seq
+        want = prev_of(seq)
+    return True, None

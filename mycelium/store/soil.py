@@ -751,24 +751,18 @@ class Soil:
         walk back from it through ``prev``: a pending row that is not the envelope its
         successor names belongs to a forged chain and is dropped, so the real one (which
         the next sync brings again) can take its place."""
-        pin = mem.state.pinned_head(author)
-        held = slots.get(pin[0]) if pin is not None else None
-        if pin is None or held is None or held[1] != pin[1]:
-            return False
-        rows = dict(self.conn.execute(
-            "SELECT seq, raw FROM pending WHERE space=? AND author=? AND seq<=?",
-            (work.space, author, pin[0])).fetchall())
-        want: bytes | None = pin[1]
-        for seq in range(pin[0], mem.heads.get(author, _NO_HEAD)[0], -1):
-            slot = slots.get(seq)
-            if slot is None or want is None:
-                break
-            if slot[1] != want:
-                self._unpark(work, mem, slots, envelope_mod.decode(bytes(rows[seq])))
-                self._count("pending.dropped_unpinned")
-                break
-            want = envelope_mod.decode(bytes(rows[seq])).prev
-        return True
+        def row(seq: int) -> Envelope:
+            (raw,) = self.conn.execute("SELECT raw FROM pending WHERE space=? AND author=? "
+                                       "AND seq=?", (work.space, author, seq)).fetchone()
+            return envelope_mod.decode(bytes(raw))
+
+        waits, drop = pins.pinned_pending(  # one decision, the relay's too
+            mem.state, author, mem.heads.get(author, _NO_HEAD)[0],
+            {seq: slot[1] for seq, slot in slots.items()}, lambda seq: row(seq).prev)
+        if drop is not None:
+            self._unpark(work, mem, slots, row(drop))
+            self._count("pending.dropped_unpinned")
+        return waits
 
     def _unpark(self, work: _Work, mem: _SpaceMem, slots: dict[int, tuple[str, bytes]],
                 env: Envelope) -> None:

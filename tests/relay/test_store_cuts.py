@@ -5,9 +5,9 @@ mycelium/spaces/pins.py).
 Two scenarios, real stores: a member C wrote envelopes beyond what its removal keeps (the
 remover had not seen them), and a custodial delegate s1 wrote beyond the pin its issuer's
 demotion set. A relay store and a Soil store (a member since before either happened) are
-fed the same envelopes, one by one in any order, then everything once more as the next
-sync would: both end with the same version vector and the same envelope set, and that is
-what the honest node that made the removal holds.
+fed the same envelopes in any order and chunking: after each chunk both hold the same
+version vector, envelope set and number of pending envelopes, and once they synced with
+the honest node that made the removal, both hold what it holds.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from mycelium.log.envelope import Kind, decode
 from mycelium.relay.store import RelayStore
 from mycelium.spaces import delegation, service
 from mycelium.store.soil import Soil
+from tests.store.hostile import Forger, group_key
 
 LISTING = {"title": "tomatoes", "quantity": 5.0, "unit": "kg", "status": "available"}
 
@@ -59,7 +60,7 @@ class Scenario:
     observer: Identity
     observer_db: Path  # closed Soil file of the observer at ``base``: copied per example
     honest_vv: dict[bytes, int]
-    honest_envs: frozenset[bytes]
+    honest_envs: list[bytes]  # in the order its envelopes_since sends them
     cut_author: bytes  # whose chain is cut
     late: frozenset[bytes]  # envelopes beyond the pin: never kept
 
@@ -100,7 +101,39 @@ def removed_member() -> Iterator[Scenario]:
         _sync(c, a, space)  # the remover hears of the late ones: refuses them
         assert not late & set(_all(a, space))
         yield Scenario(space, a.genesis(space), base, parts, observer, obs_db,
-                       a.version_vector(space), frozenset(_all(a, space)), cut, late)
+                       a.version_vector(space), _all(a, space), cut, late)
+        a.close()
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def forged_chain() -> Iterator[Scenario]:
+    """A removes C after seeing its three listings (pinning them); C then signs a second
+    chain for seqs 1..4 with the old epoch key it still holds (spaces.md §4.4)."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        ids = {n: Identity.generate() for n in "ac"}
+        a, c = (Soil.open(tmp / f"{n}.db", i) for n, i in ids.items())
+        space = service.create_space(a, "market")
+        service.join(c, service.invite(a, space, ids["c"].did))
+        observer, obs_db, base = _observer(tmp, a, space)
+        _sync(a, c, space)
+        epoch, key = group_key(c, space)
+        for i in range(3):
+            c.put_doc(space, "products", f"c{i}", LISTING)
+        _sync(c, a, space)
+        service.remove(a, space, ids["c"].did)
+        forger = Forger(ids["c"], space)
+        forged = [forger.listing(f"c{i}", {"title": "SOLD, pay me"}, epoch, key,
+                                 wall_ms=1_900_000_000_000).raw for i in range(4)]
+        known = set(base)
+        parts = [r for r in _all(c, space) + _all(a, space) + forged if r not in known]
+        parts = list(dict.fromkeys(parts))
+        a.ingest(space, forged)
+        assert not set(forged) & set(_all(a, space))
+        yield Scenario(space, a.genesis(space), base, parts, observer, obs_db,
+                       a.version_vector(space), _all(a, space),
+                       ids["c"].public_key, frozenset(forged))
         a.close()
         c.close()
 
@@ -138,10 +171,16 @@ def revoked_delegate() -> Iterator[Scenario]:
         _sync(soil_g, soil_b, space)
         assert not late & set(_all(soil_b, space))
         yield Scenario(space, soil_g.genesis(space), base, parts, observer, obs_db,
-                       soil_b.version_vector(space), frozenset(_all(soil_b, space)),
+                       soil_b.version_vector(space), _all(soil_b, space),
                        s1.public_key, late)
         soil_g.close()
         soil_b.close()
+
+
+def _assert_same(relay: RelayStore, soil: Soil, space: bytes) -> None:
+    assert relay.version_vector(space) == soil.version_vector(space)
+    assert set(_all(relay, space)) == set(_all(soil, space))
+    assert relay.usage()["pending"] == soil.pending_count(space)
 
 
 def _feed_both(sc: Scenario, order: list[int], chunk: int) -> None:
@@ -159,13 +198,14 @@ def _feed_both(sc: Scenario, order: list[int], chunk: int) -> None:
             for start in range(0, len(seq), chunk):
                 relay.ingest(sc.space, seq[start:start + chunk])
                 soil.ingest(sc.space, seq[start:start + chunk])
-            relay.ingest(sc.space, sc.parts)  # the next sync brings what was refused
-            soil.ingest(sc.space, sc.parts)
-            assert relay.version_vector(sc.space) == soil.version_vector(sc.space)
+                _assert_same(relay, soil, sc.space)
+            for _ in range(3):  # syncs with the honest node bring what was refused or cut
+                relay.ingest(sc.space, sc.honest_envs)
+                soil.ingest(sc.space, sc.honest_envs)
+            _assert_same(relay, soil, sc.space)
             held = set(_all(relay, sc.space))
-            assert held == set(_all(soil, sc.space))
             assert relay.version_vector(sc.space) == sc.honest_vv
-            assert held == sc.honest_envs
+            assert held == set(sc.honest_envs)
             assert not held & sc.late
         finally:
             relay.close()
@@ -205,7 +245,7 @@ def test_late_chain_first_then_removal_is_cut_like_soil(name: str,
 @settings(max_examples=20, deadline=None, suppress_health_check=[
     HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-@pytest.mark.parametrize("name", ["removed_member", "revoked_delegate"])
+@pytest.mark.parametrize("name", ["removed_member", "revoked_delegate", "forged_chain"])
 def test_relay_and_soil_agree_in_any_order(name: str, request: pytest.FixtureRequest,
                                            data: st.DataObject) -> None:
     sc: Scenario = request.getfixturevalue(name)
