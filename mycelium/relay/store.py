@@ -404,7 +404,11 @@ class RelayStore:
             log.warning("space %s: chain of removed author %s cut to seq %d (%d envelopes)",
                         space.hex()[:12], cut.author.hex()[:16], cut.to, n)
             self.cut_envelopes += n
-        if cuts:
+        stale = pins.stale_pending(hosted.state, hosted.pending)
+        for author, keep in stale.items():
+            self.conn.execute("DELETE FROM pending WHERE space=? AND author=? AND seq>?",
+                              (space, author, keep))
+        if cuts or stale:
             self._load()  # heads, control state, pending and quotas as the tables say
 
     @staticmethod
@@ -502,6 +506,11 @@ class RelayStore:
                                       "AND seq=?", (reason, space, env.author, env.seq))
             else:
                 self._reject(result, env.delta_id, "fork")
+            return
+        if hosted.state.admission(env) == "removed_author":  # beyond keep: refused for good
+            if not slots:
+                hosted.pending.pop(env.author, None)
+            self._reject(result, env.delta_id, "removed_author")
             return
         # Bounds as Soil's (delta.md §6.1): per author, and a small pool with expiry for
         # authors the control log does not know, so strangers never take the room of

@@ -115,3 +115,18 @@ def pinned_pending(state: SpaceState, author: bytes, head_seq: int,
             return True, seq
         want = prev_of(seq)
     return True, None
+
+
+def stale_pending(state: SpaceState, pending: Mapping[bytes, Collection[int]]) -> dict[bytes, int]:
+    """author -> ``keep`` for removed members and revoked delegates holding pending rows
+    (``pending``: author -> seqs) beyond their ``keep``: admission refuses those for good
+    (``removed_author``), so a store drops them rather than hold them forever (pending
+    is a cache: were the author added again, sync brings them again)."""
+    former = state.former_members
+    out: dict[bytes, int] = {}
+    for author, seqs in pending.items():
+        if author in former:
+            keep = state.kept_seq(author)
+            if any(seq > keep for seq in seqs):
+                out[author] = keep
+    return out

@@ -429,6 +429,11 @@ class Soil:
         for cut in pins.plan_cuts(mem.state, mem.heads, self._stored_id(work.space),
                                   work.foreign):  # one decision, the relay's too
             self._truncate(work, mem, cut.author, cut.to, keep_pending=not cut.drop_pending)
+        for author, keep in pins.stale_pending(mem.state, mem.pending).items():
+            n = self.conn.execute("DELETE FROM pending WHERE space=? AND author=? AND seq>?",
+                                  (work.space, author, keep)).rowcount
+            self._count("pending.dropped_removed", n)
+            work.truncated = True  # the mirrors are reloaded after the commit
 
     @staticmethod
     def _pinned_conflict(work: _Work, mem: _SpaceMem, delta_id: bytes) -> None:
@@ -656,6 +661,9 @@ class Soil:
             return
         if env.seq > MAX_STORED_SEQ:  # validate_batch refuses these; never store one
             self._reject(result, env.delta_id, "seq_too_large")
+            return
+        if mem.state.admission(env) == "removed_author":  # beyond keep: refused for good
+            self._reject(result, env.delta_id, "removed_author")
             return
         held_now = len(slots) if slots is not None else 0
         stranger = not mem.state.admits(env.author)

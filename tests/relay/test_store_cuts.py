@@ -207,6 +207,7 @@ def _feed_both(sc: Scenario, order: list[int], chunk: int) -> None:
             assert relay.version_vector(sc.space) == sc.honest_vv
             assert held == set(sc.honest_envs)
             assert not held & sc.late
+            assert relay.usage()["pending"] == 0  # nothing beyond keep waits for ever
         finally:
             relay.close()
             soil.close()
