@@ -44,13 +44,13 @@ from mycelium.log.limits import (
     MAX_PENDING_STRANGERS,
     PENDING_STRANGER_TTL_MS,
 )
-from mycelium.log.sending import batch_since
 from mycelium.log.validate import Head, link_pending, validate_batch
 from mycelium.relay.errors import BadRequest, Forbidden, Limited, NotFound
 from mycelium.spaces import pins
 from mycelium.spaces.errors import SpaceError
 from mycelium.spaces.genesis import Genesis, parse_genesis
 from mycelium.spaces.state import SpaceState
+from mycelium.store import envelope_rows
 from mycelium.sync.ports import IngestResult, VersionVector
 
 log = logging.getLogger(__name__)
@@ -329,19 +329,10 @@ class RelayStore:
                         max_bytes: int) -> list[bytes]:
         """Per author ascending seq; authors that wrote control ops first."""
         hosted = self._spaces.get(space)
-        out: list[bytes] = []
-        if hosted is None or limit <= 0:
-            return out
-        authors = sorted((a for a, (s, _) in hosted.heads.items() if s > remote.get(a, 0)),
-                         key=lambda a: (a not in hosted.control_authors, a))
-
-        def rows(author: bytes, after: int, n: int) -> Iterator[bytes]:
-            for (raw,) in self.conn.execute(
-                    "SELECT raw FROM envelopes WHERE space=? AND author=? AND seq>? "
-                    "ORDER BY seq LIMIT ?", (space, author, after, n)):
-                yield bytes(raw)
-
-        return batch_since(authors, rows, hosted.heads, remote, limit=limit, max_bytes=max_bytes)
+        if hosted is None:
+            return []
+        return envelope_rows.envelopes_since(self.conn, space, hosted.heads, hosted.control_authors,
+                                             remote, limit=limit, max_bytes=max_bytes)
 
     def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
         """Validate and store envelopes (see module docstring). Never raises on bad input."""

@@ -53,13 +53,13 @@ from mycelium.log.limits import (
     MAX_STORED_SEQ,
     PENDING_STRANGER_TTL_MS,
 )
-from mycelium.log.sending import batch_since
 from mycelium.log.validate import Head, link_pending, validate_batch
 from mycelium.market.collections import REGISTRY
 from mycelium.spaces import pins
 from mycelium.spaces.errors import NoEpochKey, NotMember, RemovedAuthor, SpaceError, UnknownEpoch
 from mycelium.spaces.genesis import parse_genesis
 from mycelium.spaces.state import SpaceState
+from mycelium.store import envelope_rows
 from mycelium.store.atrest import DocCodec
 from mycelium.store.schema import Synchronous, connect
 from mycelium.store.subscriptions import Change, Hub
@@ -352,19 +352,10 @@ class Soil:
                         max_bytes: int) -> list[bytes]:
         """Per author ascending seq; authors that wrote control ops first (keys, members)."""
         mem = self._spaces.get(space)
-        out: list[bytes] = []
-        if mem is None or limit <= 0:
-            return out
-        authors = sorted((a for a, (s, _) in mem.heads.items() if s > remote.get(a, 0)),
-                         key=lambda a: (a not in mem.control_authors, a))
-
-        def rows(author: bytes, after: int, n: int) -> Iterator[bytes]:
-            for (raw,) in self.conn.execute(
-                    "SELECT raw FROM envelopes WHERE space=? AND author=? AND seq>? "
-                    "ORDER BY seq LIMIT ?", (space, author, after, n)):
-                yield bytes(raw)
-
-        return batch_since(authors, rows, mem.heads, remote, limit=limit, max_bytes=max_bytes)
+        if mem is None:
+            return []
+        return envelope_rows.envelopes_since(self.conn, space, mem.heads, mem.control_authors,
+                                             remote, limit=limit, max_bytes=max_bytes)
 
     def ingest(self, space: bytes, envelopes: Sequence[bytes]) -> IngestResult:
         """Validate and store envelopes from a peer. Never raises on bad input."""
