@@ -49,6 +49,10 @@ def check(res: RunResult) -> Convergence:
     live = [n for n in res.nodes if n.live]
     problems: list[str] = []
     vv_mismatch = set_mismatch = missing = pending = 0
+    written, expected_sum = res.written, res.expected_sum
+    for raw in _stranded(res, live):
+        written -= 1
+        expected_sum -= hash(raw)
     if live:
         vvs = [n.store.version_vector(space) for n in live]
         common = Counter(tuple(sorted(vv.items())) for vv in vvs).most_common(1)[0][0]
@@ -60,12 +64,12 @@ def check(res: RunResult) -> Convergence:
         for n in live:
             envs = n.store.envelopes(space)
             pending += n.store.pending_count(space)
-            if len(envs) != res.written or sum(map(hash, envs)) != res.expected_sum:
+            if len(envs) != written or sum(map(hash, envs)) != expected_sum:
                 set_mismatch += 1
-                missing += max(0, res.written - len(envs))
+                missing += max(0, written - len(envs))
                 if set_mismatch <= 5:
                     problems.append(f"node {n.idx}: holds {len(envs)} envelopes, expected "
-                                    f"exactly the {res.written} written")
+                                    f"exactly the {written} written")
     leaks = _removed_leaks(res)
     if leaks:
         problems.append(f"{leaks} envelopes written after a removal reached removed members")
@@ -86,6 +90,20 @@ def check(res: RunResult) -> Convergence:
         pending_total=pending, removed_leaks=leaks, t_ref=res.t_ref, t_converged=t_conv,
         convergence_time=conv, lower_bound=lower, ratio=ratio, diameter=res.diameter,
         diameter_exact=res.diameter_exact, problems=problems)
+
+
+def _stranded(res: RunResult, live: list[Any]) -> list[bytes]:
+    """A removed member's own writes that no live member holds at the end: they never
+    left its device before the removal cut it off, and a removal keeps only what the
+    remaining members held (spaces.md §4, the pinned head), so nobody is owed them."""
+    stranded: list[bytes] = []
+    space = res.workload.space
+    held = {raw for n in live for raw in n.store.envelopes(space)}
+    for idx in res.removed_at:
+        own = {w.raw for w in res.workload.writes if w.node == idx}
+        stranded += [raw for raw in res.nodes[idx].store.envelopes(space)
+                     if raw in own and raw not in held]
+    return stranded
 
 
 def _removed_leaks(res: RunResult) -> int:
