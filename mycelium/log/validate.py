@@ -32,7 +32,8 @@ from mycelium.spaces.errors import NotMember, RemovedAuthor, UnknownEpoch
 
 __all__ = [
     "BadSignature", "BrokenChain", "ChainError", "CodecError", "DecryptError", "Duplicate",
-    "EnvelopeError", "Fork", "Head", "LimitExceeded", "NotMember", "RemovedAuthor", "SeqGap",
+    "EnvelopeError", "Fork", "Head", "LimitExceeded", "NotMember", "PinnedHead",
+    "RemovedAuthor", "SeqGap",
     "SeqTooLarge", "StoredId",
     "UnknownEpoch", "UnknownVersion", "Verdict", "WrongSpace", "authentic_ids",
     "decode_for_space", "link_pending", "validate_batch", "verify_run",
@@ -42,6 +43,8 @@ __all__ = [
 Head = tuple[int, bytes]
 #: ``(author, seq) -> delta_id`` of a stored envelope, or None.
 StoredId = Callable[[bytes, int], bytes | None]
+#: ``author -> (seq, delta_id)`` its removal pinned, or None (spaces.md §4.3).
+PinnedHead = Callable[[bytes], "Head | None"]
 
 
 class ChainError(MyceliumError):
@@ -164,12 +167,17 @@ def validate_batch(
     raws: Sequence[bytes],
     heads: Mapping[bytes, Head],
     stored_id: StoredId,
+    pinned_head: PinnedHead | None = None,
 ) -> Verdict:
     """Decode, authenticate and chain-check a batch of envelopes for ``space``.
 
     ``heads[author]`` is the author's newest contiguous envelope held by the caller;
     ``stored_id(author, seq)`` returns the id held at an older position (for duplicate
-    and fork detection). Never raises for bad input.
+    and fork detection). ``pinned_head(author)``: the ``(seq, delta_id)`` a removal
+    pinned for that author (spaces.md §4.3), or None; when two envelopes of the batch
+    share a seq, the one on the pinned chain wins, whatever their ids (else a removed
+    member mixing a forged chain into every batch would keep its real one out). Never
+    raises for bad input.
     """
     compiled = accel.chain_runs  # the common batch, sorted in C (docs/accel.md)
     if compiled is not None:
@@ -178,7 +186,7 @@ def validate_batch(
             verdict = _authentic_runs(runs)
             if verdict is not None:
                 return verdict
-    return _validate_batch(space, raws, heads, stored_id)
+    return _validate_batch(space, raws, heads, stored_id, pinned_head)
 
 
 def _authentic_runs(runs: list[list[Envelope]]) -> Verdict | None:
@@ -199,6 +207,7 @@ def _validate_batch(
     raws: Sequence[bytes],
     heads: Mapping[bytes, Head],
     stored_id: StoredId,
+    pinned_head: PinnedHead | None = None,
 ) -> Verdict:
     """:func:`validate_batch` in Python, for every batch (the reference)."""
     verdict = Verdict()
@@ -227,7 +236,8 @@ def _validate_batch(
         else:
             same_seq.append(env)
     for author, by_seq in by_author.items():
-        _validate_author(by_seq, heads.get(author), author, stored_id, verdict)
+        pin = pinned_head(author) if pinned_head is not None else None
+        _validate_author(by_seq, heads.get(author), author, stored_id, verdict, pin)
     return verdict
 
 
@@ -266,6 +276,7 @@ def _validate_author(
     author: bytes,
     stored_id: StoredId,
     verdict: Verdict,
+    pin: Head | None = None,
 ) -> None:
     head_seq, head_id = head if head is not None else (0, None)
     fresh: dict[int, list[Envelope]] = {}
@@ -274,7 +285,7 @@ def _validate_author(
             _old(envs, stored_id(author, seq), verdict)
         else:
             fresh[seq] = envs
-    chain = _pick_per_seq(fresh, head_seq, head_id, verdict)
+    chain = _pick_per_seq(fresh, head_seq, head_id, verdict, _on_pinned_chain(fresh, pin))
     expect_seq, expect_id = head_seq, head_id
     for run in _runs(chain):
         good, bad = verify_run(run)
@@ -304,18 +315,35 @@ def _old(envs: list[Envelope], held: bytes | None, verdict: Verdict) -> None:
         verdict.rejected.append((env.delta_id, Fork.reason))
 
 
+def _on_pinned_chain(fresh: dict[int, list[Envelope]], pin: Head | None) -> frozenset[bytes]:
+    """Ids among ``fresh`` reached from the pinned head through ``prev`` (the head
+    included, when it is in the batch): the chain the removal kept."""
+    if pin is None:
+        return frozenset()
+    by_id = {e.delta_id: e for envs in fresh.values() for e in envs}
+    out: set[bytes] = set()
+    cur = by_id.get(pin[1])
+    while cur is not None and cur.delta_id not in out:
+        out.add(cur.delta_id)
+        cur = by_id.get(cur.prev) if cur.prev is not None else None
+    return frozenset(out)
+
+
 def _pick_per_seq(
-    fresh: dict[int, list[Envelope]], head_seq: int, head_id: bytes | None, verdict: Verdict
+    fresh: dict[int, list[Envelope]], head_seq: int, head_id: bytes | None, verdict: Verdict,
+    preferred: frozenset[bytes] = frozenset(),
 ) -> list[Envelope]:
     """One candidate per seq, ascending. Several at one seq (rare): keep an authentic one
-    that links to the chosen predecessor; the rest are bad signatures or forks."""
+    on the pinned chain (``preferred``), else one that links to the chosen predecessor;
+    the rest are bad signatures or forks."""
     chosen: list[Envelope] = []
     prev_seq, prev_id = head_seq, head_id
     for seq in sorted(fresh):
         envs = fresh[seq]
         pick: Envelope | None = envs[0]
         if len(envs) > 1:
-            pick = _resolve_collision(envs, prev_id if prev_seq == seq - 1 else None, verdict)
+            pick = _resolve_collision(envs, prev_id if prev_seq == seq - 1 else None, verdict,
+                                      preferred)
         if pick is None:
             continue
         chosen.append(pick)
@@ -324,7 +352,8 @@ def _pick_per_seq(
 
 
 def _resolve_collision(
-    envs: list[Envelope], want_prev: bytes | None, verdict: Verdict
+    envs: list[Envelope], want_prev: bytes | None, verdict: Verdict,
+    preferred: frozenset[bytes] = frozenset(),
 ) -> Envelope | None:
     authentic = []
     for env in envs:
@@ -335,7 +364,7 @@ def _resolve_collision(
             verdict.rejected.append((env.delta_id, exc.reason))
     if not authentic:
         return None
-    authentic.sort(key=lambda e: (e.prev != want_prev, e.delta_id))
+    authentic.sort(key=lambda e: (e.delta_id not in preferred, e.prev != want_prev, e.delta_id))
     for loser in authentic[1:]:
         verdict.rejected.append((loser.delta_id, Fork.reason))
     return authentic[0]

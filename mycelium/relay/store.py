@@ -361,7 +361,8 @@ class RelayStore:
         hosted = self._spaces[space]
         controls_before = hosted.controls_stored
         hosted.appended.clear()
-        verdict = validate_batch(space, raws, hosted.heads, self._stored_id(space))
+        verdict = validate_batch(space, raws, hosted.heads, self._stored_id(space),
+                                 hosted.state.pinned_head if hosted.state.has_pins else None)
         result.duplicates += len(verdict.duplicates)
         foreign: set[bytes] = set()  # removed authors whose stored chain is another one
         for delta_id, reason in verdict.rejected:

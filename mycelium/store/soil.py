@@ -540,7 +540,8 @@ class Soil:
     # -- ingest pipeline ------------------------------------------------------------
     def _ingest_chunk(self, work: _Work, raws: Sequence[bytes], result: IngestResult) -> None:
         mem = self._spaces[work.space]
-        verdict = validate_batch(work.space, raws, mem.heads, self._stored_id(work.space))
+        verdict = validate_batch(work.space, raws, mem.heads, self._stored_id(work.space),
+                                 mem.state.pinned_head if mem.state.has_pins else None)
         result.duplicates += len(verdict.duplicates)
         self._count("duplicates", len(verdict.duplicates))
         for delta_id, reason in verdict.rejected:

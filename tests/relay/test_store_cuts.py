@@ -106,10 +106,11 @@ def removed_member() -> Iterator[Scenario]:
         c.close()
 
 
-@pytest.fixture(scope="module")
-def forged_chain() -> Iterator[Scenario]:
+def _forged_chain(forged_first: bool | None) -> Iterator[Scenario]:
     """A removes C after seeing its three listings (pinning them); C then signs a second
-    chain for seqs 1..4 with the old epoch key it still holds (spaces.md §4.4)."""
+    chain for seqs 1..4 with the old epoch key it still holds (spaces.md §4.4).
+    ``forged_first``: the forged seq-1 envelope's id sorts before (True) or after (False)
+    the real one's, so a tie broken by id alone picks the forgery (or not); None: any."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         ids = {n: Identity.generate() for n in "ac"}
@@ -123,9 +124,17 @@ def forged_chain() -> Iterator[Scenario]:
             c.put_doc(space, "products", f"c{i}", LISTING)
         _sync(c, a, space)
         service.remove(a, space, ids["c"].did)
-        forger = Forger(ids["c"], space)
-        forged = [forger.listing(f"c{i}", {"title": "SOLD, pay me"}, epoch, key,
-                                 wall_ms=1_900_000_000_000).raw for i in range(4)]
+        real_first = next(decode(r).delta_id for r in _all(c, space)
+                          if decode(r).author == ids["c"].public_key and decode(r).seq == 1)
+        for attempt in range(64):  # each attempt is a coin toss: bounded, and never 64 misses
+            forger = Forger(ids["c"], space)
+            forged = [forger.listing(f"c{i}", {"title": "SOLD, pay me"}, epoch, key,
+                                     wall_ms=1_900_000_000_000 + attempt).raw
+                      for i in range(4)]
+            if forged_first is None or (decode(forged[0]).delta_id < real_first) == forged_first:
+                break
+        else:
+            raise AssertionError("no forged chain with the wanted id order in 64 tries")
         known = set(base)
         parts = [r for r in _all(c, space) + _all(a, space) + forged if r not in known]
         parts = list(dict.fromkeys(parts))
@@ -136,6 +145,16 @@ def forged_chain() -> Iterator[Scenario]:
                        ids["c"].public_key, frozenset(forged))
         a.close()
         c.close()
+
+
+@pytest.fixture(scope="module")
+def forged_chain() -> Iterator[Scenario]:
+    yield from _forged_chain(None)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["forged-id-first", "real-id-first"])
+def forged_chain_ordered(request: pytest.FixtureRequest) -> Iterator[Scenario]:
+    yield from _forged_chain(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +202,12 @@ def _assert_same(relay: RelayStore, soil: Soil, space: bytes) -> None:
     assert relay.usage()["pending"] == soil.pending_count(space)
 
 
-def _feed_both(sc: Scenario, order: list[int], chunk: int) -> None:
+def _feed_both(sc: Scenario, order: list[int], chunk: int, mixed_rounds: int = 0) -> None:
     """Feed ``sc.parts`` in ``order`` (chunks of ``chunk``) to a fresh relay store and a
-    fresh copy of the observer's Soil, then everything once more; both must agree."""
+    fresh copy of the observer's Soil, then everything once more; both must agree.
+    ``mixed_rounds``: before the honest syncs, feed all of ``sc.parts`` (forgeries
+    included) that many times, as a hostile peer would, round after round: that alone
+    must bring everything the honest node holds."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         shutil.copy(sc.observer_db, tmp / "soil.db")
@@ -199,6 +221,13 @@ def _feed_both(sc: Scenario, order: list[int], chunk: int) -> None:
                 relay.ingest(sc.space, seq[start:start + chunk])
                 soil.ingest(sc.space, seq[start:start + chunk])
                 _assert_same(relay, soil, sc.space)
+            for _ in range(mixed_rounds):
+                relay.ingest(sc.space, sc.parts)
+                soil.ingest(sc.space, sc.parts)
+                _assert_same(relay, soil, sc.space)
+            if mixed_rounds:
+                assert relay.version_vector(sc.space) == sc.honest_vv
+                assert set(_all(soil, sc.space)) == set(sc.honest_envs)
             for _ in range(3):  # syncs with the honest node bring what was refused or cut
                 relay.ingest(sc.space, sc.honest_envs)
                 soil.ingest(sc.space, sc.honest_envs)
@@ -252,3 +281,17 @@ def test_relay_and_soil_agree_in_any_order(name: str, request: pytest.FixtureReq
     sc: Scenario = request.getfixturevalue(name)
     order, chunk = data.draw(_orders(len(sc.parts)))
     _feed_both(sc, order, chunk)
+
+
+@pytest.mark.parametrize("order, chunk", [
+    ([1, 2, 0, 5, 4, 3, 6, 7, 8], 2),  # real seq 2-3 first, then real and forged seq 1
+    (list(range(9)), 9),
+    ([5, 6, 7, 8, 0, 1, 2, 3, 4], 3),  # the forged chain first, then the real one
+])
+def test_a_forged_chain_mixed_into_every_batch_cannot_keep_the_pinned_one_out(
+        forged_chain_ordered: Scenario, order: list[int], chunk: int) -> None:
+    """A removed member sends its forged second chain together with its real, pinned one,
+    in every batch. Two envelopes at one seq are settled by the pin, not by their ids:
+    found when, in about half the runs (when the forgery's id sorted first), both stores
+    refused the real chain as ``fork`` round after round."""
+    _feed_both(forged_chain_ordered, order, chunk, mixed_rounds=3)
