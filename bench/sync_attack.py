@@ -83,7 +83,26 @@ def cpu_per_mib(quick: bool) -> dict[str, Any]:
     repeat = 3 if quick else 20
     return {"empty_arrays_ms_per_mib": _cpu_per_mib(arrays, repeat),
             "huge_vector_ms_per_mib": _cpu_per_mib(vector, repeat),
-            "honest_batch_ms_per_mib": _cpu_per_mib(honest, repeat)}
+            "honest_batch_ms_per_mib": _cpu_per_mib(honest, repeat),
+            **_small_batch_vs_cbor2(node, 50 if quick else 500)}
+
+
+def _small_batch_vs_cbor2(node: Any, repeat: int) -> dict[str, Any]:
+    """The bounded reader next to cbor2's C decoder on a batch of 256 small envelopes
+    (the per-item cost simnet's virtual nodes pay on every frame)."""
+    import cbor2
+
+    frame = encode_message(Envelopes(0, node.write(S1, 256, size=150)))
+    start = time.process_time()
+    for _ in range(repeat):
+        decode_message(frame)
+    ours = time.process_time() - start
+    start = time.process_time()
+    for _ in range(repeat):
+        cbor2.loads(frame)
+    theirs = time.process_time() - start
+    return {"small_batch_us_per_envelope": round(ours / repeat / 256 * 1e6, 3),
+            "small_batch_vs_cbor2": round(ours / theirs, 2) if theirs else None}
 
 
 #: Before issue 12's first-flight fix: the window grew from 256 envelopes (~80 KB of
@@ -259,6 +278,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"| CPU per MiB: a million empty arrays | {c['empty_arrays_ms_per_mib']} ms |",
         f"| CPU per MiB: vector claiming a million entries | {c['huge_vector_ms_per_mib']} ms |",
         f"| CPU per MiB: honest batch (decode only) | {c['honest_batch_ms_per_mib']} ms |",
+        f"| bounded reader, batch of 256 small envelopes: per envelope / x cbor2's C decoder "
+        f"| {c['small_batch_us_per_envelope']} us / x{c['small_batch_vs_cbor2']} |",
         f"| round trips to catch up {r['deltas']} deltas: adaptive / window grown from 256 "
         f"envelopes (before) / fixed 256 window | {r['adaptive_round_trips']} / "
         f"{r['from_256_round_trips']} / {r['fixed_256_round_trips']} |",

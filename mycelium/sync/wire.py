@@ -102,30 +102,54 @@ def _uint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
     return _expect(buf, pos, _UINT, what)
 
 
+def _bytes_head(buf: bytes, pos: int, what: str) -> tuple[int, int]:
+    """(length, position after the head) of a byte string item at ``pos``, through the
+    general :func:`_head` (its precise errors); :func:`_byte_array` reads legal heads
+    inline and comes here for the rest."""
+    major, n, pos = _head(buf, pos)
+    if major != _BYTES:
+        raise _fail(f"{what}: items must be byte strings", "bad_message")
+    return n, pos
+
+
 def _byte_array(buf: bytes, pos: int, bound: int, too_many: str, item_bound: int,
                 total_bound: int | None, what: str) -> tuple[list[bytes], int]:
     n, pos = _expect(buf, pos, _ARRAY, what)
     if n > bound:
         raise _fail(f"{what}: {n} items exceed {bound}", too_many)
     out: list[bytes] = []
+    append = out.append
     total = 0
     end_buf = len(buf)
+    limit = total_bound if total_bound is not None else end_buf
     for _ in range(n):
-        # inlined _string for the bulk path (batches of envelopes)
-        major, k, pos = _head(buf, pos)
-        if major != _BYTES:
-            raise _fail(f"{what}: items must be byte strings", "bad_message")
+        # The bulk path (one iteration per envelope of a batch): minimal byte string
+        # heads of lengths 0-23, 24-255 and 256-65535 read inline; others (4- and
+        # 8-byte lengths, errors) through _bytes_head.
+        ib = buf[pos] if pos < end_buf else -1
+        if ib == 0x59 and pos + 3 <= end_buf and buf[pos + 1]:
+            k, pos = (buf[pos + 1] << 8) | buf[pos + 2], pos + 3
+        elif 0x40 <= ib <= 0x57:
+            k, pos = ib - 0x40, pos + 1
+        elif ib == 0x58 and pos + 2 <= end_buf and buf[pos + 1] >= 24:
+            k, pos = buf[pos + 1], pos + 2
+        else:
+            k, pos = _bytes_head(buf, pos, what)
         if k > item_bound:
             raise _fail(f"{what}: item of {k} bytes is too long", "bad_message")
         end = pos + k
         if end > end_buf:
             raise _fail("frame ends inside a string")
         total += k
-        if total_bound is not None and total > total_bound:
+        if total > limit:  # only a batch has a total bound below the frame's length
             raise _fail(f"{what}: more than {total_bound} bytes", "oversized_batch")
-        out.append(buf[pos:end])
+        append(buf[pos:end])
         pos = end
     return out, pos
+
+
+#: The head of every version vector key: a byte string of 32 bytes.
+_AUTHOR_HEAD = bytes([0x58, AUTHOR_BYTES])
 
 
 def _vector(buf: bytes, pos: int, limits: MessageLimits) -> tuple[dict[bytes, int], int]:
@@ -135,14 +159,28 @@ def _vector(buf: bytes, pos: int, limits: MessageLimits) -> tuple[dict[bytes, in
                     "too_many_entries")
     out: dict[bytes, int] = {}
     prev = b""
+    end_buf = len(buf)
     for _ in range(n):
-        author, pos = _string(buf, pos, _BYTES, AUTHOR_BYTES, "version vector key")
-        if len(author) != AUTHOR_BYTES:
-            raise _fail("version vector key must be a 32-byte author key", "bad_message")
+        if buf[pos:pos + 2] == _AUTHOR_HEAD and pos + 34 <= end_buf:  # the only legal key
+            author, pos = buf[pos + 2:pos + 34], pos + 34
+        else:
+            author, pos = _string(buf, pos, _BYTES, AUTHOR_BYTES, "version vector key")
+            if len(author) != AUTHOR_BYTES:
+                raise _fail("version vector key must be a 32-byte author key", "bad_message")
         if author <= prev:
             raise _fail("version vector keys out of canonical order")
         prev = author
-        out[author], pos = _uint(buf, pos, "version vector seq")
+        ib = buf[pos] if pos < end_buf else -1  # minimal uint heads up to 4 bytes inline
+        if 0 <= ib < 24:
+            out[author], pos = ib, pos + 1
+        elif ib == 0x19 and pos + 3 <= end_buf and buf[pos + 1]:
+            out[author], pos = (buf[pos + 1] << 8) | buf[pos + 2], pos + 3
+        elif ib == 0x1A and pos + 5 <= end_buf and (buf[pos + 1] or buf[pos + 2]):
+            out[author], pos = int.from_bytes(buf[pos + 1:pos + 5], "big"), pos + 5
+        elif ib == 0x18 and pos + 2 <= end_buf and buf[pos + 1] >= 24:
+            out[author], pos = buf[pos + 1], pos + 2
+        else:
+            out[author], pos = _uint(buf, pos, "version vector seq")
     return out, pos
 
 
