@@ -184,6 +184,19 @@ def _vector(buf: bytes, pos: int, limits: MessageLimits) -> tuple[dict[bytes, in
     return out, pos
 
 
+def _text_item(text: str) -> bytes:
+    """The deterministic encoding of a short text (under 24 bytes)."""
+    raw = text.encode()
+    return bytes([0x60 + len(raw)]) + raw
+
+
+#: Encoded message key -> key, for the keys of this version (read without decoding).
+_KEYS = {_text_item(k): k for k in ("s", "v", "n", "b", "t", "vv", "e", "offers", "salt",
+                                    "caps", "credit", "r", "h")}
+#: Encoded type tag -> tag (ASCII: one byte per character).
+_TAGS = {_text_item(t): t for t in KNOWN_TAGS}
+
+
 def _canonical_key_order(a: bytes, b: bytes) -> bool:
     """``a`` sorts strictly before ``b`` (length first, then bytewise: RFC 7049 §3.9)."""
     return (len(a), a) < (len(b), b)
@@ -208,16 +221,31 @@ def read_message_map(payload: bytes, limits: MessageLimits) -> dict[str, Any]:
     prev = b""
     for _ in range(n):
         key_start = pos
-        key, pos = _text(buf, pos, 8, "message key")
-        raw_key = buf[key_start:pos]
+        ib = buf[pos] if pos < len(buf) else -1
+        raw_key = buf[pos:pos + 1 + (ib - 0x60)] if 0x61 <= ib <= 0x66 else b""
+        key = _KEYS.get(raw_key)  # the keys of this version, without decoding
+        if key is not None:
+            pos += len(raw_key)
+        else:
+            key, pos = _text(buf, pos, 8, "message key")
+            raw_key = buf[key_start:pos]
         if prev and not _canonical_key_order(prev, raw_key):
             raise _fail("message keys out of canonical order")
         prev = raw_key
         value: Any
         if key in ("s", "v", "n", "b"):
-            value, pos = _uint(buf, pos, key)
+            ib = buf[pos] if pos < len(buf) else -1
+            if 0 <= ib < 24:
+                value, pos = ib, pos + 1
+            else:
+                value, pos = _uint(buf, pos, key)
         elif key == "t":
-            value, pos = _text(buf, pos, MAX_TAG_BYTES, "message type")
+            ib = buf[pos] if pos < len(buf) else -1
+            tag = _TAGS.get(buf[pos:pos + 1 + (ib - 0x60)]) if 0x61 <= ib <= 0x70 else None
+            if tag is not None:
+                value, pos = tag, pos + 1 + len(tag)
+            else:
+                value, pos = _text(buf, pos, MAX_TAG_BYTES, "message type")
         elif key == "vv":
             value, pos = _vector(buf, pos, limits)
         elif key == "e":
