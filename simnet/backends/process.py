@@ -86,11 +86,37 @@ def node_env(passphrase: str = PASSPHRASE) -> dict[str, str]:
     return env
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; else IANA's)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the kernel's choice; tiny race until used)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nobody uses right now, to be listened on a moment later by a process.
+
+    Chosen *below* the kernel's ephemeral range: the kernel's own choice (bind to port
+    0) comes from that range, which every outgoing connection also draws its local port
+    from, so a connection opened between the choice and the listen (a node dialling a
+    proxy, say) could take the port: CI saw ``Address already in use`` at start-up.
+    Below the range only another deliberate choice can collide, and the bind check here
+    (without SO_REUSEADDR, so a port in TIME_WAIT is skipped too) rules out a port in use.
+    """
+    low, _ = _ephemeral_range()
+    start, stop = (20_000, low) if low - 20_000 >= 2_000 else (1024, low)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(start, stop) if stop > start else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError(f"no free port on {host} below the ephemeral range after 200 tries")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -119,12 +118,6 @@ def instagram_body(mid: str, text: str, sender: str = "IGSID42", echo: bool = Fa
         "id": "IG1", "time": 1764979200000, "messaging": [{
             "sender": {"id": sender}, "recipient": {"id": "IGBIZ1"},
             "timestamp": int(time.time() * 1000), "message": message}]}]}).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class GatewayProcess:

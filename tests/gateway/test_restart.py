@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import trio
 
+from simnet.backends.process import free_port
 from tests.gateway.harness import (
     READY_TIMEOUT_S,
     GatewayProcess,
     GraphFake,
-    free_port,
     meta_headers,
     serve_app,
     wait_for,
