@@ -49,12 +49,9 @@ async def test_node_process_lifecycle(tmp_path: Path) -> None:
         ident = await node.init()
         assert ident.did.startswith("did:key:")
         assert (await node.status())["running"] is False
-        port = 0
-        import socket
+        from simnet.backends.process import free_port
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         await node.start(["--listen", f"/ip4/127.0.0.1/tcp/{port}"])
         assert node.alive and (await node.status())["running"] is True
         with pytest.raises(NodeError, match="already running"):
