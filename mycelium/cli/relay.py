@@ -23,6 +23,10 @@ def relay(
     public_url: list[str] = typer.Option(  # noqa: B008
         [], "--public-url", help="URL clients use (behind a reverse proxy; repeatable); its "
         "origin is the audience clients sign for."),
+    trusted_proxy: list[str] = typer.Option(  # noqa: B008
+        [], "--trusted-proxy", help="Address or network of a reverse proxy in front of "
+        "the relay (repeatable): per-IP limits then key on the client address it forwards "
+        "in X-Forwarded-For, not on the proxy's."),
     data: str | None = typer.Option(None, "--data", help="Directory for relay.db "
                                     "(default HOME/relay)."),
     peer: list[str] = typer.Option(  # noqa: B008
@@ -50,6 +54,7 @@ def relay(
         listen=listen, tls_cert=tls_cert, tls_key=tls_key, public_urls=list(public_url),
         data=data, peers=list(peer), trust=list(trust),
         ipfs_api=ipfs_api, archive_every_s=archive_every,
+        trusted_proxies=list(trusted_proxy),
         store_limits=StoreLimits(space_bytes=space_quota_mb << 20,
                                  identity_bytes=identity_quota_mb << 20))
 

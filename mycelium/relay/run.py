@@ -21,6 +21,7 @@ import trio
 
 from mycelium.errors import MyceliumError
 from mycelium.identity.identity import Identity
+from mycelium.relay.client_ip import TrustedProxies
 from mycelium.relay.handshake import origin_of
 from mycelium.relay.limits import RelayLimits
 from mycelium.relay.store import RelayStore, StoreLimits
@@ -49,6 +50,8 @@ class RelayConfig:
     #: IPFS RPC API to archive hosted spaces to (relay/archiver.py); None: no archives.
     ipfs_api: str | None = None
     archive_every_s: float = 3600.0
+    #: Reverse proxies (addresses or networks) whose X-Forwarded-For per-IP limits believe.
+    trusted_proxies: list[str] = field(default_factory=list)
 
 
 def relay_paths(home: Path, data: str | None) -> tuple[Path, Path]:
@@ -72,6 +75,14 @@ def check_listen(config: RelayConfig) -> tuple[str, int, bool]:
             f"plain HTTP only on loopback; to listen on {host} give --tls-cert/--tls-key, "
             "or run a TLS reverse proxy in front of a loopback port (docs/relay.md)")
     return host, int(port_text), tls
+
+
+def trusted_proxies(config: RelayConfig) -> TrustedProxies:
+    """``--trusted-proxy`` as networks; a bad value is a user error before start-up."""
+    try:
+        return TrustedProxies(config.trusted_proxies)
+    except ValueError as exc:
+        raise RelayConfigError(str(exc)) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -105,6 +116,7 @@ async def serve_relay(identity: Identity, store: RelayStore, config: RelayConfig
     from mycelium.relay.service import RelayService
 
     host, port, tls = check_listen(config)
+    proxies = trusted_proxies(config)
     hc = Config()
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     hc.accesslog = None
@@ -128,7 +140,8 @@ async def serve_relay(identity: Identity, store: RelayStore, config: RelayConfig
         binds = await nursery.start(serve, app, hc)
         bound = str(binds[0])
         origins = [origin_of(u) for u in config.public_urls] or [origin_of(bound)]
-        service = RelayService(store, identity, origins, limits=config.limits)
+        service = RelayService(store, identity, origins, limits=config.limits,
+                               trusted_proxies=proxies)
         holder["app"] = make_app(service)
         start_peering(nursery, service, identity, config)
         if config.ipfs_api:
@@ -180,6 +193,7 @@ def run_relay(home: Path, config: RelayConfig, get_passphrase: Callable[..., str
     from mycelium.relay.client import RelayUrl
 
     check_listen(config)
+    trusted_proxies(config)
     for url in config.peers:  # user errors now, not inside the server
         if RelayUrl.parse(url).pinned is None:
             raise RelayConfigError(f"--peer {url}: add #did:key:… (the peer relay's DID)")

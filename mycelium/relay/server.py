@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -72,7 +72,7 @@ def make_app(service: RelayService) -> Starlette:
         return JSONResponse(service.info())
 
     async def challenge(request: Request) -> Response:
-        service.admit_handshake(_ip(request))
+        service.admit_handshake(_ip(service, request))
         origin = service.origin_for(request.headers.get("host"))
         body = await _body(request, service.limits.max_body_bytes)
         issuer = service.issuer_for(origin)
@@ -95,7 +95,7 @@ def make_app(service: RelayService) -> Starlette:
         origin = service.origin_for(request.headers.get("host"))
         pub = service.authenticate(token.strip() if scheme.lower() == "mycelium" else None,
                                    origin)
-        wait = service.charge_frames(pub, _ip(request))
+        wait = service.charge_frames(pub, _ip(service, request))
         if wait:
             raise Limited("too many requests", retry_after=wait)
         return pub
@@ -207,7 +207,7 @@ class _StarletteTransport:
 
 
 async def _serve_websocket(service: RelayService, websocket: WebSocket) -> None:
-    ip = websocket.client.host if websocket.client else "?"
+    ip = _ip(service, websocket)
     await websocket.accept()
     transport = _StarletteTransport(websocket)
     pub: bytes | None = None
@@ -392,8 +392,13 @@ def _vector_param(value: str | None) -> VersionVector:
     return vv
 
 
-def _ip(request: Request) -> str:
-    return request.client.host if request.client else "?"
+def _ip(service: RelayService, conn: HTTPConnection) -> str:
+    """The client address per-IP limits key on: the socket's peer, or behind a trusted
+    reverse proxy the address it forwarded (relay/client_ip.py)."""
+    peer = conn.client.host if conn.client else "?"
+    if not service.proxies:
+        return peer
+    return service.proxies.client(peer, conn.headers.getlist("x-forwarded-for"))
 
 
 def _did(pub: bytes) -> str:

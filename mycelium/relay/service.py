@@ -22,6 +22,7 @@ import trio
 from mycelium.identity.auth import AuthError, ChallengeIssuer
 from mycelium.identity.didkey import did_from_public_key, public_key_from_did
 from mycelium.identity.identity import Identity
+from mycelium.relay.client_ip import TrustedProxies
 from mycelium.relay.driver import MessageSessionDriver
 from mycelium.relay.errors import BadRequest, Limited, Unauthenticated, Unavailable
 from mycelium.relay.handshake import RelayIdentity
@@ -53,8 +54,11 @@ class RelayService:
 
     def __init__(self, store: RelayStore, identity: Identity, origins: str | Sequence[str], *,
                  limits: RelayLimits | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 trusted_proxies: TrustedProxies | None = None) -> None:
         self.store = store
+        #: Reverse proxies whose X-Forwarded-For the per-IP limits believe (client_ip.py).
+        self.proxies = trusted_proxies if trusted_proxies is not None else TrustedProxies()
         self.limits = limits if limits is not None else RelayLimits()
         self.clock = clock
         lim = self.limits

@@ -38,7 +38,8 @@ async def running_relay(tmp_path: Path, *, limits: RelayLimits | None = None,
                         identity: Identity | None = None, port: int = 0,
                         public_urls: list[str] | None = None, peers: list[str] | None = None,
                         trust: list[str] | None = None,
-                        tls: tuple[str, str] | None = None) -> AsyncIterator[Relay]:
+                        tls: tuple[str, str] | None = None,
+                        trusted_proxies: list[str] | None = None) -> AsyncIterator[Relay]:
     """A relay serving on a loopback port (ephemeral by default) until the block ends."""
     path = tmp_path / "relay" / "relay.db"
     store = RelayStore.open(path, limits=store_limits)
@@ -46,7 +47,8 @@ async def running_relay(tmp_path: Path, *, limits: RelayLimits | None = None,
     config = RelayConfig(listen=f"127.0.0.1:{port}", limits=limits,
                          public_urls=public_urls or [], peers=peers or [],
                          trust=trust or [], tls_cert=tls[0] if tls else None,
-                         tls_key=tls[1] if tls else None)
+                         tls_key=tls[1] if tls else None,
+                         trusted_proxies=trusted_proxies or [])
     try:
         async with trio.open_nursery() as nursery:
             url, svc = await nursery.start(serve_relay, ident, store, config)

@@ -195,6 +195,35 @@ async def test_handshake_flood_is_429_with_retry_after(tmp_path: Path) -> None:
         assert int(resp.headers["Retry-After"]) >= 1
 
 
+async def _flood(client: httpx.AsyncClient, relay: Relay, forwarded: str | None) -> list[int]:
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    return [(await client.post(f"{relay.url}/v1/auth/challenge", headers=headers)).status_code
+            for _ in range(4)]
+
+
+async def test_behind_a_trusted_proxy_limits_key_on_the_forwarded_client(
+        tmp_path: Path) -> None:
+    """Behind a reverse proxy every client comes from the proxy: with --trusted-proxy the
+    per-IP limits key on the address it forwards, so one client's flood is not everyone's
+    429; the leftmost entries (which the client wrote) are not believed."""
+    limits = RelayLimits(handshakes_per_ip=0.01, handshake_burst_ip=3)
+    async with running_relay(tmp_path, limits=limits,
+                             trusted_proxies=["127.0.0.1"]) as relay, \
+            httpx.AsyncClient() as client:
+        assert await _flood(client, relay, "203.0.113.7") == [200, 200, 200, 429]
+        assert await _flood(client, relay, "198.51.100.9") == [200, 200, 200, 429]
+        # A client cannot get a fresh bucket by prepending addresses of its own.
+        assert await _flood(client, relay, "192.0.2.1, 203.0.113.7") == [429] * 4
+        assert await _flood(client, relay, "not-an-ip") == [200, 200, 200, 429]  # proxy's
+
+
+async def test_forwarded_addresses_from_an_untrusted_peer_are_ignored(tmp_path: Path) -> None:
+    limits = RelayLimits(handshakes_per_ip=0.01, handshake_burst_ip=3)
+    async with running_relay(tmp_path, limits=limits) as relay, httpx.AsyncClient() as client:
+        assert await _flood(client, relay, "203.0.113.7") == [200, 200, 200, 429]
+        assert await _flood(client, relay, "198.51.100.9") == [429] * 4
+
+
 async def test_rest_fallback_pages_by_version_vector(tmp_path: Path) -> None:
     com = community(tmp_path)
     for i in range(40):

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.gateway.harness import GatewayProcess, free_port
+from simnet.backends.process import free_port
+from tests.gateway.harness import GatewayProcess
 from tests.web.conftest import signed_in
 from tests.web.nodes import WebNode
 
