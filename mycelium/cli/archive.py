@@ -47,8 +47,12 @@ def push(
 @archive_app.command("pull")
 @user_errors
 def pull(
-    cid: str = typer.Argument(..., help="Root CID of an archive (bafyrei…)."),
+    cid: str = typer.Argument(..., help="Root CID of an archive (bafyrei…); with "
+                              "--from-relay, the space (id) whose latest archive to restore."),
     ipfs_api: str | None = IpfsApiOption,
+    from_relay: str | None = typer.Option(
+        None, "--from-relay", help="Ask this relay (URL#did:key:…, its DID pinned) for the "
+        "latest archive it made of the space, and trust that archive by the relay's DID."),
     peers: list[str] = typer.Option(  # noqa: B008 (typer's idiom)
         [], "--peer", help="Then sync the tail once from this peer (/ip4/…/tcp/…/p2p/…); "
                            "repeatable. A running node syncs by itself."),
@@ -64,11 +68,13 @@ def pull(
     remote = running_node(paths)
     if remote is not None:
         data = remote.call("archive_pull", cid=cid, ipfs_api=ipfs_api,
-                           trust_relays=list(trust_relay))
+                           trust_relays=list(trust_relay), from_relay=from_relay)
     else:
-        data = _pull_local(paths, cid, ipfs_api, peers, list(trust_relay))
+        data = _pull_local(paths, cid, ipfs_api, peers, list(trust_relay), from_relay)
     human = (f"restored {data['kind']} space {data['name']} {data['space_id']}: "
              f"{data['accepted']} new of {data['envelopes']} deltas")
+    if data.get("from_relay"):
+        human = f"latest archive at {data['from_relay']['url']}: {data['cid']}\n" + human
     for tail in data.get("tail", []):
         human += (f"\ntail from {tail['peer']}: {tail['received']} new"
                   + (f" ({tail['error']})" if tail["error"] else ""))
@@ -76,7 +82,7 @@ def pull(
 
 
 def _pull_local(paths: Any, cid: str, ipfs_api: str | None, peers: list[str],
-                trust_relays: list[str]) -> dict[str, Any]:
+                trust_relays: list[str], from_relay: str | None) -> dict[str, Any]:
     import trio
 
     from mycelium.archive.tail import sync_tail
@@ -89,7 +95,7 @@ def _pull_local(paths: Any, cid: str, ipfs_api: str | None, peers: list[str],
     paths.ensure()
     with Soil.open(paths.soil, identity, device_chains=True) as soil:  # delta.md §10
         data = LocalOps(soil).call("archive_pull", cid=cid, ipfs_api=ipfs_api,
-                                   trust_relays=trust_relays)
+                                   trust_relays=trust_relays, from_relay=from_relay)
         ensure_personal_space(soil)
         if peers:
             data["tail"] = trio.run(sync_tail, soil, bytes.fromhex(data["space_id"]), peers)

@@ -380,16 +380,21 @@ class LocalOps:
         return {**pushed, "space_id": space_id.hex()}
 
     def archive_pull(self, cid: str, ipfs_api: str | None = None,
-                     trust_relays: list[str] | None = None) -> dict[str, Any]:
+                     trust_relays: list[str] | None = None,
+                     from_relay: str | None = None) -> dict[str, Any]:
         """Restore a space from an archive CID (see :meth:`archive_pull_phases`), inline."""
-        return run_inline(self.archive_pull_phases(cid, ipfs_api, trust_relays))
+        return run_inline(self.archive_pull_phases(cid, ipfs_api, trust_relays, from_relay))
 
     def archive_pull_phases(self, cid: str, ipfs_api: str | None = None,
-                            trust_relays: list[str] | None = None) -> Phased[dict[str, Any]]:
+                            trust_relays: list[str] | None = None,
+                            from_relay: str | None = None) -> Phased[dict[str, Any]]:
         """Restore a space from an archive CID (every block verified before any ingest).
         ``trust_relays``: DIDs of relays whose archives are accepted (relay/archiver.py).
-        Export, block checks, decryption and verification are one :class:`Offload` step;
-        only the verified contents reach the store (``service.restore``)."""
+        ``from_relay`` (``URL#did:key:…``): ``cid`` is then a space (id, or name if known
+        here), and the archive is the latest that relay made of it (asked as a member,
+        relay/rest.py), trusted by the DID pinned in the URL. Export, block checks,
+        decryption and verification are one :class:`Offload` step; only the verified
+        contents reach the store (``service.restore``)."""
         import logging
 
         from mycelium.archive import service
@@ -398,12 +403,28 @@ class LocalOps:
         log = logging.getLogger(service.__name__)
         trusted = {public_key_from_did(did) for did in trust_relays or ()}
         identity = self.soil.identity
+        relay = space = None
+        if from_relay is not None:
+            from mycelium.relay.client import RelayUrl
+
+            relay = RelayUrl.parse(from_relay)
+            space = self._space_for_relay(cid)
+        found: dict[str, Any] = {}
 
         def fetch_and_verify() -> tuple[Any, ...]:
             from mycelium.archive.ipfs import IpfsClient
 
+            root_cid = cid
+            if relay is not None and space is not None:
+                from mycelium.relay.rest import latest_archive
+
+                found.update(latest_archive(relay, identity, space))
+                root_cid = found["cid"]
+                trusted.add(public_key_from_did(found["relay_did"]))
+                log.info("relay %s: latest archive of space %s is %s (%d deltas)",
+                         relay.url, space.hex()[:12], root_cid, found["envelopes"])
             with IpfsClient(ipfs_api) as ipfs:
-                root, blocks = service.fetch(ipfs, cid)
+                root, blocks = service.fetch(ipfs, root_cid)
             return (root, *service.open_verified(root, blocks, identity,
                                                  trusted_signers=trusted))
 
@@ -416,7 +437,26 @@ class LocalOps:
         log.info("archive %s restored into space %s: %d new, %d duplicates, %d rejected",
                  summary["cid"], summary["space_id"][:12], summary["accepted"],
                  summary["duplicates"], summary["rejected"])
+        if found:
+            summary["from_relay"] = {"url": relay.url if relay else None, **found}
         return summary
+
+    def _space_for_relay(self, space: str) -> bytes:
+        """A space id for ``archive pull --from-relay``: a space known here by id or name,
+        or any hex id (a recovered device does not know the space yet)."""
+        from mycelium.store.soil import UnknownSpace
+
+        try:
+            return self.soil.resolve_space(space)
+        except UnknownSpace:
+            try:
+                raw = bytes.fromhex(space)
+            except ValueError:
+                raw = b""
+            if not 8 <= len(raw) <= 64:
+                raise MyceliumError(f"{space!r} is neither a space known here nor a space "
+                                    "id (hex)", reason="unknown_space") from None
+            return raw
 
     # -- node -----------------------------------------------------------------------
     def web_login_link(self) -> dict[str, Any]:

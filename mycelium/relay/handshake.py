@@ -116,8 +116,12 @@ class ClientHandshake:
                                        rng=rng)
 
     def hello(self, now: float) -> bytes:
-        challenge = self._issuer.issue(now)
-        return encode({"t": "hello", "v": VERSION, "challenge": challenge.to_cbor()})
+        return encode({"t": "hello", "v": VERSION, "challenge": self.challenge(now)})
+
+    def challenge(self, now: float) -> bytes:
+        """Our challenge to the relay (CBOR): in ``hello``, or the body of a REST
+        ``POST /v1/auth/challenge``."""
+        return self._issuer.issue(now).to_cbor()
 
     def on_challenge(self, data: bytes, now: float) -> bytes:
         """Check the relay's proof and answer its challenge. Raises
@@ -127,6 +131,12 @@ class ClientHandshake:
         if msg["t"] != "challenge":
             raise HandshakeError(f"expected 'challenge', got {msg['t']!r}",
                                  reason="unexpected_message")
+        return encode({"t": "auth", "response": self.answer(msg, now)})
+
+    def answer(self, msg: dict[str, Any], now: float) -> bytes:
+        """The relay's ``{did, proof, challenge}`` (a WebSocket ``challenge`` message or
+        the REST challenge reply): its proof checked against our challenge and the pinned
+        DID, then our answer to its challenge (CBOR)."""
         did = _field(msg, "did", str)
         proof = ChallengeResponse.from_cbor(_field(msg, "proof", bytes))
         if proof.did != did:
@@ -146,7 +156,7 @@ class ClientHandshake:
         if challenge.audience != self.origin:
             raise HandshakeError(f"relay asks us to sign for {challenge.audience!r}, "
                                  f"not {self.origin!r}", reason="wrong_audience")
-        return encode({"t": "auth", "response": answer(self.identity, challenge).to_cbor()})
+        return answer(self.identity, challenge).to_cbor()
 
     @staticmethod
     def on_ok(data: bytes) -> str:

@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,14 @@ from mycelium.archive import service as archives
 from mycelium.archive.errors import NotARecipient
 from mycelium.archive.ipfs import IpfsClient
 from mycelium.identity.identity import Identity
-from mycelium.relay.archiver import Archiver, ArchiveRecord, SpaceMark, due, run_archiver
+from mycelium.relay.archiver import (
+    Archiver,
+    ArchiveRecord,
+    SpaceMark,
+    due,
+    latest_archive,
+    run_archiver,
+)
 from mycelium.relay.run import RelayConfig, serve_relay
 from mycelium.relay.store import RelayStore
 from mycelium.spaces import service
@@ -279,3 +287,50 @@ async def test_rounds_repeat_every_period(tmp_path: Path,
             nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def test_cli_pull_from_relay_restores_its_latest_archive(
+        tmp_path: Path, ipfs_api: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """``mycelium archive pull SPACE --from-relay URL#DID``: the member asks the relay
+    (authenticated both ways over REST) for the latest archive it made, and restores it,
+    trusting it by the DID pinned in the URL; an unpinned URL or another DID is refused."""
+    from tests.archive.cli import PASSPHRASE, run
+
+    monkeypatch.setenv("MYCELIUM_PASSPHRASE", PASSPHRASE)
+    home = tmp_path / "member-home"
+    member_did = run("init", "--home", str(home), "--json")["did"]
+    admin = Soil.open(tmp_path / "admin.db", ADMIN)
+    space = service.create_space(admin, "from-relay")
+    service.invite(admin, space, member_did)
+    admin.put_doc(space, "products", "p1", {"title": "quince", "quantity": 3, "unit": "kg"})
+    store = RelayStore.open(tmp_path / "relay" / "relay.db")
+    store.register(admin.genesis(space), envelopes_of(admin, space), ADMIN.public_key)
+
+    def pull(*extra: str, ok: bool = True) -> Any:
+        return run("archive", "pull", space.hex(), "--ipfs-api", ipfs_api,
+                   "--home", str(home), *extra, ok=ok)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            relay = await _serving(tmp_path, store, ipfs_api, 3600, nursery)
+            with trio.fail_after(30):  # the first round runs at start
+                while latest_archive(store, space) is None:
+                    await trio.sleep(0.05)
+            cid = latest_archive(store, space).cid  # type: ignore[union-attr]
+            # The CLI blocks (httpx, IPFS): in a thread, so this loop keeps serving.
+            unpinned = await trio.to_thread.run_sync(
+                lambda: pull("--from-relay", relay.url, ok=False))
+            assert "#did:key" in unpinned
+            impostor = await trio.to_thread.run_sync(
+                lambda: pull("--from-relay", f"{relay.url}#{Identity.generate().did}", ok=False))
+            assert "relay_identity_changed" in impostor or "pinned" in impostor, impostor
+            pulled = await trio.to_thread.run_sync(
+                lambda: pull("--from-relay", f"{relay.url}#{relay.service.did}", "--json"))
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+        admin.close()
+    assert pulled["cid"] == cid and pulled["from_relay"]["cid"] == cid
+    assert pulled["space_id"] == space.hex() and pulled["accepted"] == pulled["envelopes"]
+    doc = run("doc", "get", space.hex(), "products", "p1", "--home", str(home), "--json")
+    assert "quince" in json.dumps(doc), doc
