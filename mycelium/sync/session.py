@@ -1062,7 +1062,10 @@ class SyncSession:
 
     def _count_resends(self, hwm: VersionVector, batch: Sequence[bytes]) -> None:
         """Charge envelopes at or below what we believed the peer held (before its
-        WANT/VV reset our view) to the session's resend budget."""
+        WANT/VV reset our view) to the session's resend budget. An author's mark is
+        dropped once we send beyond it (we send each author's envelopes in ascending
+        seq, so its resends are over; a later WANT/VV sets a new mark), so sessions
+        stop paying for this check when no resend is under way."""
         lookup, info_of = self.cache.lookup, self.cache.info
         resent = 0
         for raw in batch:
@@ -1072,8 +1075,13 @@ class SyncSession:
                     info = info_of(raw)
                 except CachedRejection:
                     continue
-            if info.seq <= hwm.get(info.author, 0):
+            mark = hwm.get(info.author)
+            if mark is None:
+                continue
+            if info.seq <= mark:
                 resent += len(raw)
+            else:
+                del hwm[info.author]
         self.stats.resent_bytes += resent
 
     def _resend_exceeded(self) -> bool:
