@@ -1,4 +1,5 @@
-"""Suite-wide settings: Hypothesis profiles (more examples in CI, fewer locally).
+"""Suite-wide settings: Hypothesis profiles (more examples in CI, fewer locally, many
+and fresh with ``HYPOTHESIS_PROFILE=explore``).
 
 Profiles govern every property without its own ``max_examples``; costly properties take
 theirs from :func:`tests.budget.examples`. ``HYPOTHESIS_PROFILE`` picks a profile by name.
@@ -18,8 +19,14 @@ from hypothesis import settings
 from tests.browser import launch_chromium
 from tests.ci import CI
 
-settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
+# CI draws the same examples on every run (derandomize): the gate is reproducible, and a
+# red build means the change, not the dice. Exploration is the "explore" profile's job
+# (fresh random examples, more of them; README "Development"): what it finds becomes an
+# @example or a regression test.
+settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True,
+                          derandomize=True)
 settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile("explore", max_examples=1000, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if CI else "dev"))
 
 
