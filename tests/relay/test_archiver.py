@@ -216,9 +216,10 @@ def _archiver_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "mycelium.relay.archiver"]
 
 
-async def test_cli_pull_of_a_relay_archive_needs_trust_relay(
-        tmp_path: Path, ipfs_api: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """``mycelium archive pull CID --trust-relay DID`` restores; without it: refused."""
+def _member_home_and_hosted_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, title: str
+                                  ) -> tuple[Path, Soil, bytes, RelayStore]:
+    """A member's node home (made by ``mycelium init``), ADMIN's space with that member
+    invited and one listing ``title``, hosted by a relay store."""
     from tests.archive.cli import PASSPHRASE, run
 
     monkeypatch.setenv("MYCELIUM_PASSPHRASE", PASSPHRASE)
@@ -227,14 +228,24 @@ async def test_cli_pull_of_a_relay_archive_needs_trust_relay(
     admin = Soil.open(tmp_path / "admin.db", ADMIN)
     space = service.create_space(admin, "relay-archived")
     service.invite(admin, space, member_did)
-    admin.put_doc(space, "products", "p1", {"title": "beans", "quantity": 1, "unit": "kg"})
+    admin.put_doc(space, "products", "p1", {"title": title, "quantity": 1, "unit": "kg"})
     store = RelayStore.open(tmp_path / "relay" / "relay.db")
+    store.register(admin.genesis(space), envelopes_of(admin, space), ADMIN.public_key)
+    return home, admin, space, store
+
+
+async def test_cli_pull_of_a_relay_archive_needs_trust_relay(
+        tmp_path: Path, ipfs_api: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """``mycelium archive pull CID --trust-relay DID`` restores; without it: refused."""
+    from tests.archive.cli import run
+
+    home, admin, space, store = _member_home_and_hosted_space(tmp_path, monkeypatch, "beans")
     relay_id = Identity.generate()
     try:
-        store.register(admin.genesis(space), envelopes_of(admin, space), ADMIN.public_key)
         cid = (await Archiver(store, relay_id, ipfs_api).round()).archived[space]
     finally:
         store.close()
+        admin.close()
     refused = run("archive", "pull", cid, "--ipfs-api", ipfs_api, "--home", str(home), ok=False)
     assert "neither a member" in refused
     pulled = run("archive", "pull", cid, "--ipfs-api", ipfs_api, "--trust-relay", relay_id.did,
@@ -294,17 +305,9 @@ async def test_cli_pull_from_relay_restores_its_latest_archive(
     """``mycelium archive pull SPACE --from-relay URL#DID``: the member asks the relay
     (authenticated both ways over REST) for the latest archive it made, and restores it,
     trusting it by the DID pinned in the URL; an unpinned URL or another DID is refused."""
-    from tests.archive.cli import PASSPHRASE, run
+    from tests.archive.cli import run
 
-    monkeypatch.setenv("MYCELIUM_PASSPHRASE", PASSPHRASE)
-    home = tmp_path / "member-home"
-    member_did = run("init", "--home", str(home), "--json")["did"]
-    admin = Soil.open(tmp_path / "admin.db", ADMIN)
-    space = service.create_space(admin, "from-relay")
-    service.invite(admin, space, member_did)
-    admin.put_doc(space, "products", "p1", {"title": "quince", "quantity": 3, "unit": "kg"})
-    store = RelayStore.open(tmp_path / "relay" / "relay.db")
-    store.register(admin.genesis(space), envelopes_of(admin, space), ADMIN.public_key)
+    home, admin, space, store = _member_home_and_hosted_space(tmp_path, monkeypatch, "quince")
 
     def pull(*extra: str, ok: bool = True) -> Any:
         return run("archive", "pull", space.hex(), "--ipfs-api", ipfs_api,
