@@ -110,41 +110,58 @@ def _forged_chain(forged_first: bool | None) -> Iterator[Scenario]:
     """A removes C after seeing its three listings (pinning them); C then signs a second
     chain for seqs 1..4 with the old epoch key it still holds (spaces.md §4.4).
     ``forged_first``: the forged seq-1 envelope's id sorts before (True) or after (False)
-    the real one's, so a tie broken by id alone picks the forgery (or not); None: any."""
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        ids = {n: Identity.generate() for n in "ac"}
-        a, c = (Soil.open(tmp / f"{n}.db", i) for n, i in ids.items())
-        space = service.create_space(a, "market")
-        service.join(c, service.invite(a, space, ids["c"].did))
-        observer, obs_db, base = _observer(tmp, a, space)
-        _sync(a, c, space)
-        epoch, key = group_key(c, space)
-        for i in range(3):
-            c.put_doc(space, "products", f"c{i}", LISTING)
-        _sync(c, a, space)
-        service.remove(a, space, ids["c"].did)
-        real_first = next(decode(r).delta_id for r in _all(c, space)
-                          if decode(r).author == ids["c"].public_key and decode(r).seq == 1)
-        for attempt in range(64):  # each attempt is a coin toss: bounded, and never 64 misses
-            forger = Forger(ids["c"], space)
-            forged = [forger.listing(f"c{i}", {"title": "SOLD, pay me"}, epoch, key,
-                                     wall_ms=1_900_000_000_000 + attempt).raw
-                      for i in range(4)]
-            if forged_first is None or (decode(forged[0]).delta_id < real_first) == forged_first:
-                break
-        else:
-            raise AssertionError("no forged chain with the wanted id order in 64 tries")
-        known = set(base)
-        parts = [r for r in _all(c, space) + _all(a, space) + forged if r not in known]
-        parts = list(dict.fromkeys(parts))
-        a.ingest(space, forged)
-        assert not set(forged) & set(_all(a, space))
-        yield Scenario(space, a.genesis(space), base, parts, observer, obs_db,
-                       a.version_vector(space), _all(a, space),
-                       ids["c"].public_key, frozenset(forged))
-        a.close()
-        c.close()
+    the real one's, so a tie broken by id alone picks the forgery (or not); None: any.
+    The real id is random: when it is so extreme that 4096 forged seq-1 envelopes all
+    land on its wrong side (chance 1 in 4097), the whole scenario is drawn again."""
+    for _ in range(4):
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            ids = {n: Identity.generate() for n in "ac"}
+            a, c = (Soil.open(tmp / f"{n}.db", i) for n, i in ids.items())
+            try:
+                space = service.create_space(a, "market")
+                service.join(c, service.invite(a, space, ids["c"].did))
+                observer, obs_db, base = _observer(tmp, a, space)
+                _sync(a, c, space)
+                epoch, key = group_key(c, space)
+                for i in range(3):
+                    c.put_doc(space, "products", f"c{i}", LISTING)
+                _sync(c, a, space)
+                service.remove(a, space, ids["c"].did)
+                real_first = next(decode(r).delta_id for r in _all(c, space)
+                                  if decode(r).author == ids["c"].public_key
+                                  and decode(r).seq == 1)
+                forged = _forged_after(Forger(ids["c"], space), epoch, key, real_first,
+                                       forged_first)
+                if forged is None:
+                    continue
+                known = set(base)
+                parts = [r for r in _all(c, space) + _all(a, space) + forged if r not in known]
+                parts = list(dict.fromkeys(parts))
+                a.ingest(space, forged)
+                assert not set(forged) & set(_all(a, space))
+                yield Scenario(space, a.genesis(space), base, parts, observer, obs_db,
+                               a.version_vector(space), _all(a, space),
+                               ids["c"].public_key, frozenset(forged))
+                return
+            finally:
+                a.close()
+                c.close()
+    raise AssertionError("no forged chain with the wanted id order in 4 scenarios")
+
+
+def _forged_after(forger: Forger, epoch: int, key: bytes, real_first: bytes,
+                  forged_first: bool | None) -> list[bytes] | None:
+    """Four forged listings whose first id sorts as asked against ``real_first`` (only
+    the first is drawn again: one seal per try), or None after 4096 tries."""
+    for attempt in range(4096):
+        first = Forger(forger.who, forger.space)
+        raw = first.listing("c0", {"title": "SOLD, pay me"}, epoch, key,
+                            wall_ms=1_900_000_000_000 + attempt).raw
+        if forged_first is None or (decode(raw).delta_id < real_first) == forged_first:
+            return [raw] + [first.listing(f"c{i}", {"title": "SOLD, pay me"}, epoch, key,
+                                          wall_ms=1_900_000_000_000).raw for i in range(1, 4)]
+    return None
 
 
 @pytest.fixture(scope="module")
