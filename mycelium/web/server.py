@@ -31,6 +31,8 @@ SESSIONS_FILE = "web-sessions.json"
 OFF = ("off", "none", "no")
 #: Settings made on the node page (the gateway's public address), kept in the home.
 SETTINGS_FILE = "web-settings.json"
+#: Pending connections the web app's socket queues (hypercorn's default).
+LISTEN_BACKLOG = 100
 
 
 class WebService:
@@ -189,20 +191,27 @@ def _display_name(paths: NodePaths) -> str | None:
 
 
 def _listening_socket(host: str, port: int, *, fallback: bool) -> socket.socket:
-    """A TCP socket bound to (host, port); if that is taken and ``fallback`` (the default
-    address, e.g. a second node on this computer), bound to a free port instead. Binding
-    here, not in hypercorn, leaves no window between a check and the bind."""
+    """A TCP socket listening on (host, port); if that is taken and ``fallback`` (the
+    default address, e.g. a second node on this computer), on a free port instead.
+    Binding *and listening* here, not in hypercorn, leaves no window between a check and
+    the claim: with SO_REUSEADDR two sockets may both bind a port nobody listens on yet,
+    and the second one's ``listen`` then fails (two nodes started at once crashed that
+    way, found by CI), so the port counts as taken only once we listen on it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
+        sock.close()
         if not fallback:
-            sock.close()
             raise
         log.warning("web app: %s:%d is taken (another node?); using a free port", host, port)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, 0))
+        sock.listen(LISTEN_BACKLOG)
     return sock
 
 

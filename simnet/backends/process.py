@@ -101,9 +101,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     Chosen *below* the kernel's ephemeral range: the kernel's own choice (bind to port
     0) comes from that range, which every outgoing connection also draws its local port
     from, so a connection opened between the choice and the listen (a node dialling a
-    proxy, say) could take the port: CI saw ``Address already in use`` at start-up.
-    Below the range only another deliberate choice can collide, and the bind check here
-    (without SO_REUSEADDR, so a port in TIME_WAIT is skipped too) rules out a port in use.
+    proxy, say) could take the port. Below the range only another deliberate choice can
+    collide, and the bind check here (without SO_REUSEADDR, so a port in TIME_WAIT is
+    skipped too) rules out a port in use. (The ``Address already in use`` CI saw at a
+    node's start-up was another race: mycelium/web/server.py ``_listening_socket``.)
     """
     low, _ = _ephemeral_range()
     start, stop = (20_000, low) if low - 20_000 >= 2_000 else (1024, low)

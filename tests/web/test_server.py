@@ -3,6 +3,7 @@ computer, ``--web off``, and ``mycelium open`` when there is nothing to open."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,28 @@ def test_two_nodes_on_the_default_address_both_serve(tmp_path: Path) -> None:
     finally:
         one.stop()
         two.stop()
+
+
+def test_two_sockets_claiming_one_port_at_once_never_share_it() -> None:
+    """Two nodes starting together both try the default address: the second must fall
+    back at once, not bind it too (SO_REUSEADDR lets two sockets bind a port nobody
+    listens on yet) and crash when hypercorn calls listen (seen in CI)."""
+    from mycelium.web.server import _listening_socket
+    from simnet.backends.process import free_port
+
+    port = free_port()
+    first = _listening_socket("127.0.0.1", port, fallback=True)
+    second = _listening_socket("127.0.0.1", port, fallback=True)
+    try:
+        assert first.getsockname()[1] == port
+        assert second.getsockname()[1] != port
+        with socket.create_connection(("127.0.0.1", second.getsockname()[1]), timeout=5):
+            pass  # already listening: nothing between the claim and hypercorn can take it
+        with pytest.raises(OSError):
+            _listening_socket("127.0.0.1", port, fallback=False).close()
+    finally:
+        first.close()
+        second.close()
 
 
 def test_web_off_and_open_without_a_node(tmp_path: Path) -> None:
