@@ -51,7 +51,7 @@ def pull(
                               "--from-relay, the space (id) whose latest archive to restore."),
     ipfs_api: str | None = IpfsApiOption,
     from_relay: str | None = typer.Option(
-        None, "--from-relay", help="Ask this relay (URL#did:key:…, its DID pinned) for the "
+        None, "--from-relay", help="Ask this relay (URL#DID, the relay's did:key pinned) for the "
         "latest archive it made of the space, and trust that archive by the relay's DID."),
     peers: list[str] = typer.Option(  # noqa: B008 (typer's idiom)
         [], "--peer", help="Then sync the tail once from this peer (/ip4/…/tcp/…/p2p/…); "

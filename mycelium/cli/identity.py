@@ -98,7 +98,7 @@ def show_id(ctx: typer.Context, home: str | None = HomeOption, as_json: bool = J
 @id_app.command("convert")
 @user_errors
 def convert(
-    value: str = typer.Argument(..., help="A did:key:z6Mk… or a PeerID (12D3KooW… or bafz…)."),
+    value: str = typer.Argument(..., help="A did:key (z6Mk…) or a PeerID (12D3KooW… or bafz…)."),
     as_json: bool = JsonOption,
 ) -> None:
     """did:key -> PeerID, or PeerID -> did:key."""
