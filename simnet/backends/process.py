@@ -103,21 +103,34 @@ def free_port(host: str = "127.0.0.1") -> int:
     from, so a connection opened between the choice and the listen (a node dialling a
     proxy, say) could take the port. Below the range only another deliberate choice can
     collide, and the bind check here (without SO_REUSEADDR, so a port in TIME_WAIT is
-    skipped too) rules out a port in use. (The ``Address already in use`` CI saw at a
-    node's start-up was another race: mycelium/web/server.py ``_listening_socket``.)
+    skipped too) rules out a port in use. A port handed out recently is not handed out
+    again (a random choice could repeat one that nobody listens on *yet*, as the kernel's
+    rotating choice never does). (The ``Address already in use`` CI saw at a node's
+    start-up was another race: mycelium/web/server.py ``_listening_socket``.)
     """
     low, _ = _ephemeral_range()
     start, stop = (20_000, low) if low - 20_000 >= 2_000 else (1024, low)
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(start, stop) if stop > start else 0
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
-            return int(sock.getsockname()[1])
+            chosen = int(sock.getsockname()[1])
+        _HANDED_OUT[chosen] = None
+        if len(_HANDED_OUT) > _HANDED_OUT_MAX:
+            del _HANDED_OUT[next(iter(_HANDED_OUT))]
+        return chosen
     raise OSError(f"no free port on {host} below the ephemeral range after 200 tries")
+
+
+#: Ports :func:`free_port` handed out lately, oldest first (a dict as an ordered set).
+_HANDED_OUT: dict[int, None] = {}
+_HANDED_OUT_MAX = 4096
 
 
 @dataclass(frozen=True)

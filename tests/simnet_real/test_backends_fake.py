@@ -217,3 +217,15 @@ def test_module_entry_points() -> None:
     assert lan.main([]) == 2  # usage
     with pytest.raises(SystemExit):
         proxy.main(["transparent", "--src", "0", "--params", "{\"loss\": 2}"])
+
+
+def test_free_ports_are_never_handed_out_twice_and_lie_below_the_ephemeral_range() -> None:
+    """Tests take several ports before anything listens on them: a repeat would make two
+    processes race for one port (500 random draws from ~12 000 ports repeat one almost
+    surely, so this fails without the record of handed-out ports)."""
+    from simnet.backends.process import _ephemeral_range, free_port
+
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)
+    low, _ = _ephemeral_range()
+    assert all(p < low for p in ports)
