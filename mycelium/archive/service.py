@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,22 +184,27 @@ def pull(soil: Any, ipfs: IpfsClient, cid_text: str, *,
     :class:`ArchiveConflict` when the store already holds a different history of the same
     authors (e.g. a device that wrote to its personal space before restoring it).
     """
-    try:
+    with refusal_logged(cid_text):
         root, blocks = fetch(ipfs, cid_text)
         contents, preview = open_verified(root, blocks, soil.identity,
                                           trusted_signers=trusted_signers)
-        summary = restore(soil, root, contents, preview)
+        return restore(soil, root, contents, preview)
+
+
+@contextmanager
+def refusal_logged(cid_text: str) -> Iterator[None]:
+    """Log why the pull of ``cid_text`` was refused (any step: fetch, checks, restore),
+    then let the error go on: one line per refused archive, whoever drives the pull."""
+    try:
+        yield
     except MyceliumError as exc:
         log.warning("archive %s refused (%s): %s", cid_text[:80], exc.reason, exc)
         raise
-    log.info("archive %s restored into space %s: %d new, %d duplicates, %d rejected",
-             summary["cid"], summary["space_id"][:12], summary["accepted"],
-             summary["duplicates"], summary["rejected"])
-    return summary
 
 
 def restore(soil: Any, root: bytes, contents: fmt.Contents, preview: SpaceState) -> dict[str, Any]:
-    """The last step of :func:`pull`: add the (verified) space and ingest its envelopes."""
+    """The last step of :func:`pull`: add the (verified) space and ingest its envelopes;
+    logged, and summed up as a JSON-ready dict."""
     space_id = soil.add_space(contents.genesis)
     result = soil.ingest(space_id, contents.envelopes)
     conflicts = [reason for _, reason in result.rejected if reason in CONFLICT_REASONS]
@@ -207,11 +213,15 @@ def restore(soil: Any, root: bytes, contents: fmt.Contents, preview: SpaceState)
             f"{len(conflicts)} archived envelopes conflict with this store's own history "
             f"({conflicts[0]}); restore into a fresh home (for a personal archive: right "
             f"after `recover finish`, before anything else opens the store)")
-    return {"cid": cids.to_text(root), "space_id": space_id.hex(), "name": preview.name,
-            "kind": preview.kind, "envelopes": len(contents.envelopes),
-            "accepted": len(result.accepted), "duplicates": result.duplicates,
-            "pending": result.pending, "rejected": len(result.rejected),
-            "signer": contents.signer.hex()}
+    summary = {"cid": cids.to_text(root), "space_id": space_id.hex(), "name": preview.name,
+               "kind": preview.kind, "envelopes": len(contents.envelopes),
+               "accepted": len(result.accepted), "duplicates": result.duplicates,
+               "pending": result.pending, "rejected": len(result.rejected),
+               "signer": contents.signer.hex()}
+    log.info("archive %s restored into space %s: %d new, %d duplicates, %d rejected",
+             summary["cid"], summary["space_id"][:12], summary["accepted"],
+             summary["duplicates"], summary["rejected"])
+    return summary
 
 
 def _now_ms() -> int:

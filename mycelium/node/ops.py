@@ -395,12 +395,9 @@ class LocalOps:
         relay/rest.py), trusted by the DID pinned in the URL. Export, block checks,
         decryption and verification are one :class:`Offload` step; only the verified
         contents reach the store (``service.restore``)."""
-        import logging
-
         from mycelium.archive import service
         from mycelium.identity.didkey import public_key_from_did
 
-        log = logging.getLogger(service.__name__)
         trusted = {public_key_from_did(did) for did in trust_relays or ()}
         identity = self.soil.identity
         relay = space = None
@@ -421,24 +418,18 @@ class LocalOps:
                 found.update(latest_archive(relay, identity, space))
                 root_cid = found["cid"]
                 trusted.add(public_key_from_did(found["relay_did"]))
-                log.info("relay %s: latest archive of space %s is %s (%d deltas)",
-                         relay.url, space.hex()[:12], root_cid, found["envelopes"])
+                service.log.info("relay %s: latest archive of space %s is %s (%d deltas)",
+                                 relay.url, space.hex()[:12], root_cid, found["envelopes"])
             with IpfsClient(ipfs_api) as ipfs:
                 root, blocks = service.fetch(ipfs, root_cid)
             return (root, *service.open_verified(root, blocks, identity,
                                                  trusted_signers=trusted))
 
-        try:
+        with service.refusal_logged(cid):
             root, contents, preview = yield Offload("archive_pull", fetch_and_verify)
             summary = service.restore(self.soil, root, contents, preview)
-        except MyceliumError as exc:
-            log.warning("archive %s refused (%s): %s", cid[:80], exc.reason, exc)
-            raise
-        log.info("archive %s restored into space %s: %d new, %d duplicates, %d rejected",
-                 summary["cid"], summary["space_id"][:12], summary["accepted"],
-                 summary["duplicates"], summary["rejected"])
-        if found:
-            summary["from_relay"] = {"url": relay.url if relay else None, **found}
+        if relay is not None:
+            summary["from_relay"] = {"url": relay.url, **found}
         return summary
 
     def _space_for_relay(self, space: str) -> bytes:
