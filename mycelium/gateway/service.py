@@ -27,15 +27,13 @@ from mycelium.gateway.db import GatewayDB
 from mycelium.gateway.intent import Parsed, parse
 from mycelium.gateway.market import Market, listing_id
 from mycelium.identity.auth import (
-    BadAuthSignature,
     Challenge,
     ChallengeExpired,
     ChallengeIssuer,
     ChallengeResponse,
-    MalformedAuth,
+    check_signature,
 )
-from mycelium.identity.didkey import DidError, public_key_from_did
-from mycelium.identity.identity import Identity, verify_signature
+from mycelium.identity.identity import Identity
 
 log = logging.getLogger("mycelium.gateway")
 
@@ -291,10 +289,5 @@ def verify_link_answer(presented: ChallengeResponse, expected: Challenge, now_ms
         raise LinkError("the answer is for another challenge")
     if now_ms >= expected.expires_ms:
         raise ChallengeExpired("challenge expired")
-    try:
-        public_key = public_key_from_did(presented.did)
-    except DidError as exc:
-        raise MalformedAuth(f"response DID is not usable: {exc}") from exc
-    if not verify_signature(public_key, expected.signing_bytes(), presented.signature):
-        raise BadAuthSignature("signature does not verify for the presented DID")
+    check_signature(expected, presented)
     return presented.did

@@ -143,6 +143,18 @@ def answer(identity: Identity, challenge: Challenge) -> ChallengeResponse:
     return ChallengeResponse(challenge, identity.did, identity.sign(challenge.signing_bytes()))
 
 
+def check_signature(challenge: Challenge, response: ChallengeResponse) -> None:
+    """That ``response`` signs ``challenge`` (the one the verifier holds, not the copy the
+    response carries) with the key of the DID it presents; raises :class:`MalformedAuth`
+    or :class:`BadAuthSignature`. Issuers check audience, nonce and expiry first."""
+    try:
+        public_key = public_key_from_did(response.did)
+    except DidError as exc:
+        raise MalformedAuth(f"response DID is not usable: {exc}") from exc
+    if not verify_signature(public_key, challenge.signing_bytes(), response.signature):
+        raise BadAuthSignature("signature does not verify for the presented DID")
+
+
 class ChallengeIssuer:
     """Server side: issues single-use challenges for one audience and verifies answers."""
 
@@ -204,12 +216,7 @@ class ChallengeIssuer:
         if now_ms >= stored.expires_ms:
             del self._outstanding[stored.nonce]
             raise ChallengeExpired("challenge expired")
-        try:
-            public_key = public_key_from_did(response.did)
-        except DidError as exc:
-            raise MalformedAuth(f"response DID is not usable: {exc}") from exc
-        if not verify_signature(public_key, stored.signing_bytes(), response.signature):
-            raise BadAuthSignature("signature does not verify for the presented DID")
+        check_signature(stored, response)
         del self._outstanding[stored.nonce]
         self._remember_used(stored)
         return response.did
