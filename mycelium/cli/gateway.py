@@ -42,7 +42,8 @@ def serve(
         [], "--peer", help="Static peer multiaddr with /p2p/<peer id> (repeatable)."),
     no_mdns: bool = typer.Option(False, "--no-mdns", help="Do not use mDNS discovery."),
     relay: list[str] = typer.Option(  # noqa: B008
-        [], "--relay", help="Edge relay URL, https://host[#DID] (repeatable; DID: the relay's did:key)."),
+        [], "--relay",
+        help="Edge relay URL, https://host[#DID] (repeatable; DID: the relay's did:key)."),
     home: str | None = HomeOption,
 ) -> None:
     """Run the gateway until Ctrl-C (webhooks, inbox/outbox, public pages, node sync)."""
