@@ -34,7 +34,7 @@ from mycelium.archive.ipfs import IpfsClient
 from mycelium.errors import MyceliumError
 from mycelium.log.envelope import Envelope, Kind
 from mycelium.log.envelope import decode as decode_envelope
-from mycelium.log.validate import authentic_ids
+from mycelium.log.validate import CHAIN_CONFLICTS, authentic_ids
 from mycelium.spaces.genesis import parse_genesis
 from mycelium.spaces.keys import KeyHolder
 from mycelium.spaces.state import SpaceState
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 #: Largest CAR accepted from an IPFS node: the largest archive plus its manifest.
 MAX_CAR_BYTES = fmt.MAX_CHUNKS * (fmt.BLOCK_LIMIT + 64) + fmt.MAX_MANIFEST_BYTES
-#: Reasons from Soil.ingest that mean "this store's history differs from the archive's".
-CONFLICT_REASONS = frozenset({"fork", "broken_chain"})
 
 
 @dataclass(frozen=True)
@@ -207,7 +205,7 @@ def restore(soil: Any, root: bytes, contents: fmt.Contents, preview: SpaceState)
     logged, and summed up as a JSON-ready dict."""
     space_id = soil.add_space(contents.genesis)
     result = soil.ingest(space_id, contents.envelopes)
-    conflicts = [reason for _, reason in result.rejected if reason in CONFLICT_REASONS]
+    conflicts = [reason for _, reason in result.rejected if reason in CHAIN_CONFLICTS]
     if conflicts:
         raise ArchiveConflict(
             f"{len(conflicts)} archived envelopes conflict with this store's own history "

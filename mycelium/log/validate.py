@@ -31,10 +31,9 @@ from mycelium.log.limits import MAX_STORED_SEQ
 from mycelium.spaces.errors import NotMember, RemovedAuthor, UnknownEpoch
 
 __all__ = [
-    "BadSignature", "BrokenChain", "ChainError", "CodecError", "DecryptError", "Duplicate",
-    "EnvelopeError", "Fork", "Head", "LimitExceeded", "NotMember", "PinnedHead",
-    "RemovedAuthor", "SeqGap",
-    "SeqTooLarge", "StoredId",
+    "CHAIN_CONFLICTS", "BadSignature", "BrokenChain", "ChainError", "CodecError",
+    "DecryptError", "Duplicate", "EnvelopeError", "Fork", "Head", "LimitExceeded",
+    "NotMember", "PinnedHead", "RemovedAuthor", "SeqGap", "SeqTooLarge", "StoredId",
     "UnknownEpoch", "UnknownVersion", "Verdict", "WrongSpace", "authentic_ids",
     "decode_for_space", "link_pending", "validate_batch", "verify_run",
 ]
@@ -63,6 +62,11 @@ class Fork(ChainError):
     """The author signed two different envelopes with the same ``seq`` (equivocation)."""
 
     reason = "fork"
+
+
+#: Rejections meaning "the author's chain held here is another one than this envelope's"
+#: (stores look for a removed member's pinned head among them; archives for conflicts).
+CHAIN_CONFLICTS = frozenset({Fork.reason, BrokenChain.reason})
 
 
 class Duplicate(MyceliumError):

@@ -44,12 +44,12 @@ from mycelium.log.limits import (
     MAX_PENDING_STRANGERS,
     PENDING_STRANGER_TTL_MS,
 )
-from mycelium.log.validate import Head, link_pending, validate_batch
+from mycelium.log.validate import CHAIN_CONFLICTS, Head, link_pending, validate_batch
 from mycelium.relay.errors import BadRequest, Forbidden, Limited, NotFound
 from mycelium.spaces import pins
 from mycelium.spaces.errors import SpaceError
 from mycelium.spaces.genesis import Genesis, parse_genesis
-from mycelium.spaces.state import SpaceState
+from mycelium.spaces.state import WAITING_FOR_LOG, SpaceState
 from mycelium.store import envelope_rows
 from mycelium.sync.ports import IngestResult, VersionVector
 
@@ -76,10 +76,6 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 _NO_HEAD: tuple[int, None] = (0, None)
-#: Rejections that mean "the author's chain here is another one than this envelope's".
-_CHAIN_CONFLICTS = frozenset({"fork", "broken_chain"})
-#: Pending reasons that only a control op (or the author's own chain) can change.
-_WAITING_FOR_LOG = frozenset({"not_member", "not_admin"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +363,7 @@ class RelayStore:
         foreign: set[bytes] = set()  # removed authors whose stored chain is another one
         for delta_id, reason in verdict.rejected:
             self._reject(result, delta_id, reason)
-            if reason in _CHAIN_CONFLICTS and delta_id is not None:
+            if reason in CHAIN_CONFLICTS and delta_id is not None:
                 self._pinned_conflict(hosted, delta_id, foreign)
         over: set[bytes] = set()  # authors that hit a quota in this chunk
         for env in verdict.pending:
@@ -575,7 +571,7 @@ class RelayStore:
                 slot = hosted.pending.get(author, {}).get(head[0] + 1)
                 if slot is None:
                     continue
-                if (slot[0] in _WAITING_FOR_LOG and not retry_members
+                if (slot[0] in WAITING_FOR_LOG and not retry_members
                         and author not in hosted.appended):
                     continue
                 if slot[0] == "pinned_chain" and not self._pinned_rows(space, hosted, author,

@@ -51,6 +51,9 @@ from mycelium.spaces.keys import KeyHolder, open_group_key
 MAX_CONTROL_OPS_PER_AUTHOR = 10_000
 #: Upper bound on members of one space.
 MAX_MEMBERS = 4096
+#: :meth:`SpaceState.admission` reasons that only the control log can change (a store
+#: keeps such envelopes pending and retries them when a control op was stored).
+WAITING_FOR_LOG = frozenset({NotMember.reason, NotAdmin.reason})
 
 #: (lc, author, seq, delta_id): delta_id only breaks ties between forked chains.
 OrderKey = tuple[int, bytes, int, bytes]

@@ -53,12 +53,12 @@ from mycelium.log.limits import (
     MAX_STORED_SEQ,
     PENDING_STRANGER_TTL_MS,
 )
-from mycelium.log.validate import Head, link_pending, validate_batch
+from mycelium.log.validate import CHAIN_CONFLICTS, Head, link_pending, validate_batch
 from mycelium.market.collections import REGISTRY
 from mycelium.spaces import pins
 from mycelium.spaces.errors import NoEpochKey, NotMember, RemovedAuthor, SpaceError, UnknownEpoch
 from mycelium.spaces.genesis import parse_genesis
-from mycelium.spaces.state import SpaceState
+from mycelium.spaces.state import WAITING_FOR_LOG, SpaceState
 from mycelium.store import envelope_rows
 from mycelium.store.atrest import DocCodec
 from mycelium.store.schema import Synchronous, connect
@@ -73,10 +73,6 @@ _NO_HEAD: tuple[int, None] = (0, None)  # the head of an author with nothing sto
 #: An opened DATA envelope: ``(envelope, payload, (coll, doc))``.
 _Opened = tuple[Envelope, payloads.Payload, tuple[str, str]]
 _NO_VALUES: dict[str, Any] = {}  # read only
-#: Pending reasons that wait for the control log (not for a gap in the chain).
-_WAITING_FOR_LOG = frozenset({"not_member", "not_admin"})
-#: Rejections that mean "the author's chain here is another one than this envelope's".
-_CHAIN_CONFLICTS = frozenset({"fork", "broken_chain"})
 
 
 class StoreError(MyceliumError):
@@ -546,7 +542,7 @@ class Soil:
         self._count("duplicates", len(verdict.duplicates))
         for delta_id, reason in verdict.rejected:
             self._reject(result, delta_id, reason)
-            if reason in _CHAIN_CONFLICTS and delta_id is not None:
+            if reason in CHAIN_CONFLICTS and delta_id is not None:
                 self._pinned_conflict(work, mem, delta_id)
         for env in verdict.pending:
             self._park(work, env, "gap", result)
@@ -717,7 +713,7 @@ class Soil:
                 slot = slots.get(head[0] + 1)
                 if slot is None:
                     continue
-                if slot[0] in _WAITING_FOR_LOG and not retry_members and author not in work.heads:
+                if slot[0] in WAITING_FOR_LOG and not retry_members and author not in work.heads:
                     continue
                 if slot[0] == "pinned_chain" and not self._pinned_rows(work, mem, author, slots):
                     continue
