@@ -25,6 +25,7 @@ The same challenge/proof exchange is offered over REST (``POST /v1/auth/challeng
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ def origin_of(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
+
+
+def authorization(response: bytes) -> str:
+    """The REST ``Authorization`` value carrying a challenge response (CBOR):
+    ``Mycelium <base64url, no padding>`` (protocols/relay.md §3)."""
+    return "Mycelium " + base64.urlsafe_b64encode(response).decode().rstrip("=")
 
 
 def relay_audience(origin: str) -> str:

@@ -14,7 +14,6 @@ that DID, so the DID must come from the user, not from the server.
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
@@ -24,7 +23,7 @@ from mycelium.codec import cbor
 from mycelium.errors import MyceliumError
 from mycelium.identity.identity import Identity
 from mycelium.relay.client import CONNECT_TIMEOUT_S, RelayUrl
-from mycelium.relay.handshake import ClientHandshake, HandshakeError
+from mycelium.relay.handshake import ClientHandshake, HandshakeError, authorization
 
 #: Largest reply read from a relay (a challenge, or an archive record).
 MAX_REPLY_BYTES = 64 * 1024
@@ -54,9 +53,9 @@ def latest_archive(relay: RelayUrl, identity: Identity, space: bytes, *,
                 f"{relay.url}/v1/auth/challenge",
                 content=cbor.encode({"challenge": hs.challenge(time.time())}),
                 headers={"Content-Type": "application/cbor"}), relay)
-            token = base64.urlsafe_b64encode(hs.answer(reply, time.time())).decode()
+            auth = authorization(hs.answer(reply, time.time()))
             resp = http.get(f"{relay.url}/v1/spaces/{space.hex()}/archive",
-                            headers={"Authorization": "Mycelium " + token.rstrip("=")})
+                            headers={"Authorization": auth})
     except httpx.HTTPError as exc:
         raise RelayRequestError(f"relay {relay.url} unreachable: {exc or type(exc).__name__}",
                                 reason="relay_unreachable") from None

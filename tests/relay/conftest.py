@@ -3,7 +3,6 @@ Soil stores for the nodes, and an authenticated REST client."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import trio
 from mycelium.codec import cbor
 from mycelium.identity.auth import Challenge, answer
 from mycelium.identity.identity import Identity
+from mycelium.relay.handshake import authorization
 from mycelium.relay.limits import RelayLimits
 from mycelium.relay.run import RelayConfig, serve_relay
 from mycelium.relay.service import RelayService
@@ -89,7 +89,7 @@ async def fetch_challenge(client: httpx.AsyncClient, relay: Relay) -> Challenge:
 
 
 def header_for(response_cbor: bytes) -> str:
-    return "Mycelium " + base64.urlsafe_b64encode(response_cbor).decode().rstrip("=")
+    return authorization(response_cbor)
 
 
 def cbor_body(value: Any) -> bytes:
