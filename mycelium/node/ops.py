@@ -12,6 +12,7 @@ runs in a worker thread, so the node keeps syncing and answering meanwhile.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,9 @@ from mycelium.node.phased import Offload, Phased, run_inline, run_offloaded
 
 #: Seconds each HTTP request of ``gateway_link`` may take.
 GATEWAY_TIMEOUT_S = 10.0
+#: A gateway's public address as people type it (``fullmatch``; no query or fragment):
+#: checked by ``gateway_link`` and by the web app before it saves one.
+GATEWAY_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 
 
 class UnknownOperation(MyceliumError):
@@ -244,14 +248,13 @@ class LocalOps:
         The HTTP exchange (two round trips of at most :data:`GATEWAY_TIMEOUT_S` each) is
         one :class:`Offload` step: it needs the identity, not the store."""
         import json
-        import re
 
         code = code.strip().upper()
         if not re.fullmatch(r"[A-Z2-7]{8}", code):
             raise MyceliumError("a link code is 8 letters and digits, as the gateway sent it",
                                 reason="bad_link_code")
         base = gateway.strip().rstrip("/")
-        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", base):
+        if not GATEWAY_URL.fullmatch(base):
             raise MyceliumError("the gateway address must start with http:// or https://",
                                 reason="bad_gateway_url")
         identity = self.soil.identity

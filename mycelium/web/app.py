@@ -39,6 +39,7 @@ from starlette.routing import Route
 from mycelium.crdt.schema import Collection
 from mycelium.errors import MyceliumError
 from mycelium.market.collections import DIARY, HEALTH, PRODUCTS, STATUSES
+from mycelium.node.ops import GATEWAY_URL
 from mycelium.web import forms, qr
 from mycelium.web.auth import BadLink, Session, WebAuth
 from mycelium.web.forms import Input
@@ -539,7 +540,7 @@ def make_app(ctx: WebContext) -> Starlette:
         url = view.form.get("gateway_url", "").strip().rstrip("/")
         code = view.form.get("code", "").strip()
         values = {"gateway_url": url, "code": code}
-        if url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url[:512]):
+        if url and not GATEWAY_URL.fullmatch(url[:512]):
             return await node(view, status=400, values=values, errors={
                 "gateway_url": view._("The gateway address must start with http:// or https://")})
         if view.form.get("action") != "link":
