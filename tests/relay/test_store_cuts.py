@@ -27,24 +27,13 @@ from mycelium.log.envelope import Kind, decode
 from mycelium.relay.store import RelayStore
 from mycelium.spaces import delegation, service
 from mycelium.store.soil import Soil
-from tests.store.hostile import Forger, group_key
+from tests.store.hostile import Forger, group_key, sync_rounds
 
 LISTING = {"title": "tomatoes", "quantity": 5.0, "unit": "kg", "status": "available"}
 
 
 def _all(store: Soil | RelayStore, space: bytes) -> list[bytes]:
     return store.envelopes_since(space, {}, limit=100_000, max_bytes=1 << 28)
-
-
-def _sync(src: Soil, dst: Soil, space: bytes) -> None:
-    for _ in range(8):  # bounded: each round brings what the last one released
-        raws = src.envelopes_since(space, dst.version_vector(space), limit=10_000,
-                                   max_bytes=1 << 26)
-        if not raws:
-            return
-        dst.ingest(space, raws)
-        if dst.version_vector(space) == src.version_vector(space):
-            return
 
 
 @dataclass
@@ -85,10 +74,10 @@ def removed_member() -> Iterator[Scenario]:
         space = service.create_space(a, "market")
         service.join(c, service.invite(a, space, ids["c"].did))
         observer, obs_db, base = _observer(tmp, a, space)
-        _sync(a, c, space)
+        sync_rounds(a, c, space)
         for i in range(2):
             c.put_doc(space, "products", f"c{i}", LISTING)
-        _sync(c, a, space)
+        sync_rounds(c, a, space)
         service.remove(a, space, ids["c"].did)
         for i in range(2, 5):
             c.put_doc(space, "products", f"c{i}", LISTING)
@@ -98,7 +87,7 @@ def removed_member() -> Iterator[Scenario]:
         cut = ids["c"].public_key
         late = frozenset(r for r in parts
                          if decode(r).author == cut and decode(r).seq > 2)
-        _sync(c, a, space)  # the remover hears of the late ones: refuses them
+        sync_rounds(c, a, space)  # the remover hears of the late ones: refuses them
         assert not late & set(_all(a, space))
         yield Scenario(space, a.genesis(space), base, parts, observer, obs_db,
                        a.version_vector(space), _all(a, space), cut, late)
@@ -122,11 +111,11 @@ def _forged_chain(forged_first: bool | None) -> Iterator[Scenario]:
                 space = service.create_space(a, "market")
                 service.join(c, service.invite(a, space, ids["c"].did))
                 observer, obs_db, base = _observer(tmp, a, space)
-                _sync(a, c, space)
+                sync_rounds(a, c, space)
                 epoch, key = group_key(c, space)
                 for i in range(3):
                     c.put_doc(space, "products", f"c{i}", LISTING)
-                _sync(c, a, space)
+                sync_rounds(c, a, space)
                 service.remove(a, space, ids["c"].did)
                 real_first = next(decode(r).delta_id for r in _all(c, space)
                                   if decode(r).author == ids["c"].public_key
@@ -194,7 +183,7 @@ def revoked_delegate() -> Iterator[Scenario]:
                                     subject=s.public_key, issued_ms=1_700_000_000_000)
             soil_g.append(space, Kind.CONTROL, cert.payload(), signer=s)
             soil_g.put_doc(space, "products", f"s{i}-a", LISTING, signer=s)
-        _sync(soil_g, soil_b, space)
+        sync_rounds(soil_g, soil_b, space)
         service.set_role(soil_b, space, gw.did, "member")  # revokes s1 and s2 at seq 2
         for i in range(2):
             soil_g.put_doc(space, "products", f"s1-late{i}", LISTING, signer=s1)
@@ -204,7 +193,7 @@ def revoked_delegate() -> Iterator[Scenario]:
         late = frozenset(r for r in parts
                          if decode(r).author == s1.public_key and decode(r).seq > 2)
         assert late
-        _sync(soil_g, soil_b, space)
+        sync_rounds(soil_g, soil_b, space)
         assert not late & set(_all(soil_b, space))
         yield Scenario(space, soil_g.genesis(space), base, parts, observer, obs_db,
                        soil_b.version_vector(space), _all(soil_b, space),

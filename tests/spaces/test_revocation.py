@@ -15,6 +15,7 @@ from mycelium.identity.identity import Identity
 from mycelium.log.envelope import Kind, decode, seal
 from mycelium.spaces import delegation, service
 from mycelium.store.soil import LocalWriteRefused, Soil
+from tests.store.hostile import sync_rounds
 
 LISTING = {"title": "tomatoes", "quantity": 5.0, "unit": "kg", "status": "available"}
 
@@ -33,17 +34,6 @@ def _listings(soil: Soil, space: bytes) -> set[str]:
     return {d["_id"] for d in soil.list_docs(space, "products")}
 
 
-def _sync(src: Soil, dst: Soil, space: bytes) -> None:
-    for _ in range(8):  # bounded: each round brings what the last one released
-        raws = src.envelopes_since(space, dst.version_vector(space), limit=10_000,
-                                   max_bytes=1 << 26)
-        if not raws:
-            return
-        dst.ingest(space, raws)
-        if dst.version_vector(space) == src.version_vector(space):
-            return
-
-
 @pytest.fixture
 def demoted(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A gateway (creator) with custodial senders; ``boss`` (made admin) demotes it after
@@ -60,7 +50,7 @@ def demoted(tmp_path: Path) -> Iterator[dict[str, Any]]:
         soil_g.append(space, Kind.CONTROL, _certify(gw, space, s), signer=s)
         soil_g.put_doc(space, "products", f"s{i + 1}-a", LISTING, signer=s)
     before = _all(soil_g, space)
-    _sync(soil_g, soil_b, space)
+    sync_rounds(soil_g, soil_b, space)
     service.set_role(soil_b, space, gw.did, "member")  # pins s1 and s2 at what boss holds
     soil_g.append(space, Kind.CONTROL, _certify(gw, space, s3), signer=s3)
     soil_g.put_doc(space, "products", "s3-a", LISTING, signer=s3)
@@ -78,9 +68,9 @@ def test_revoked_delegate_keeps_its_chain_up_to_keep(demoted: dict) -> None:
     space, soil_b = demoted["space"], demoted["b"]
     state = soil_b.space_state(space)
     assert state.kept_seq(demoted["s1"].public_key) == 2  # certificate + one listing
-    _sync(demoted["g"], soil_b, space)
+    sync_rounds(demoted["g"], soil_b, space)
     assert _listings(soil_b, space) == {"s1-a", "s2-a"}
-    _sync(soil_b, demoted["g"], space)  # the gateway learns of it: cuts what came after
+    sync_rounds(soil_b, demoted["g"], space)  # the gateway learns of it: cuts what came after
     assert _listings(demoted["g"], space) == {"s1-a", "s2-a"}
     with pytest.raises(LocalWriteRefused):
         demoted["g"].put_doc(space, "products", "s1-after", LISTING, signer=demoted["s1"])
@@ -120,7 +110,7 @@ def test_issuer_may_revoke_its_own_device(tmp_path: Path) -> None:
         service.revoke(soil_m, space, [device.public_key])  # a plain member, its own device
         with pytest.raises(LocalWriteRefused):
             soil_m.put_doc(space, "products", "d2", LISTING, signer=device)
-        _sync(soil_m, soil_a, space)
+        sync_rounds(soil_m, soil_a, space)
         assert soil_a.space_state(space).kept_seq(device.public_key) == 2
         assert _listings(soil_a, space) == {"d1"}
 
@@ -177,10 +167,10 @@ def test_removing_a_gateway_keeps_its_senders_listings(demoted: dict) -> None:
     space, soil_b, soil_g = demoted["space"], demoted["b"], demoted["g"]
     s4 = Identity.generate()
     service.set_role(soil_b, space, soil_g.identity.did, "admin")
-    _sync(soil_b, soil_g, space)
+    sync_rounds(soil_b, soil_g, space)
     soil_g.append(space, Kind.CONTROL, _certify(soil_g.identity, space, s4), signer=s4)
     soil_g.put_doc(space, "products", "s4-a", LISTING, signer=s4)
-    _sync(soil_g, soil_b, space)
+    sync_rounds(soil_g, soil_b, space)
     assert "s4-a" in _listings(soil_b, space)
     service.remove(soil_b, space, soil_g.identity.did)
     assert soil_b.space_state(space).kept_seq(s4.public_key) == 2

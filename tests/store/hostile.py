@@ -69,3 +69,17 @@ def group_key(soil: Soil, space: bytes, epoch: int | None = None) -> tuple[int, 
 
 def raws(envs: list[Envelope]) -> list[bytes]:
     return [e.raw for e in envs]
+
+
+def sync_rounds(src: Soil, dst: Soil, space: bytes) -> None:
+    """One-way sync until ``dst``'s vector equals ``src``'s, at most 8 rounds (each round
+    brings what the last one released from pending; a removal's cuts may keep vectors
+    apart, which is what the callers look at)."""
+    for _ in range(8):
+        batch = src.envelopes_since(space, dst.version_vector(space), limit=10_000,
+                                    max_bytes=1 << 26)
+        if not batch:
+            return
+        dst.ingest(space, batch)
+        if dst.version_vector(space) == src.version_vector(space):
+            return
